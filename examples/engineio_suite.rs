@@ -1,0 +1,62 @@
+//! The reference server of the public Engine.IO conformance test-suite
+//! (socketio/engine.io-protocol, `test-suite/`): an echo server on port 3000, path `/engine.io/`,
+//! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1,000,000 bytes, CORS for any origin.
+//!
+//! Run: `cargo run --release --example engineio_suite` (PORT overrides the port).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use halley::engine::{
+    CloseReason, Cors, Engine, EngineConfig, Handler, Message, SessionConfig, Socket,
+};
+use halley::server::{self, Router, ServerConfig};
+
+/// Sends every message back, text as text and binary as binary.
+struct Echo;
+
+impl Handler for Echo {
+    fn on_open(&self, _socket: &Arc<Socket>) {}
+
+    fn on_message(&self, socket: &Arc<Socket>, message: Message) {
+        let _ = match message {
+            Message::Text(text) => socket.send_text(&text),
+            Message::Binary(data) => socket.send_binary(data),
+        };
+    }
+
+    fn on_close(&self, _socket: &Arc<Socket>, _reason: CloseReason) {}
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let config = EngineConfig {
+        path: "/engine.io/".into(),
+        session: SessionConfig {
+            ping_interval: Duration::from_millis(300),
+            ping_timeout: Duration::from_millis(200),
+            ..SessionConfig::default()
+        },
+        max_payload: 1_000_000,
+        cors: Cors::AnyOrigin,
+        ..EngineConfig::default()
+    };
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    tracing::info!(
+        "engine.io suite server on http://{}",
+        listener.local_addr()?
+    );
+    let router = Router::new(Engine::new(config, Arc::new(Echo)));
+    server::serve(
+        listener,
+        router,
+        ServerConfig::default(),
+        server::shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}

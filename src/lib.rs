@@ -1,0 +1,10 @@
+//! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
+//!
+//! # Layout
+//! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
+//! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
+//!   re-exported as [`engine`].
+
+pub mod server;
+
+pub use halley_transports as engine;

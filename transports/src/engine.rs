@@ -1,0 +1,500 @@
+//! The hyper-facing entry of the Engine.IO layer: parse a request, check it in the order the
+//! reference server does, and dispatch it to a transport.
+//!
+//! Errors become responses in one place, [`EngineError::into_response`]; every response then gets
+//! the common headers (no caching, no sniffing, CORS) in [`Engine::handle`].
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use tokio_util::task::TaskTracker;
+
+use crate::packet::{Packet, Str};
+use crate::registry::Registry;
+use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
+use crate::sid::Sid;
+use crate::socket::{self, Handshake, Message, Socket};
+use crate::{polling, websocket};
+
+/// The body of every response the engine produces.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).boxed_unsync()
+}
+
+/// What the layer above (Socket.IO, or an echo app) is told about sessions. Calls come from the
+/// transports' tasks; they must not block.
+pub trait Handler: Send + Sync + 'static {
+    /// A session opened. Nothing it sends reaches the client before the handshake.
+    fn on_open(&self, socket: &Arc<Socket>);
+    /// A message arrived, in order.
+    fn on_message(&self, socket: &Arc<Socket>, message: Message);
+    /// The session ended; called once, after which the session accepts nothing.
+    fn on_close(&self, socket: &Arc<Socket>, reason: CloseReason);
+}
+
+/// Which origins may read responses cross-origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// No CORS headers: same-origin pages only.
+    #[default]
+    SameOrigin,
+    /// `Access-Control-Allow-Origin: *`, never with credentials.
+    AnyOrigin,
+    /// Only these origins (`scheme://host[:port]`), with credentials.
+    Origins(Vec<String>),
+}
+
+/// Engine.IO settings. The defaults are the reference server's.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The path served, with its trailing slash (`/engine.io/`, `/socket.io/`).
+    pub path: String,
+    pub session: SessionConfig,
+    /// The largest POST body or WebSocket message accepted, in bytes (advertised as `maxPayload`).
+    pub max_payload: usize,
+    pub cors: Cors,
+    pub polling: bool,
+    pub websocket: bool,
+    /// Read buffer per WebSocket connection. Small: most frames are small, and idle connections
+    /// must stay cheap.
+    pub ws_read_buffer: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            path: "/engine.io/".into(),
+            session: SessionConfig::default(),
+            max_payload: 1_000_000,
+            cors: Cors::default(),
+            polling: true,
+            websocket: true,
+            ws_read_buffer: 4096,
+        }
+    }
+}
+
+/// An Engine.IO protocol error answered to an HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error("Transport unknown")]
+    UnknownTransport,
+    #[error("Session ID unknown")]
+    UnknownSid,
+    #[error("Bad handshake method")]
+    BadHandshakeMethod,
+    #[error("Bad request")]
+    BadRequest,
+    #[error("Forbidden")]
+    Forbidden,
+    #[error("Unsupported protocol version")]
+    UnsupportedProtocolVersion,
+    #[error("Payload too large")]
+    PayloadTooLarge,
+    #[error("Service unavailable")]
+    Unavailable,
+}
+
+impl EngineError {
+    /// The Engine.IO error code (engine.io `Server.errors`).
+    pub fn code(self) -> u8 {
+        match self {
+            EngineError::UnknownTransport => 0,
+            EngineError::UnknownSid => 1,
+            EngineError::BadHandshakeMethod => 2,
+            EngineError::BadRequest | EngineError::PayloadTooLarge | EngineError::Unavailable => 3,
+            EngineError::Forbidden => 4,
+            EngineError::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            EngineError::Forbidden => StatusCode::FORBIDDEN,
+            EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct ErrorBody {
+            code: u8,
+            message: String,
+        }
+        let body = serde_json::to_vec(&ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+        })
+        .unwrap_or_default();
+        let mut res = Response::new(full(body));
+        *res.status_mut() = self.status();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
+/// The query parameters the engine reads, borrowed from the request URI.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'a> {
+    pub eio: Option<&'a str>,
+    pub transport: Option<&'a str>,
+    pub sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    /// Reads `EIO`, `transport` and `sid`; anything else (the `t` cache-buster) is ignored.
+    /// Values are taken verbatim: every valid value is plain ASCII, so an encoded one is invalid.
+    pub fn parse(query: &'a str) -> Self {
+        let mut out = Query::default();
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "EIO" => out.eio = Some(value),
+                "transport" => out.transport = Some(value),
+                "sid" => out.sid = Some(value),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// State shared by every request and task of one engine.
+pub(crate) struct Shared {
+    pub config: EngineConfig,
+    pub registry: Registry,
+    pub handler: Arc<dyn Handler>,
+    pub tasks: TaskTracker,
+}
+
+/// The Engine.IO server: hand it every request under its path.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Self {
+        Engine {
+            shared: Arc::new(Shared {
+                config,
+                registry: Registry::default(),
+                handler,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Whether `path` belongs to this engine.
+    pub fn matches(&self, path: &str) -> bool {
+        let prefix = &self.shared.config.path;
+        path.starts_with(prefix.as_str()) || path == prefix.trim_end_matches('/')
+    }
+
+    /// The live session `sid`, if any.
+    pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
+        self.shared.registry.get(sid)
+    }
+
+    /// Number of live sessions.
+    pub fn session_count(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Serves one request for this engine's path.
+    pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let msie = is_msie(req.headers());
+        let mut res = if req.method() == Method::OPTIONS {
+            preflight(req.headers())
+        } else {
+            match self.dispatch(req, remote_addr).await {
+                Ok(res) => res,
+                Err(error) => {
+                    tracing::debug!(%error, "engine.io request refused");
+                    error.into_response()
+                }
+            }
+        };
+        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+            common_headers(res.headers_mut(), msie);
+            self.cors_headers(res.headers_mut(), origin.as_ref());
+        }
+        res
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        remote_addr: SocketAddr,
+    ) -> Result<Response<Body>, EngineError> {
+        let query_string = req.uri().query().unwrap_or("").to_owned();
+        let query = Query::parse(&query_string);
+        let config = &self.shared.config;
+        let transport = match query.transport {
+            Some("polling") if config.polling => TransportKind::Polling,
+            Some("websocket") if config.websocket => TransportKind::WebSocket,
+            _ => return Err(EngineError::UnknownTransport),
+        };
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            // engine.io refuses origins with characters no browser sends (header injection).
+            if origin
+                .as_bytes()
+                .iter()
+                .any(|&b| !(0x21..0x7f).contains(&b))
+            {
+                return Err(EngineError::BadRequest);
+            }
+        }
+        let upgrade = websocket::is_upgrade_request(&req);
+        if transport == TransportKind::WebSocket && !upgrade {
+            return Err(EngineError::BadRequest);
+        }
+        if let Some(sid) = query.sid {
+            let socket = self
+                .shared
+                .registry
+                .get(sid)
+                .ok_or(EngineError::UnknownSid)?;
+            if upgrade {
+                return websocket::accept(&self.shared, req, websocket::Target::Upgrade(socket));
+            }
+            return match *req.method() {
+                Method::GET => polling::poll(&self.shared, &socket).await,
+                Method::POST => polling::post(&self.shared, &socket, req).await,
+                _ => Err(EngineError::BadRequest),
+            };
+        }
+        if req.method() != Method::GET {
+            return Err(EngineError::BadHandshakeMethod);
+        }
+        if query.eio != Some("4") {
+            return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        let handshake = Handshake {
+            remote_addr,
+            headers: req.headers().clone(),
+            query: query_string.clone(),
+        };
+        match transport {
+            TransportKind::WebSocket => {
+                websocket::accept(&self.shared, req, websocket::Target::Open(handshake))
+            }
+            TransportKind::Polling => {
+                let socket = open(&self.shared, TransportKind::Polling, handshake)?;
+                polling::poll(&self.shared, &socket).await
+            }
+        }
+    }
+
+    /// Closes every session (polling clients get a close packet, WebSockets a close frame) and
+    /// waits, at most until `deadline`, for their tasks to finish. Returns whether all did.
+    pub async fn shutdown(&self, deadline: Instant) -> bool {
+        self.shared.tasks.close();
+        for socket in self.shared.registry.all() {
+            socket.close(CloseReason::ServerShutdown);
+        }
+        tokio::time::timeout_at(deadline.into(), self.shared.tasks.wait())
+            .await
+            .is_ok()
+    }
+
+    fn cors_headers(&self, headers: &mut HeaderMap, origin: Option<&HeaderValue>) {
+        match (&self.shared.config.cors, origin) {
+            (Cors::AnyOrigin, _) => {
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            }
+            (Cors::Origins(allowed), Some(origin)) => {
+                headers.append(header::VARY, HeaderValue::from_static("Origin"));
+                if allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+                    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+                    headers.insert(
+                        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        HeaderValue::from_static("true"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Creates, registers and starts a session, and tells the application.
+pub(crate) fn open(
+    shared: &Arc<Shared>,
+    transport: TransportKind,
+    handshake: Handshake,
+) -> Result<Arc<Socket>, EngineError> {
+    if shared.tasks.is_closed() {
+        return Err(EngineError::Unavailable);
+    }
+    let sid = Sid::random().map_err(|error| {
+        tracing::error!(%error, "no entropy for a session id");
+        EngineError::Unavailable
+    })?;
+    let open = handshake_packet(&shared.config, &sid, transport);
+    let session = Session::new(
+        transport,
+        shared.config.session.clone(),
+        open.encode(),
+        Instant::now(),
+    );
+    let socket = Arc::new(Socket::new(sid, handshake, session));
+    shared.registry.insert(Arc::clone(&socket));
+    shared
+        .tasks
+        .spawn(socket::drive(Arc::clone(&socket), Arc::clone(shared)));
+    tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
+    shared.handler.on_open(&socket);
+    Ok(socket)
+}
+
+fn handshake_packet(config: &EngineConfig, sid: &Sid, transport: TransportKind) -> Packet {
+    // Field order is the wire order the reference server uses.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Open<'a> {
+        sid: &'a str,
+        upgrades: &'a [&'a str],
+        ping_interval: u128,
+        ping_timeout: u128,
+        max_payload: usize,
+    }
+    let upgrades: &[&str] = match transport {
+        TransportKind::Polling if config.websocket => &["websocket"],
+        _ => &[],
+    };
+    let json = serde_json::to_string(&Open {
+        sid: sid.as_str(),
+        upgrades,
+        ping_interval: config.session.ping_interval.as_millis(),
+        ping_timeout: config.session.ping_timeout.as_millis(),
+        max_payload: config.max_payload,
+    })
+    .unwrap_or_default();
+    Packet::Open(Str::from(json))
+}
+
+fn common_headers(headers: &mut HeaderMap, msie: bool) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if msie {
+        // IE8+'s XSS filter mangles responses that echo request data ("Internet Explorer has
+        // modified this page"); engine.io and socket.io send this for MSIE and Trident.
+        headers.insert(header::X_XSS_PROTECTION, HeaderValue::from_static("0"));
+    }
+}
+
+fn is_msie(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|ua| ua.to_str().ok())
+        .is_some_and(|ua| ua.contains(";MSIE") || ua.contains("MSIE ") || ua.contains("Trident/"))
+}
+
+fn preflight(request: &HeaderMap) -> Response<Body> {
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if let Some(requested) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    res
+}
+
+/// How long a closing WebSocket waits for its close frame to be written.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_reads_known_keys_only() {
+        let q = Query::parse("EIO=4&transport=polling&t=Nx1&sid=abc");
+        assert_eq!(q.eio, Some("4"));
+        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.sid, Some("abc"));
+        assert_eq!(Query::parse(""), Query::default());
+        assert_eq!(Query::parse("EIO").eio, Some(""));
+    }
+
+    #[test]
+    fn error_codes_and_messages_match_the_reference() {
+        let cases = [
+            (EngineError::UnknownTransport, 0, "Transport unknown", 400),
+            (EngineError::UnknownSid, 1, "Session ID unknown", 400),
+            (
+                EngineError::BadHandshakeMethod,
+                2,
+                "Bad handshake method",
+                400,
+            ),
+            (EngineError::BadRequest, 3, "Bad request", 400),
+            (EngineError::Forbidden, 4, "Forbidden", 403),
+            (
+                EngineError::UnsupportedProtocolVersion,
+                5,
+                "Unsupported protocol version",
+                400,
+            ),
+        ];
+        for (error, code, message, status) in cases {
+            assert_eq!(error.code(), code);
+            assert_eq!(error.to_string(), message);
+            assert_eq!(error.status().as_u16(), status);
+        }
+    }
+
+    #[test]
+    fn handshake_json_has_reference_key_order() {
+        let config = EngineConfig::default();
+        let sid = Sid::random().unwrap();
+        let Packet::Open(json) = handshake_packet(&config, &sid, TransportKind::Polling) else {
+            unreachable!()
+        };
+        assert_eq!(
+            json.as_str(),
+            format!(
+                r#"{{"sid":"{sid}","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}}"#
+            )
+        );
+        let Packet::Open(json) = handshake_packet(&config, &sid, TransportKind::WebSocket) else {
+            unreachable!()
+        };
+        assert!(json.contains(r#""upgrades":[]"#));
+    }
+}

@@ -1,0 +1,45 @@
+//! Engine.IO v4 for Halley: everything below Socket.IO.
+//!
+//! # Layout
+//! - [`packet`]: the packet and payload codec, pure (bytes in, bytes out).
+//! - [`session`]: the session state machine, pure (time is an input): outbox, receivers,
+//!   heartbeat, upgrade.
+//! - [`sid`]: random session ids.
+//! - [`registry`]: the one sid → session map every transport shares.
+//! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
+//!   place a session ends.
+//! - `polling`, `websocket`: the transports, each its framing and quirks only.
+//! - [`engine`]: the hyper-facing entry: parse a request, dispatch it, turn errors into
+//!   responses.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use halley_transports::{Engine, EngineConfig, Handler, Message, Socket, CloseReason};
+//!
+//! struct Echo;
+//! impl Handler for Echo {
+//!     fn on_open(&self, _socket: &Arc<Socket>) {}
+//!     fn on_message(&self, socket: &Arc<Socket>, message: Message) {
+//!         let _ = match message {
+//!             Message::Text(text) => socket.send_text(&text),
+//!             Message::Binary(data) => socket.send_binary(data),
+//!         };
+//!     }
+//!     fn on_close(&self, _socket: &Arc<Socket>, _reason: CloseReason) {}
+//! }
+//! let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
+//! ```
+
+pub mod engine;
+pub mod packet;
+mod polling;
+pub mod registry;
+pub mod session;
+pub mod sid;
+pub mod socket;
+mod websocket;
+
+pub use engine::{Body, Cors, Engine, EngineConfig, EngineError, Handler};
+pub use packet::{Frame, Packet, Str};
+pub use session::{CloseReason, PushError, SessionConfig, TransportKind};
+pub use socket::{Handshake, Message, Socket};

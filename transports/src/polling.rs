@@ -1,0 +1,143 @@
+//! XHR long-polling: a GET parks until the session has frames and answers them as one payload;
+//! a POST carries a payload upstream and is answered `ok`.
+//!
+//! Only the framing and the HTTP details live here; who may read and when is the session's
+//! business ([`Session::poll`](crate::session::Session::poll)).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response};
+
+use crate::engine::{full, Body, EngineError, Shared};
+use crate::packet::{decode_payload, encode_payload, Frame};
+use crate::session::{AttachError, CloseReason, ReceiverId, TransportKind};
+use crate::socket::Socket;
+
+/// Detaches the receiver when the GET ends, including when the client goes away mid-poll and
+/// hyper drops the request future.
+struct Attached<'a> {
+    socket: &'a Socket,
+    id: ReceiverId,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.socket.lock().detach(self.id);
+    }
+}
+
+/// Ends the upstream request when the POST is done, whichever way.
+struct Posting<'a>(&'a Socket);
+
+impl Drop for Posting<'_> {
+    fn drop(&mut self) {
+        self.0.lock().end_post();
+    }
+}
+
+fn refused(socket: &Socket, error: AttachError) -> EngineError {
+    match error {
+        AttachError::Closed => EngineError::UnknownSid,
+        AttachError::TransportMismatch => EngineError::BadRequest,
+        AttachError::Overlap => {
+            // The session is closed now; release the parked request and the driver.
+            socket.wake_all();
+            EngineError::BadRequest
+        }
+    }
+}
+
+/// A long-poll GET: parks until the session has something, then answers one payload.
+pub(crate) async fn poll(
+    _shared: &Shared,
+    socket: &Arc<Socket>,
+) -> Result<Response<Body>, EngineError> {
+    let attached = {
+        let id = socket
+            .lock()
+            .attach(TransportKind::Polling)
+            .map_err(|e| refused(socket, e))?;
+        Attached { socket, id }
+    };
+    let frames = socket
+        .wait_until(|session| session.poll(attached.id, usize::MAX))
+        .await;
+    drop(attached);
+    Ok(payload_response(&frames))
+}
+
+fn payload_response(frames: &[Frame]) -> Response<Body> {
+    let len: usize = frames.iter().map(|f| f.payload_len() + 1).sum();
+    let mut body = BytesMut::with_capacity(len);
+    encode_payload(frames, &mut body);
+    let mut res = Response::new(full(body.freeze()));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    res
+}
+
+/// An upstream POST: reads at most maxPayload bytes, hands the packets to the session in order.
+pub(crate) async fn post(
+    shared: &Shared,
+    socket: &Arc<Socket>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, EngineError> {
+    let _posting = {
+        socket
+            .lock()
+            .begin_post(TransportKind::Polling)
+            .map_err(|e| refused(socket, e))?;
+        Posting(socket)
+    };
+    let body = read_body(req, shared.config.max_payload).await?;
+    let packets = match decode_payload(body) {
+        Ok(packets) => packets,
+        Err(error) => {
+            tracing::debug!(sid = %socket.sid(), %error, "undecodable payload, closing");
+            socket.close(CloseReason::ProtocolError);
+            return Err(EngineError::BadRequest);
+        }
+    };
+    socket
+        .receive(shared, packets)
+        .map_err(|()| EngineError::BadRequest)?;
+    Ok(ok_response())
+}
+
+/// Reads a request body of at most `max` bytes: 413 beyond, checked against Content-Length
+/// first so an honest oversize upload is refused before it is read.
+pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, EngineError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(EngineError::PayloadTooLarge);
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(EngineError::PayloadTooLarge)
+        }
+        // The client went away or sent a broken body.
+        Err(_) => Err(EngineError::BadRequest),
+    }
+}
+
+/// `200 ok` as `text/html`: a form POST answered with `text/plain` made some mobile browsers
+/// offer a download (engine.io GH-43), so engine.io and Halley answer HTML.
+pub(crate) fn ok_response() -> Response<Body> {
+    let mut res = Response::new(full(Bytes::from_static(b"ok")));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
+    res
+}

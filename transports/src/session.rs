@@ -1,0 +1,621 @@
+//! The Engine.IO session state machine, sans IO.
+//!
+//! Time is an input: every method that depends on it takes `now`, and [`Session::poll_timeout`]
+//! says when [`Session::handle_timeout`] must next be called. The session owns the bounded
+//! outbox and decides who may read it: at most one receiver is attached at a time, and one
+//! upstream request at a time. It never blocks, never sleeps and never touches a socket; the
+//! drivers in `socket.rs` and the transports do that.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::packet::{Frame, Packet};
+
+/// The transports of an Engine.IO session. `Polling` covers every HTTP transport that the
+/// upgrade logic treats like long-polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+impl TransportKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a session ended. Exactly one is recorded, by the first close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close packet.
+    ClientClose,
+    /// No pong within pingTimeout.
+    PingTimeout,
+    /// The client broke the protocol (bad packet, overlapping requests, ...).
+    ProtocolError,
+    /// The underlying connection closed or failed.
+    TransportClose,
+    /// The server application closed the session.
+    ServerClose,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The outbox was full with a packet that may not be dropped.
+    OutboxFull,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientClose => "client close",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::TransportClose => "transport close",
+            CloseReason::ServerClose => "server close",
+            CloseReason::ServerShutdown => "server shutting down",
+            CloseReason::OutboxFull => "outbox full",
+        }
+    }
+
+    /// The packet a parked polling receiver gets when the session ends this way: a noop when
+    /// the client asked to close (it knows), a close packet when the server ends it.
+    fn final_packet(self) -> Packet {
+        match self {
+            CloseReason::ClientClose => Packet::Noop,
+            _ => Packet::Close,
+        }
+    }
+}
+
+/// Session timings and limits.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub upgrade_timeout: Duration,
+    /// Packets the outbox holds before the overflow policy applies.
+    pub max_outbox: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            upgrade_timeout: Duration::from_millis(10_000),
+            max_outbox: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// A WebSocket probe answered `3probe`; the upgrade completes when it sends `5`.
+    Upgrading {
+        deadline: Instant,
+    },
+    Closed(CloseReason),
+}
+
+/// A token naming the receiver currently attached; detaching with a stale token is a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiverId(u64);
+
+/// Why a receiver or an upstream request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("session is closed")]
+    Closed,
+    #[error("session uses another transport")]
+    TransportMismatch,
+    /// A second concurrent receiver (or upstream request): the session has been closed.
+    #[error("overlapping request")]
+    Overlap,
+}
+
+/// What a pushed frame met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    #[error("session is closed")]
+    Closed,
+    /// The outbox was full and the frame was volatile: it was dropped, the session lives on.
+    #[error("outbox full, volatile frame dropped")]
+    Dropped,
+    /// The outbox was full: the session has been closed with [`CloseReason::OutboxFull`].
+    #[error("outbox full, session closed")]
+    Overflow,
+}
+
+/// What an inbound packet means for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// Nothing for the application (pong, noop).
+    None,
+    /// A message for the application.
+    Message(Packet),
+    /// The client closed the session.
+    Closed,
+}
+
+/// Why an inbound packet was refused; the session is closed with `ProtocolError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid heartbeat direction")]
+    ClientPing,
+    #[error("unexpected {0:?} packet")]
+    Unexpected(crate::packet::PacketType),
+}
+
+/// One Engine.IO session.
+#[derive(Debug)]
+pub struct Session {
+    transport: TransportKind,
+    state: State,
+    config: SessionConfig,
+    outbox: VecDeque<Frame>,
+    receiver: Option<ReceiverId>,
+    next_receiver: u64,
+    posting: bool,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+}
+
+impl Session {
+    /// A new session whose outbox starts with the handshake packet `open`.
+    pub fn new(transport: TransportKind, config: SessionConfig, open: Frame, now: Instant) -> Self {
+        let next_ping = now + config.ping_interval;
+        Session {
+            transport,
+            state: State::Open,
+            config,
+            outbox: VecDeque::from([open]),
+            receiver: None,
+            next_receiver: 0,
+            posting: false,
+            next_ping,
+            pong_deadline: None,
+        }
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        match self.state {
+            State::Closed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn is_upgrading(&self) -> bool {
+        matches!(self.state, State::Upgrading { .. })
+    }
+
+    /// Queues a frame for the client. A full outbox drops a volatile frame, and closes the
+    /// session for any other: losing it silently would break the delivery promise.
+    pub fn push(&mut self, frame: Frame, volatile: bool) -> Result<(), PushError> {
+        self.push_all(std::slice::from_ref(&frame), volatile)
+    }
+
+    /// Queues frames that must travel together (a Socket.IO packet and its binary
+    /// attachments): all of them or none.
+    pub fn push_all(&mut self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
+        if self.is_closed() {
+            return Err(PushError::Closed);
+        }
+        if self.outbox.len() + frames.len() > self.config.max_outbox {
+            if volatile {
+                return Err(PushError::Dropped);
+            }
+            self.close(CloseReason::OutboxFull);
+            return Err(PushError::Overflow);
+        }
+        self.outbox.extend(frames.iter().cloned());
+        Ok(())
+    }
+
+    pub fn has_outbound(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Takes every queued frame, in order.
+    pub fn drain(&mut self) -> VecDeque<Frame> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes queued frames in order while their payload size stays within `max_bytes`
+    /// (always at least one frame when any is queued).
+    pub fn drain_up_to(&mut self, max_bytes: usize, out: &mut Vec<Frame>) {
+        let mut size = 0;
+        while let Some(frame) = self.outbox.front() {
+            let add = frame.payload_len() + usize::from(!out.is_empty());
+            if !out.is_empty() && size + add > max_bytes {
+                break;
+            }
+            size += add;
+            out.extend(self.outbox.pop_front());
+        }
+    }
+
+    /// Attaches a receiver of `kind`. A polling receiver that finds another attached closes
+    /// the session: the protocol forbids concurrent GETs.
+    pub fn attach(&mut self, kind: TransportKind) -> Result<ReceiverId, AttachError> {
+        if self.is_closed() {
+            return Err(AttachError::Closed);
+        }
+        if kind != self.transport {
+            return Err(AttachError::TransportMismatch);
+        }
+        if self.receiver.is_some() {
+            self.close(CloseReason::ProtocolError);
+            return Err(AttachError::Overlap);
+        }
+        self.next_receiver += 1;
+        let id = ReceiverId(self.next_receiver);
+        self.receiver = Some(id);
+        Ok(id)
+    }
+
+    pub fn detach(&mut self, id: ReceiverId) {
+        if self.receiver == Some(id) {
+            self.receiver = None;
+        }
+    }
+
+    /// Whether an attached polling receiver should answer now: it has frames, the session
+    /// ended, or an upgrade is under way (it must let the client's poll return, with a noop
+    /// if nothing else).
+    pub fn receiver_ready(&self) -> bool {
+        self.has_outbound() || self.state != State::Open
+    }
+
+    /// The frames a polling receiver answers with when [`Self::receiver_ready`].
+    pub fn take_poll_response(&mut self, max_bytes: usize) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        self.drain_up_to(max_bytes, &mut frames);
+        if frames.is_empty() {
+            match self.state {
+                State::Closed(reason) => frames.push(reason.final_packet().encode()),
+                State::Upgrading { .. } => frames.push(Packet::Noop.encode()),
+                State::Open => {}
+            }
+        }
+        frames
+    }
+
+    /// What the polling receiver `id` answers now, or `None` to keep waiting. A receiver that
+    /// lost its place (the session upgraded under it) answers a noop and leaves the outbox to
+    /// the new transport.
+    pub fn poll(&mut self, id: ReceiverId, max_bytes: usize) -> Option<Vec<Frame>> {
+        if self.receiver != Some(id) && !self.is_closed() {
+            return Some(vec![Packet::Noop.encode()]);
+        }
+        self.receiver_ready()
+            .then(|| self.take_poll_response(max_bytes))
+    }
+
+    /// Starts an upstream request (polling POST). Overlapping ones close the session.
+    pub fn begin_post(&mut self, kind: TransportKind) -> Result<(), AttachError> {
+        if self.is_closed() {
+            return Err(AttachError::Closed);
+        }
+        if kind != self.transport {
+            return Err(AttachError::TransportMismatch);
+        }
+        if self.posting {
+            self.close(CloseReason::ProtocolError);
+            return Err(AttachError::Overlap);
+        }
+        self.posting = true;
+        Ok(())
+    }
+
+    pub fn end_post(&mut self) {
+        self.posting = false;
+    }
+
+    /// Handles a packet received on the session's current transport.
+    pub fn on_packet(&mut self, packet: Packet, now: Instant) -> Result<Inbound, ProtocolError> {
+        if self.is_closed() {
+            return Ok(Inbound::None);
+        }
+        match packet {
+            Packet::Pong(_) => {
+                if self.pong_deadline.take().is_some() {
+                    self.next_ping = now + self.config.ping_interval;
+                }
+                Ok(Inbound::None)
+            }
+            Packet::Message(_) | Packet::Binary(_) => Ok(Inbound::Message(packet)),
+            Packet::Close => {
+                self.close(CloseReason::ClientClose);
+                Ok(Inbound::Closed)
+            }
+            Packet::Noop => Ok(Inbound::None),
+            Packet::Ping(_) => {
+                self.close(CloseReason::ProtocolError);
+                Err(ProtocolError::ClientPing)
+            }
+            Packet::Open(_) | Packet::Upgrade => {
+                let kind = packet.packet_type();
+                self.close(CloseReason::ProtocolError);
+                Err(ProtocolError::Unexpected(kind))
+            }
+        }
+    }
+
+    /// Whether a WebSocket may probe this session for an upgrade.
+    pub fn can_upgrade(&self) -> bool {
+        self.transport == TransportKind::Polling && self.state == State::Open
+    }
+
+    /// A WebSocket probe (`2probe`) arrived: the polling receiver is released with a noop.
+    pub fn begin_upgrade(&mut self, now: Instant) -> bool {
+        if !self.can_upgrade() {
+            return false;
+        }
+        self.state = State::Upgrading {
+            deadline: now + self.config.upgrade_timeout,
+        };
+        true
+    }
+
+    /// The probing WebSocket sent `5`: it becomes the session's transport. Any polling receiver
+    /// still attached is detached (it answers with what it has, or a noop).
+    pub fn finish_upgrade(&mut self) -> bool {
+        if !self.is_upgrading() {
+            return false;
+        }
+        self.state = State::Open;
+        self.transport = TransportKind::WebSocket;
+        self.receiver = None;
+        true
+    }
+
+    /// The probe failed or timed out: the session stays on polling.
+    pub fn cancel_upgrade(&mut self) {
+        if self.is_upgrading() {
+            self.state = State::Open;
+        }
+    }
+
+    /// Closes the session. Returns false if it was already closed (the first reason stands).
+    pub fn close(&mut self, reason: CloseReason) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        self.state = State::Closed(reason);
+        true
+    }
+
+    /// When [`Self::handle_timeout`] must next run; `None` once closed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let heartbeat = self.pong_deadline.unwrap_or(self.next_ping);
+        match self.state {
+            State::Closed(_) => None,
+            State::Upgrading { deadline } => Some(heartbeat.min(deadline)),
+            State::Open => Some(heartbeat),
+        }
+    }
+
+    /// Runs the timers due at `now`: ping timeout closes, ping interval queues a ping, an
+    /// expired upgrade is cancelled. Returns what happened, for the driver to act on.
+    pub fn handle_timeout(&mut self, now: Instant) -> Timeout {
+        let mut out = Timeout::default();
+        if self.is_closed() {
+            return out;
+        }
+        if let State::Upgrading { deadline } = self.state {
+            if now >= deadline {
+                self.cancel_upgrade();
+                out.upgrade_expired = true;
+            }
+        }
+        match self.pong_deadline {
+            Some(deadline) if now >= deadline => {
+                self.close(CloseReason::PingTimeout);
+                out.closed = true;
+            }
+            Some(_) => {}
+            None if now >= self.next_ping => {
+                // Heartbeats bypass the outbox limit: they are what detects a dead peer.
+                self.outbox
+                    .push_back(Packet::Ping(Default::default()).encode());
+                self.pong_deadline = Some(now + self.config.ping_timeout);
+                out.pinged = true;
+            }
+            None => {}
+        }
+        out
+    }
+}
+
+/// The effects of [`Session::handle_timeout`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout {
+    pub pinged: bool,
+    pub closed: bool,
+    pub upgrade_expired: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Str;
+
+    fn config() -> SessionConfig {
+        SessionConfig {
+            ping_interval: Duration::from_millis(300),
+            ping_timeout: Duration::from_millis(200),
+            upgrade_timeout: Duration::from_millis(1000),
+            max_outbox: 3,
+        }
+    }
+
+    fn new_session(now: Instant) -> Session {
+        Session::new(
+            TransportKind::Polling,
+            config(),
+            Packet::Open(Str::from("{}")).encode(),
+            now,
+        )
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn first_frame_is_the_handshake() {
+        let mut s = new_session(Instant::now());
+        let frames = s.take_poll_response(usize::MAX);
+        assert_eq!(frames, vec![Frame::Text(Str::from("0{}"))]);
+        assert!(!s.receiver_ready());
+    }
+
+    #[test]
+    fn pings_after_interval_and_closes_without_pong() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(300)));
+        assert_eq!(s.handle_timeout(t0 + ms(299)), Timeout::default());
+        assert!(s.handle_timeout(t0 + ms(300)).pinged);
+        assert_eq!(
+            s.take_poll_response(100),
+            vec![Packet::Ping(Str::default()).encode()]
+        );
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(500)));
+        assert!(s.handle_timeout(t0 + ms(500)).closed);
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn pong_schedules_next_ping_from_its_arrival() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.handle_timeout(t0 + ms(300));
+        assert_eq!(
+            s.on_packet(Packet::Pong(Str::default()), t0 + ms(350)),
+            Ok(Inbound::None)
+        );
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(650)));
+        assert!(!s.handle_timeout(t0 + ms(500)).closed);
+    }
+
+    #[test]
+    fn second_receiver_closes_session() {
+        let mut s = new_session(Instant::now());
+        let first = s.attach(TransportKind::Polling).unwrap();
+        assert_eq!(s.attach(TransportKind::Polling), Err(AttachError::Overlap));
+        assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
+        s.drain();
+        // The parked receiver is released with a close packet.
+        assert!(s.receiver_ready());
+        assert_eq!(s.take_poll_response(100), vec![Packet::Close.encode()]);
+        s.detach(first);
+    }
+
+    #[test]
+    fn overlapping_posts_close_session() {
+        let mut s = new_session(Instant::now());
+        s.begin_post(TransportKind::Polling).unwrap();
+        assert_eq!(
+            s.begin_post(TransportKind::Polling),
+            Err(AttachError::Overlap)
+        );
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn client_close_releases_receiver_with_noop() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        s.attach(TransportKind::Polling).unwrap();
+        assert_eq!(
+            s.on_packet(Packet::Close, Instant::now()),
+            Ok(Inbound::Closed)
+        );
+        assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
+    }
+
+    #[test]
+    fn client_ping_is_a_protocol_error() {
+        let mut s = new_session(Instant::now());
+        assert_eq!(
+            s.on_packet(Packet::Ping(Str::default()), Instant::now()),
+            Err(ProtocolError::ClientPing)
+        );
+        assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
+    }
+
+    #[test]
+    fn upgrade_releases_poll_with_noop_then_switches_transport() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        s.attach(TransportKind::Polling).unwrap();
+        assert!(!s.receiver_ready());
+        assert!(s.begin_upgrade(t0));
+        assert!(s.receiver_ready());
+        assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
+        assert!(s.finish_upgrade());
+        assert_eq!(s.transport(), TransportKind::WebSocket);
+        assert_eq!(
+            s.attach(TransportKind::Polling),
+            Err(AttachError::TransportMismatch)
+        );
+        assert!(!s.is_closed());
+        assert!(s.attach(TransportKind::WebSocket).is_ok());
+        assert!(!s.can_upgrade());
+    }
+
+    #[test]
+    fn upgrade_expires_and_session_stays_on_polling() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.begin_upgrade(t0);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(300)));
+        let t = s.handle_timeout(t0 + ms(1000));
+        assert!(t.upgrade_expired);
+        assert!(!s.is_upgrading());
+        assert_eq!(s.transport(), TransportKind::Polling);
+        assert!(!s.finish_upgrade());
+    }
+
+    #[test]
+    fn full_outbox_drops_volatile_and_closes_otherwise() {
+        let mut s = new_session(Instant::now());
+        s.push(Frame::message("a"), false).unwrap();
+        s.push(Frame::message("b"), false).unwrap();
+        assert_eq!(s.push(Frame::message("c"), true), Err(PushError::Dropped));
+        assert!(!s.is_closed());
+        assert_eq!(s.push(Frame::message("c"), false), Err(PushError::Overflow));
+        assert_eq!(s.close_reason(), Some(CloseReason::OutboxFull));
+        assert_eq!(s.push(Frame::message("d"), false), Err(PushError::Closed));
+    }
+
+    #[test]
+    fn drain_up_to_respects_payload_size_but_takes_one() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        s.push(Frame::message("aaaa"), false).unwrap();
+        s.push(Frame::message("bb"), false).unwrap();
+        let mut out = Vec::new();
+        s.drain_up_to(3, &mut out);
+        assert_eq!(out, vec![Frame::message("aaaa")]);
+        out.clear();
+        s.drain_up_to(3, &mut out);
+        assert_eq!(out, vec![Frame::message("bb")]);
+    }
+}

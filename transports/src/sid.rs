@@ -1,0 +1,60 @@
+//! Session ids: 128 random bits from the OS, written as 22 base64url characters.
+//!
+//! They are bearer secrets (knowing one lets a client read the session over polling), so they
+//! come from `getrandom`, never from a counter or a seeded generator.
+
+use base64::Engine as _;
+
+/// A session id. Cheap to clone and compare; displays as its wire form.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Sid(Box<str>);
+
+impl Sid {
+    /// A fresh random id. Fails only if the OS has no entropy source, which the caller reports
+    /// as a server error rather than handing out a guessable id.
+    pub fn random() -> Result<Self, getrandom::Error> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw)?;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+        Ok(Sid(text.into_boxed_str()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Debug for Sid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Sid {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_22_url_safe_chars_and_distinct() {
+        let a = Sid::random().unwrap();
+        let b = Sid::random().unwrap();
+        assert_eq!(a.as_str().len(), 22);
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,233 @@
+//! [`Socket`]: one Engine.IO session as the rest of the server sees it.
+//!
+//! It wraps the pure [`Session`] in a mutex and adds the two wake-ups the IO side needs: one for
+//! the attached receiver (frames queued, session closed, upgrade under way) and one for the
+//! session's timer driver. The mutex is a plain `std` one, held only for a few field updates:
+//! never across an `.await`, and never while calling into the application.
+//!
+//! A session ends in exactly one place: [`drive`] notices the close (whoever caused it),
+//! removes the session from the registry and tells the application, once.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::HeaderMap;
+use tokio::sync::Notify;
+
+use crate::engine::Shared;
+use crate::packet::{Frame, Packet, Str};
+use crate::session::{CloseReason, PushError, Session, TransportKind};
+use crate::sid::Sid;
+
+/// A message from the client, for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Text(Str),
+    Binary(Bytes),
+}
+
+impl Message {
+    pub(crate) fn from_packet(packet: Packet) -> Option<Self> {
+        match packet {
+            Packet::Message(s) => Some(Message::Text(s)),
+            Packet::Binary(b) => Some(Message::Binary(b)),
+            _ => None,
+        }
+    }
+}
+
+/// What the client's opening request carried, kept for the application (auth, cookies, logs).
+#[derive(Debug, Clone)]
+pub struct Handshake {
+    pub remote_addr: SocketAddr,
+    pub headers: HeaderMap,
+    /// The raw query string of the opening request.
+    pub query: String,
+}
+
+/// One Engine.IO session: send to it, close it, read what it was opened with.
+pub struct Socket {
+    sid: Sid,
+    handshake: Handshake,
+    session: Mutex<Session>,
+    receiver_wake: Notify,
+    driver_wake: Notify,
+    ext: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("sid", &self.sid).finish()
+    }
+}
+
+impl Socket {
+    pub(crate) fn new(sid: Sid, handshake: Handshake, session: Session) -> Self {
+        Socket {
+            sid,
+            handshake,
+            session: Mutex::new(session),
+            receiver_wake: Notify::new(),
+            driver_wake: Notify::new(),
+            ext: OnceLock::new(),
+        }
+    }
+
+    pub fn sid(&self) -> &Sid {
+        &self.sid
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.handshake
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.lock().transport()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().is_closed()
+    }
+
+    /// Per-session state of the layer above, set once (usually in `on_open`).
+    pub fn set_ext<T: Any + Send + Sync>(&self, value: T) -> Result<(), T> {
+        self.ext.set(Box::new(value)).map_err(|b| {
+            *b.downcast::<T>()
+                .unwrap_or_else(|_| unreachable!("the box was made from a T just above"))
+        })
+    }
+
+    pub fn ext<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.ext.get()?.downcast_ref()
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&self, text: &str) -> Result<(), PushError> {
+        self.send(Frame::message(text), false)
+    }
+
+    /// Queues a binary message.
+    pub fn send_binary(&self, data: Bytes) -> Result<(), PushError> {
+        self.send(Frame::Binary(data), false)
+    }
+
+    /// Queues an encoded frame. `volatile` frames are dropped, rather than closing the session,
+    /// when the outbox is full.
+    pub fn send(&self, frame: Frame, volatile: bool) -> Result<(), PushError> {
+        self.send_all(std::slice::from_ref(&frame), volatile)
+    }
+
+    /// Queues frames that travel together, all or none.
+    pub fn send_all(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
+        let result = self.lock().push_all(frames, volatile);
+        match result {
+            Ok(()) => self.receiver_wake.notify_waiters(),
+            Err(PushError::Overflow) => self.wake_all(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// Closes the session; the client is told when its transport allows it (a polling client
+    /// gets a close packet, a WebSocket a close frame).
+    pub fn close(&self, reason: CloseReason) {
+        if self.lock().close(reason) {
+            self.wake_all();
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding this lock can only come from a bug in `Session`; the state is
+        // still consistent enough to close, so keep going rather than poison every request.
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wake_all(&self) {
+        self.receiver_wake.notify_waiters();
+        self.driver_wake.notify_waiters();
+    }
+
+    pub(crate) fn wake_receiver(&self) {
+        self.receiver_wake.notify_waiters();
+    }
+
+    /// Waits until `check` (run under the session lock) returns a value. `check` runs again
+    /// after every wake-up of the receiver side.
+    pub(crate) async fn wait_until<T>(
+        &self,
+        mut check: impl FnMut(&mut Session) -> Option<T>,
+    ) -> T {
+        loop {
+            let notified = self.receiver_wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(value) = check(&mut self.lock()) {
+                return value;
+            }
+            notified.await;
+        }
+    }
+
+    /// Hands inbound packets to the session, and messages to the application, in order.
+    /// Stops at the first packet that closes the session.
+    pub(crate) fn receive(
+        self: &Arc<Self>,
+        shared: &Shared,
+        packets: impl IntoIterator<Item = Packet>,
+    ) -> Result<(), ()> {
+        use crate::session::Inbound;
+        for packet in packets {
+            let result = self.lock().on_packet(packet, Instant::now());
+            match result {
+                Ok(Inbound::None) => {}
+                Ok(Inbound::Message(packet)) => {
+                    if let Some(msg) = Message::from_packet(packet) {
+                        shared.handler.on_message(self, msg);
+                    }
+                }
+                Ok(Inbound::Closed) => {
+                    self.wake_all();
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::debug!(sid = %self.sid, %error, "protocol error, closing");
+                    self.wake_all();
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a session's timers until it closes, then ends it: out of the registry, and the
+/// application told, exactly once.
+pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
+    let reason = loop {
+        let notified = socket.driver_wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let (timeout, deadline, reason) = {
+            let mut session = socket.lock();
+            let timeout = session.handle_timeout(Instant::now());
+            (timeout, session.poll_timeout(), session.close_reason())
+        };
+        if timeout.pinged || timeout.closed || timeout.upgrade_expired {
+            socket.wake_receiver();
+        }
+        if let Some(reason) = reason {
+            break reason;
+        }
+        let Some(deadline) = deadline else { continue };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = &mut notified => {}
+        }
+    };
+    shared.registry.remove(&socket.sid);
+    tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
+    shared.handler.on_close(&socket, reason);
+}

@@ -1,0 +1,253 @@
+//! The WebSocket transport: tokio-tungstenite over hyper's upgrade.
+//!
+//! One task per connection reads frames and writes whatever the session queues, batching every
+//! queued frame into one flush (one syscall for a burst). A connection either opens a session
+//! (handshake over WebSocket) or probes an existing polling session to take it over (`2probe`,
+//! `3probe`, `5`). Frames are read through a small buffer: idle connections must stay cheap.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::Upgraded;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::engine::{self, full, Body, EngineError, Shared, CLOSE_GRACE};
+use crate::packet::{decode_text, Frame, Packet, Str};
+use crate::session::{CloseReason, TransportKind};
+use crate::socket::{Handshake, Socket};
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// What an accepted WebSocket connection is for.
+pub(crate) enum Target {
+    /// A handshake over WebSocket: open a new session.
+    Open(Handshake),
+    /// `sid=` given: probe that session for an upgrade.
+    Upgrade(Arc<Socket>),
+}
+
+pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        req.headers().get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Answers the upgrade with 101 and spawns the connection's task.
+pub(crate) fn accept(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    target: Target,
+) -> Result<Response<Body>, EngineError> {
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| version_ok)
+        .ok_or(EngineError::BadRequest)?;
+    let accept_key = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+        .map_err(|_| EngineError::BadRequest)?;
+    let on_upgrade = hyper::upgrade::on(req);
+    let task_shared = Arc::clone(shared);
+    shared.tasks.spawn(async move {
+        let shared = task_shared;
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade failed");
+                return;
+            }
+        };
+        let ws = Ws::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws_config(&shared)),
+        )
+        .await;
+        match target {
+            Target::Open(handshake) => open(shared, ws, handshake).await,
+            Target::Upgrade(socket) => probe(shared, ws, socket).await,
+        }
+    });
+    let mut res = Response::new(full(Bytes::new()));
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept_key);
+    Ok(res)
+}
+
+fn ws_config(shared: &Shared) -> WebSocketConfig {
+    let max = shared.config.max_payload;
+    WebSocketConfig::default()
+        .read_buffer_size(shared.config.ws_read_buffer)
+        .write_buffer_size(shared.config.ws_read_buffer)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+async fn open(shared: Arc<Shared>, mut ws: Ws, handshake: Handshake) {
+    let socket = match engine::open(&shared, TransportKind::WebSocket, handshake) {
+        Ok(socket) => socket,
+        Err(_) => return close_ws(&mut ws, CloseCode::Again).await,
+    };
+    if socket.lock().attach(TransportKind::WebSocket).is_err() {
+        return close_ws(&mut ws, CloseCode::Normal).await;
+    }
+    run(shared, ws, socket).await;
+}
+
+/// Serves an upgrade probe: answers `2probe` with `3probe`, takes the session over on `5`.
+/// Anything else, a timeout, or a session that cannot upgrade closes the probe and leaves the
+/// session on polling (or as it was, if it already upgraded).
+async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
+    if !socket.lock().can_upgrade() {
+        return close_ws(&mut ws, CloseCode::Normal).await;
+    }
+    let mut probed = false;
+    loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let text = match incoming {
+                    Some(Ok(WsMessage::Text(text))) => text,
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                    _ => break,
+                };
+                match (text.as_str(), probed) {
+                    ("2probe", false) => {
+                        if !socket.lock().begin_upgrade(Instant::now()) {
+                            break;
+                        }
+                        probed = true;
+                        // The parked poll (if any) answers a noop so the client can pause it.
+                        socket.wake_all();
+                        if ws.send(WsMessage::text("3probe")).await.is_err() {
+                            break;
+                        }
+                    }
+                    ("5", true) => {
+                        let attached = {
+                            let mut session = socket.lock();
+                            session.finish_upgrade() && session.attach(TransportKind::WebSocket).is_ok()
+                        };
+                        if !attached {
+                            break;
+                        }
+                        socket.wake_all();
+                        tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
+                        return run(shared, ws, socket).await;
+                    }
+                    _ => break,
+                }
+            }
+            () = socket.wait_until(|s| (s.is_closed() || (probed && !s.is_upgrading())).then_some(())) => break,
+        }
+    }
+    socket.lock().cancel_upgrade();
+    close_ws(&mut ws, CloseCode::Normal).await;
+}
+
+/// Serves a session whose transport is this WebSocket, until either side closes it.
+async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
+    let code = loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                let packet = match incoming {
+                    Some(Ok(WsMessage::Text(text))) => match decode_text(str_of(text)) {
+                        Ok(packet) => packet,
+                        Err(error) => {
+                            tracing::debug!(sid = %socket.sid(), %error, "bad packet, closing");
+                            socket.close(CloseReason::ProtocolError);
+                            break CloseCode::Protocol;
+                        }
+                    },
+                    Some(Ok(WsMessage::Binary(data))) => Packet::Binary(data),
+                    // tungstenite answers pings by itself on the next write or flush.
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
+                    Some(Ok(WsMessage::Close(_))) | None => {
+                        socket.close(CloseReason::TransportClose);
+                        break CloseCode::Normal;
+                    }
+                    Some(Err(WsError::Capacity(error))) => {
+                        tracing::debug!(sid = %socket.sid(), %error, "oversize message, closing");
+                        socket.close(CloseReason::ProtocolError);
+                        break CloseCode::Size;
+                    }
+                    Some(Err(error)) => {
+                        tracing::debug!(sid = %socket.sid(), %error, "websocket error");
+                        socket.close(CloseReason::TransportClose);
+                        break CloseCode::Abnormal;
+                    }
+                };
+                if socket.receive(&shared, [packet]).is_err() {
+                    break CloseCode::Protocol;
+                }
+            }
+            (frames, reason) = socket.wait_until(|s| {
+                (s.has_outbound() || s.is_closed()).then(|| (s.drain(), s.close_reason()))
+            }) => {
+                if write_all(&mut ws, frames).await.is_err() {
+                    socket.close(CloseReason::TransportClose);
+                    break CloseCode::Abnormal;
+                }
+                match reason {
+                    Some(CloseReason::ServerShutdown) => break CloseCode::Away,
+                    Some(_) => break CloseCode::Normal,
+                    None => {}
+                }
+            }
+        }
+    };
+    socket.close(CloseReason::TransportClose);
+    if code != CloseCode::Abnormal {
+        close_ws(&mut ws, code).await;
+    }
+}
+
+/// Writes a burst of frames with one flush, so several small frames cost one syscall.
+async fn write_all(ws: &mut Ws, frames: impl IntoIterator<Item = Frame>) -> Result<(), WsError> {
+    for frame in frames {
+        let message = match frame {
+            Frame::Text(text) => WsMessage::Text(utf8_of(text)),
+            Frame::Binary(data) => WsMessage::Binary(data),
+        };
+        ws.feed(message).await?;
+    }
+    ws.flush().await
+}
+
+async fn close_ws(ws: &mut Ws, code: CloseCode) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(""),
+    };
+    // A peer that stopped reading must not hold the task: the close is best effort.
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
+}
+
+fn str_of(text: Utf8Bytes) -> Str {
+    // tungstenite validated the frame as UTF-8; `Str` re-checks without copying.
+    Str::from_utf8(Bytes::from(text)).unwrap_or_default()
+}
+
+fn utf8_of(text: Str) -> Utf8Bytes {
+    // `Str` is valid UTF-8 by construction; the check cannot fail and copies nothing.
+    Utf8Bytes::try_from(text.into_bytes()).unwrap_or_else(|_| Utf8Bytes::from_static(""))
+}
