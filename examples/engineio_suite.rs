@@ -2,7 +2,8 @@
 //! (socketio/engine.io-protocol, `test-suite/`): an echo server on port 3000, path `/engine.io/`,
 //! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1,000,000 bytes, CORS for any origin.
 //!
-//! Run: `cargo run --release --example engineio_suite` (PORT overrides the port).
+//! Run: `cargo run --release --example engineio_suite` (PORT overrides the port; PORT=0 picks
+//! a free one). The first line on stdout is `listening on http://127.0.0.1:<port>`.
 
 use std::sync::Arc;
 use std::time::Duration;
