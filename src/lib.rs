@@ -1,10 +1,14 @@
 //! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
 //!
 //! # Layout
+//! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
 //!   re-exported as [`engine`].
 
 pub mod server;
+pub mod socketio;
+
+pub use socketio::Halley;
 
 pub use halley_transports as engine;

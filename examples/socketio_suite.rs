@@ -1,0 +1,56 @@
+//! The reference server of the public Socket.IO conformance test-suite
+//! (socketio/socket.io-protocol, `test-suite/`): port 3000, path `/socket.io/`, pingInterval
+//! 300 ms, pingTimeout 200 ms, maxPayload 1,000,000, connectTimeout 1000 ms; namespaces `/` and
+//! `/custom` each emit `auth` with the client's auth payload on connect, answer `message` with
+//! `message-back` (same arguments) and `message-with-ack` with an ack of the same arguments.
+//! Every transport stays enabled.
+//!
+//! Run: `cargo run --release --example socketio_suite` (PORT overrides the port; PORT=0 picks a
+//! free one). The first line on stdout is `listening on http://127.0.0.1:<port>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use halley::engine::Cors;
+use halley::server::{self, ServerConfig};
+use halley::socketio::{Event, Halley, Socket};
+
+fn on_connect(socket: &Arc<Socket>) {
+    let _ = socket.emit("auth", socket.auth());
+}
+
+fn message(socket: &Arc<Socket>, event: Event) {
+    let _ = socket.emit_args("message-back", event.args, event.binary);
+}
+
+fn message_with_ack(_socket: &Arc<Socket>, event: Event) {
+    if let Some(ack) = event.ack {
+        let _ = ack.send(event.args, event.binary);
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let io = Halley::builder()
+        .path("/socket.io/")
+        .ping_interval(Duration::from_millis(300))
+        .ping_timeout(Duration::from_millis(200))
+        .max_payload(1_000_000)
+        .connect_timeout(Duration::from_millis(1000))
+        .cors(Cors::AnyOrigin)
+        .build();
+    for path in ["/", "/custom"] {
+        io.ns(path, on_connect)
+            .on("message", message)
+            .on("message-with-ack", message_with_ack);
+    }
+    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    // Tests start this binary with PORT=0 and read the chosen port from this line.
+    println!("listening on http://{}", listener.local_addr()?);
+    server::serve(listener, io.router(), ServerConfig::default(), server::shutdown_signal()).await;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! One Engine.IO connection as Socket.IO sees it: the namespaces it joined, and the binary
+//! packet being reassembled. Implements the engine's [`Handler`]: decode, validate, dispatch.
+//!
+//! Protocol violations close the whole connection (as socket.io does), with the reason logged;
+//! an unknown namespace only gets a CONNECT_ERROR.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use halley_transports::{CloseReason, Handler, Message};
+use serde_json::{json, Value};
+
+use super::packet::{self, Packet, PacketKind};
+use super::socket::{AckReply, DisconnectReason, Event, Socket};
+use super::IoShared;
+
+type Conn = Arc<halley_transports::Socket>;
+
+/// A packet waiting for its binary attachments.
+struct Partial {
+    packet: Packet,
+    binary: Vec<Bytes>,
+}
+
+/// Per-connection Socket.IO state, stored in the engine session.
+pub(crate) struct Client {
+    sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    partial: Mutex<Option<Partial>>,
+    ever_connected: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Client {
+    pub(crate) fn forget(&self, socket: &Socket) {
+        let mut sockets = lock(&self.sockets);
+        if sockets
+            .get(socket.ns())
+            .is_some_and(|s| s.sid() == socket.sid())
+        {
+            sockets.remove(socket.ns());
+        }
+    }
+
+    fn socket(&self, ns: &str) -> Option<Arc<Socket>> {
+        lock(&self.sockets).get(ns).cloned()
+    }
+
+    fn close_all(&self, reason: DisconnectReason) {
+        let sockets: Vec<_> = lock(&self.sockets).drain().map(|(_, s)| s).collect();
+        for socket in sockets {
+            socket.close(reason);
+        }
+    }
+}
+
+/// Why a packet closes the connection.
+#[derive(Debug, thiserror::Error)]
+enum Violation {
+    #[error(transparent)]
+    Decode(#[from] packet::DecodeError),
+    #[error("binary attachment without a pending packet")]
+    UnexpectedBinary,
+    #[error("text packet while {0} attachments are pending")]
+    UnexpectedText(usize),
+    #[error("{0:?} for namespace {1} before CONNECT")]
+    NotConnected(PacketKind, String),
+    #[error("second CONNECT for namespace {0}")]
+    AlreadyConnected(String),
+    #[error("CONNECT_ERROR from a client")]
+    ClientConnectError,
+}
+
+impl Handler for IoShared {
+    fn on_open(&self, conn: &Conn) {
+        let client = Arc::new(Client {
+            sockets: Mutex::default(),
+            partial: Mutex::default(),
+            ever_connected: AtomicBool::new(false),
+        });
+        if conn.set_ext(Arc::clone(&client)).is_err() {
+            return;
+        }
+        // A connection that joins no namespace in time is closed (socket.io's connectTimeout).
+        let weak = Arc::downgrade(conn);
+        let timeout = self.config.connect_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            if let Some(conn) = weak.upgrade() {
+                if !client.ever_connected.load(Ordering::Acquire) {
+                    tracing::debug!(sid = %conn.sid(), "no namespace joined in time, closing");
+                    conn.close(CloseReason::ServerClose);
+                }
+            }
+        });
+    }
+
+    fn on_message(&self, conn: &Conn, message: Message) {
+        let Some(client) = conn.ext::<Arc<Client>>() else {
+            return;
+        };
+        if let Err(violation) = self.receive(conn, client, message) {
+            tracing::debug!(sid = %conn.sid(), %violation, "socket.io protocol violation, closing");
+            client.close_all(DisconnectReason::ParseError);
+            conn.close(CloseReason::ProtocolError);
+        }
+    }
+
+    fn on_close(&self, conn: &Conn, reason: CloseReason) {
+        if let Some(client) = conn.ext::<Arc<Client>>() {
+            client.close_all(match reason {
+                CloseReason::ClientClose | CloseReason::TransportClose => DisconnectReason::TransportClose,
+                CloseReason::PingTimeout => DisconnectReason::PingTimeout,
+                CloseReason::ProtocolError => DisconnectReason::TransportError,
+                CloseReason::ServerShutdown => DisconnectReason::ServerShuttingDown,
+                CloseReason::ServerClose | CloseReason::OutboxFull => DisconnectReason::ForcedServerClose,
+            });
+        }
+    }
+}
+
+impl IoShared {
+    fn receive(&self, conn: &Conn, client: &Client, message: Message) -> Result<(), Violation> {
+        let complete = {
+            let mut partial = lock(&client.partial);
+            match (message, partial.as_mut()) {
+                (Message::Text(text), None) => {
+                    let packet = packet::decode(&text, self.config.max_attachments)?;
+                    if packet.attachments > 0 {
+                        *partial = Some(Partial {
+                            binary: Vec::with_capacity(packet.attachments),
+                            packet,
+                        });
+                        return Ok(());
+                    }
+                    (packet, Vec::new())
+                }
+                (Message::Text(_), Some(p)) => {
+                    return Err(Violation::UnexpectedText(p.packet.attachments - p.binary.len()))
+                }
+                (Message::Binary(_), None) => return Err(Violation::UnexpectedBinary),
+                (Message::Binary(data), Some(p)) => {
+                    p.binary.push(data);
+                    if p.binary.len() < p.packet.attachments {
+                        return Ok(());
+                    }
+                    let p = partial.take().expect("matched Some above");
+                    (p.packet, p.binary)
+                }
+            }
+        };
+        let (packet, binary) = complete;
+        self.handle(conn, client, packet, binary)
+    }
+
+    fn handle(&self, conn: &Conn, client: &Client, packet: Packet, binary: Vec<Bytes>) -> Result<(), Violation> {
+        let Packet { kind, ns, id, data, .. } = packet;
+        match kind {
+            PacketKind::Connect => self.connect(conn, client, ns, data.unwrap_or_else(|| json!({}))),
+            PacketKind::Disconnect => {
+                let socket = client
+                    .socket(&ns)
+                    .ok_or(Violation::NotConnected(kind, ns))?;
+                socket.close(DisconnectReason::ClientNamespaceDisconnect);
+                Ok(())
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let socket = client.socket(&ns).ok_or(Violation::NotConnected(kind, ns))?;
+                let mut args = match data {
+                    Some(Value::Array(args)) => args,
+                    _ => unreachable!("the decoder only accepts arrays for events"),
+                };
+                let name = match args.remove(0) {
+                    Value::String(name) => name,
+                    other => other.to_string(),
+                };
+                let ack = id.map(|id| socket.ack_sender(id));
+                socket.dispatch(&name, Event { args, binary, ack });
+                Ok(())
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let socket = client.socket(&ns).ok_or(Violation::NotConnected(kind, ns))?;
+                let args = match data {
+                    Some(Value::Array(args)) => args,
+                    _ => unreachable!("the decoder only accepts arrays for acks"),
+                };
+                if let Some(id) = id {
+                    socket.resolve_ack(id, AckReply { args, binary });
+                }
+                Ok(())
+            }
+            PacketKind::ConnectError => Err(Violation::ClientConnectError),
+        }
+    }
+
+    fn connect(&self, conn: &Conn, client: &Client, ns: String, auth: Value) -> Result<(), Violation> {
+        if client.socket(&ns).is_some() {
+            return Err(Violation::AlreadyConnected(ns));
+        }
+        let Some(namespace) = self.namespace(&ns) else {
+            let error = json!({ "message": "Invalid namespace" });
+            let _ = conn.send(packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)), false);
+            return Ok(());
+        };
+        let socket = match Socket::new(namespace, Arc::clone(conn), auth, self.config.ack_timeout) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::error!(%error, "no entropy for a socket id");
+                conn.close(CloseReason::ServerClose);
+                return Ok(());
+            }
+        };
+        if let Err(refusal) = socket.namespace().run_middlewares(&socket) {
+            socket.abandon();
+            let frame = packet::encode(PacketKind::ConnectError, &ns, None, Some(&refusal.to_json()));
+            let _ = conn.send(frame, false);
+            return Ok(());
+        }
+        client.ever_connected.store(true, Ordering::Release);
+        socket.set_connected();
+        lock(&client.sockets).insert(ns.clone(), Arc::clone(&socket));
+        socket.namespace().add(&socket);
+        let reply = json!({ "sid": socket.id() });
+        let _ = conn.send(packet::encode(PacketKind::Connect, &ns, None, Some(&reply)), false);
+        tracing::debug!(sid = %conn.sid(), id = socket.id(), ns = %ns, "socket connected");
+        socket.namespace().connected(&socket);
+        Ok(())
+    }
+}

@@ -1,0 +1,394 @@
+//! A Socket.IO socket: one client connected to one namespace.
+//!
+//! It sends through its Engine.IO connection, keeps its rooms (mirrored in the namespace's room
+//! index), its own event handlers if any were set, and the acks it awaits. It leaves its
+//! namespace in exactly one place, [`Socket::close`], with a [`DisconnectReason`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use halley_transports::sid::Sid;
+use halley_transports::{Frame, Handshake, PushError, TransportKind};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::broadcast::BroadcastOperator;
+use super::ns::Namespace;
+use super::packet::{self, PacketKind, RESERVED_EVENTS};
+
+/// Why a socket left its namespace; the strings are Socket.IO's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client left the namespace (`socket.disconnect()` on the client).
+    ClientNamespaceDisconnect,
+    /// The server called [`Socket::disconnect`].
+    ServerNamespaceDisconnect,
+    /// The connection closed (the client went away or closed it).
+    TransportClose,
+    /// The connection failed or broke the Engine.IO protocol.
+    TransportError,
+    /// The client sent a packet that is not valid Socket.IO.
+    ParseError,
+    /// The client stopped answering pings.
+    PingTimeout,
+    /// The server is shutting down.
+    ServerShuttingDown,
+    /// The server closed the whole connection.
+    ForcedServerClose,
+}
+
+impl DisconnectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientNamespaceDisconnect => "client namespace disconnect",
+            Self::ServerNamespaceDisconnect => "server namespace disconnect",
+            Self::TransportClose => "transport close",
+            Self::TransportError => "transport error",
+            Self::ParseError => "parse error",
+            Self::PingTimeout => "ping timeout",
+            Self::ServerShuttingDown => "server shutting down",
+            Self::ForcedServerClose => "forced server close",
+        }
+    }
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an emit did not go out.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("\"{0}\" is a reserved event name")]
+    Reserved(String),
+    #[error("the socket is disconnected")]
+    Disconnected,
+    /// The client's outbox was full: a volatile packet was dropped, any other closed the
+    /// connection (see the outbox policy in the README).
+    #[error("the client's outbox is full")]
+    OutboxFull,
+    #[error("data could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Why an awaited ack did not arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no ack within the timeout")]
+    Timeout,
+    #[error("the socket disconnected before acknowledging")]
+    Disconnected,
+}
+
+/// The arguments of an ack, binary attachments beside (placeholders stay in `args`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AckReply {
+    pub args: Vec<Value>,
+    pub binary: Vec<Bytes>,
+}
+
+/// An event received from a client.
+#[derive(Debug)]
+pub struct Event {
+    /// The arguments after the event name; binary ones are placeholders
+    /// `{"_placeholder":true,"num":N}` for `binary[N]`.
+    pub args: Vec<Value>,
+    pub binary: Vec<Bytes>,
+    /// Present when the client awaits an acknowledgement.
+    pub ack: Option<AckSender>,
+}
+
+/// Answers a client's ack, once.
+#[derive(Debug)]
+pub struct AckSender {
+    socket: Arc<Socket>,
+    id: u64,
+}
+
+impl AckSender {
+    /// Acknowledges with these arguments (and binary attachments for their placeholders).
+    pub fn send(self, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), EmitError> {
+        let frames = packet::encode_args(self.socket.ns.path(), None, Some(self.id), &args, &binary);
+        self.socket.push(&frames, false)
+    }
+
+    /// Acknowledges with one argument.
+    pub fn send_data(self, data: &impl Serialize) -> Result<(), EmitError> {
+        let value = serde_json::to_value(data)?;
+        self.send(vec![value], Vec::new())
+    }
+}
+
+pub(crate) type EventHandler = Arc<dyn Fn(&Arc<Socket>, Event) + Send + Sync>;
+type DisconnectHandler = Box<dyn FnOnce(&Arc<Socket>, DisconnectReason) + Send>;
+
+/// One client in one namespace.
+pub struct Socket {
+    id: Sid,
+    ns: Arc<Namespace>,
+    conn: Arc<halley_transports::Socket>,
+    auth: Value,
+    ack_timeout: Duration,
+    connected: AtomicBool,
+    rooms: Mutex<HashSet<String>>,
+    handlers: Mutex<HashMap<String, EventHandler>>,
+    on_disconnect: Mutex<Vec<DisconnectHandler>>,
+    acks: Mutex<HashMap<u64, oneshot::Sender<AckReply>>>,
+    next_ack: AtomicU64,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("ns", &self.ns.path())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // These maps stay consistent across a panicking user handler (none runs under the lock).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Socket {
+    pub(crate) fn new(
+        ns: Arc<Namespace>,
+        conn: Arc<halley_transports::Socket>,
+        auth: Value,
+        ack_timeout: Duration,
+    ) -> Result<Arc<Self>, getrandom::Error> {
+        Ok(Arc::new(Socket {
+            id: Sid::random()?,
+            ns,
+            conn,
+            auth,
+            ack_timeout,
+            connected: AtomicBool::new(false),
+            rooms: Mutex::new(HashSet::new()),
+            handlers: Mutex::new(HashMap::new()),
+            on_disconnect: Mutex::new(Vec::new()),
+            acks: Mutex::new(HashMap::new()),
+            next_ack: AtomicU64::new(0),
+        }))
+    }
+
+    /// The socket id (distinct from the Engine.IO session id, and the name of its own room).
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    pub(crate) fn sid(&self) -> &Sid {
+        &self.id
+    }
+
+    /// The namespace path.
+    pub fn ns(&self) -> &str {
+        self.ns.path()
+    }
+
+    pub(crate) fn namespace(&self) -> &Arc<Namespace> {
+        &self.ns
+    }
+
+    /// The `auth` object the client connected with (`{}` if none).
+    pub fn auth(&self) -> &Value {
+        &self.auth
+    }
+
+    /// What the connection's opening request carried: remote address, headers, query.
+    pub fn handshake(&self) -> &Handshake {
+        self.conn.handshake()
+    }
+
+    /// The transport the connection uses now.
+    pub fn transport(&self) -> TransportKind {
+        self.conn.transport()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    /// Handles `event` from this socket's client. A socket handler takes precedence over the
+    /// namespace's handler for the same event.
+    pub fn on(&self, event: &str, handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static) {
+        lock(&self.handlers).insert(event.to_owned(), Arc::new(handler));
+    }
+
+    /// Runs `handler` once when the socket leaves its namespace, with the reason.
+    pub fn on_disconnect(&self, handler: impl FnOnce(&Arc<Socket>, DisconnectReason) + Send + 'static) {
+        lock(&self.on_disconnect).push(Box::new(handler));
+    }
+
+    /// Emits `event` with one argument.
+    pub fn emit(&self, event: &str, data: &impl Serialize) -> Result<(), EmitError> {
+        self.emit_args(event, vec![serde_json::to_value(data)?], Vec::new())
+    }
+
+    /// Emits `event` with these arguments and binary attachments (placeholders in `args`).
+    pub fn emit_args(&self, event: &str, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), EmitError> {
+        check_event(event)?;
+        let frames = packet::encode_args(self.ns(), Some(event), None, &args, &binary);
+        self.push(&frames, false)
+    }
+
+    /// Emits `event` with one argument, dropped rather than queued when the client's outbox is
+    /// full (for data that is stale by the time it would arrive).
+    pub fn emit_volatile(&self, event: &str, data: &impl Serialize) -> Result<(), EmitError> {
+        check_event(event)?;
+        let args = [serde_json::to_value(data)?];
+        let frames = packet::encode_args(self.ns(), Some(event), None, &args, &[]);
+        self.push(&frames, true)
+    }
+
+    /// Emits `event` and waits for the client's ack, at most the configured ack timeout.
+    pub fn emit_with_ack(
+        self: &Arc<Self>,
+        event: &str,
+        args: Vec<Value>,
+        binary: Vec<Bytes>,
+    ) -> impl Future<Output = Result<AckReply, AckError>> + Send + 'static {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let sent = check_event(event).is_ok() && {
+            lock(&self.acks).insert(id, tx);
+            let frames = packet::encode_args(self.ns(), Some(event), Some(id), &args, &binary);
+            self.push(&frames, false).is_ok()
+        };
+        let socket = Arc::clone(self);
+        async move {
+            if !sent {
+                lock(&socket.acks).remove(&id);
+                return Err(AckError::Disconnected);
+            }
+            match tokio::time::timeout(socket.ack_timeout, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err(AckError::Disconnected),
+                Err(_) => {
+                    lock(&socket.acks).remove(&id);
+                    Err(AckError::Timeout)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn push(&self, frames: &[Frame], volatile: bool) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        self.conn.send_all(frames, volatile).map_err(|e| match e {
+            PushError::Closed => EmitError::Disconnected,
+            PushError::Dropped | PushError::Overflow => EmitError::OutboxFull,
+        })
+    }
+
+    /// Joins `room` (in this namespace).
+    pub fn join(&self, room: impl Into<String>) {
+        let room = room.into();
+        if lock(&self.rooms).insert(room.clone()) {
+            self.ns.index_join(&room, &self.id);
+        }
+    }
+
+    /// Leaves `room`.
+    pub fn leave(&self, room: &str) {
+        if lock(&self.rooms).remove(room) {
+            self.ns.index_leave(room, &self.id);
+        }
+    }
+
+    /// The rooms this socket is in, its own room included.
+    pub fn rooms(&self) -> Vec<String> {
+        lock(&self.rooms).iter().cloned().collect()
+    }
+
+    /// A broadcast to `room`, excluding this socket.
+    pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
+        self.broadcast().to(room)
+    }
+
+    /// A broadcast to every socket of the namespace but this one.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(Arc::clone(&self.ns)).excluding(self.id.clone())
+    }
+
+    /// Makes the socket leave its namespace; the client is told (`41`). The connection stays
+    /// open for its other namespaces.
+    pub fn disconnect(self: &Arc<Self>) {
+        if self.connected() {
+            let frame = packet::encode(PacketKind::Disconnect, self.ns(), None, None);
+            let _ = self.conn.send(frame, false);
+        }
+        self.close(DisconnectReason::ServerNamespaceDisconnect);
+    }
+
+    /// Undoes what connect middlewares did (rooms joined) for a socket that was refused.
+    pub(crate) fn abandon(&self) {
+        let rooms = std::mem::take(&mut *lock(&self.rooms));
+        for room in &rooms {
+            self.ns.index_leave(room, &self.id);
+        }
+    }
+
+    /// Leaves the namespace: rooms, namespace index, client map, pending acks, then the
+    /// disconnect handlers. Runs once; later calls do nothing.
+    pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
+        if !self.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        self.abandon();
+        self.ns.remove(&self.id);
+        if let Some(client) = self.conn.ext::<Arc<super::client::Client>>() {
+            client.forget(self);
+        }
+        // Dropping the senders tells every pending ack future that the socket is gone.
+        lock(&self.acks).clear();
+        lock(&self.handlers).clear();
+        let handlers = std::mem::take(&mut *lock(&self.on_disconnect));
+        tracing::debug!(id = %self.id, ns = self.ns(), %reason, "socket disconnected");
+        for handler in handlers {
+            handler(self, reason);
+        }
+    }
+
+    /// Runs the handler for an event from the client.
+    pub(crate) fn dispatch(self: &Arc<Self>, name: &str, event: Event) {
+        let handler = lock(&self.handlers).get(name).cloned();
+        match handler.or_else(|| self.ns.handler(name)) {
+            Some(handler) => handler(self, event),
+            None => tracing::debug!(id = %self.id, ns = self.ns(), event = name, "no handler"),
+        }
+    }
+
+    pub(crate) fn resolve_ack(&self, id: u64, reply: AckReply) {
+        if let Some(tx) = lock(&self.acks).remove(&id) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    pub(crate) fn ack_sender(self: &Arc<Self>, id: u64) -> AckSender {
+        AckSender {
+            socket: Arc::clone(self),
+            id,
+        }
+    }
+}
+
+pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
+    if RESERVED_EVENTS.contains(&event) {
+        return Err(EmitError::Reserved(event.to_owned()));
+    }
+    Ok(())
+}
