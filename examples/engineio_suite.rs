@@ -47,10 +47,8 @@ async fn main() -> std::io::Result<()> {
     };
     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    tracing::info!(
-        "engine.io suite server on http://{}",
-        listener.local_addr()?
-    );
+    // Tests start this binary with PORT=0 and read the chosen port from this line.
+    println!("listening on http://{}", listener.local_addr()?);
     let router = Router::new(Engine::new(config, Arc::new(Echo)));
     server::serve(
         listener,

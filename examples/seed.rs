@@ -16,8 +16,7 @@ const INDEX_HTML: &str = include_str!("../fixtures/seed/index.html");
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     tokio::runtime::Runtime::new()?.block_on(run())
@@ -34,13 +33,27 @@ async fn run() -> std::io::Result<()> {
     .on("private message", |socket: &Arc<Socket>, event: Event| {
         let from = event.args.first().cloned().unwrap_or_default();
         let msg = event.args.get(1).cloned().unwrap_or_default();
-        tracing::info!(id = socket.id(), "I received a private message by {from} saying {msg}");
+        tracing::info!(
+            id = socket.id(),
+            "I received a private message by {from} saying {msg}"
+        );
     });
-    let router = io.router().page("/", "text/html; charset=utf-8", INDEX_HTML);
+    let router = io
+        .router()
+        .page("/", "text/html; charset=utf-8", INDEX_HTML);
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
     let listener = tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await?;
     // Like app.js, listen on every interface. Tests start this binary with PORT=0 and read the chosen port from this line.
-    println!("listening on http://localhost:{}", listener.local_addr()?.port());
-    server::serve(listener, router, ServerConfig::default(), server::shutdown_signal()).await;
+    println!(
+        "listening on http://localhost:{}",
+        listener.local_addr()?.port()
+    );
+    server::serve(
+        listener,
+        router,
+        ServerConfig::default(),
+        server::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }

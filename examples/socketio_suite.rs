@@ -51,6 +51,12 @@ async fn main() -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
     // Tests start this binary with PORT=0 and read the chosen port from this line.
     println!("listening on http://{}", listener.local_addr()?);
-    server::serve(listener, io.router(), ServerConfig::default(), server::shutdown_signal()).await;
+    server::serve(
+        listener,
+        io.router(),
+        ServerConfig::default(),
+        server::shutdown_signal(),
+    )
+    .await;
     Ok(())
 }

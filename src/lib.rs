@@ -2,10 +2,12 @@
 //!
 //! # Layout
 //! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
+//! - [`config`]: command-line and environment options.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
 //!   re-exported as [`engine`].
 
+pub mod config;
 pub mod server;
 pub mod socketio;
 

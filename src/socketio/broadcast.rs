@@ -61,7 +61,8 @@ impl BroadcastOperator {
 
     /// The selected sockets.
     pub fn sockets(&self) -> Vec<Arc<Socket>> {
-        self.ns.select(&self.rooms, &self.except, self.exclude.as_ref())
+        self.ns
+            .select(&self.rooms, &self.except, self.exclude.as_ref())
     }
 
     /// Emits `event` with one argument to every selected socket; returns how many it reached.
@@ -71,7 +72,12 @@ impl BroadcastOperator {
 
     /// Emits `event` with these arguments and binary attachments; returns how many sockets
     /// had it queued.
-    pub fn emit_args(&self, event: &str, args: Vec<Value>, binary: Vec<Bytes>) -> Result<usize, EmitError> {
+    pub fn emit_args(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        binary: Vec<Bytes>,
+    ) -> Result<usize, EmitError> {
         check_event(event)?;
         let frames = packet::encode_args(self.ns.path(), Some(event), None, &args, &binary);
         let sent = self

@@ -113,11 +113,15 @@ impl Handler for IoShared {
     fn on_close(&self, conn: &Conn, reason: CloseReason) {
         if let Some(client) = conn.ext::<Arc<Client>>() {
             client.close_all(match reason {
-                CloseReason::ClientClose | CloseReason::TransportClose => DisconnectReason::TransportClose,
+                CloseReason::ClientClose | CloseReason::TransportClose => {
+                    DisconnectReason::TransportClose
+                }
                 CloseReason::PingTimeout => DisconnectReason::PingTimeout,
                 CloseReason::ProtocolError => DisconnectReason::TransportError,
                 CloseReason::ServerShutdown => DisconnectReason::ServerShuttingDown,
-                CloseReason::ServerClose | CloseReason::OutboxFull => DisconnectReason::ForcedServerClose,
+                CloseReason::ServerClose | CloseReason::OutboxFull => {
+                    DisconnectReason::ForcedServerClose
+                }
             });
         }
     }
@@ -140,7 +144,9 @@ impl IoShared {
                     (packet, Vec::new())
                 }
                 (Message::Text(_), Some(p)) => {
-                    return Err(Violation::UnexpectedText(p.packet.attachments - p.binary.len()))
+                    return Err(Violation::UnexpectedText(
+                        p.packet.attachments - p.binary.len(),
+                    ))
                 }
                 (Message::Binary(_), None) => return Err(Violation::UnexpectedBinary),
                 (Message::Binary(data), Some(p)) => {
@@ -157,10 +163,20 @@ impl IoShared {
         self.handle(conn, client, packet, binary)
     }
 
-    fn handle(&self, conn: &Conn, client: &Client, packet: Packet, binary: Vec<Bytes>) -> Result<(), Violation> {
-        let Packet { kind, ns, id, data, .. } = packet;
+    fn handle(
+        &self,
+        conn: &Conn,
+        client: &Client,
+        packet: Packet,
+        binary: Vec<Bytes>,
+    ) -> Result<(), Violation> {
+        let Packet {
+            kind, ns, id, data, ..
+        } = packet;
         match kind {
-            PacketKind::Connect => self.connect(conn, client, ns, data.unwrap_or_else(|| json!({}))),
+            PacketKind::Connect => {
+                self.connect(conn, client, ns, data.unwrap_or_else(|| json!({})))
+            }
             PacketKind::Disconnect => {
                 let socket = client
                     .socket(&ns)
@@ -169,7 +185,9 @@ impl IoShared {
                 Ok(())
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
-                let socket = client.socket(&ns).ok_or(Violation::NotConnected(kind, ns))?;
+                let socket = client
+                    .socket(&ns)
+                    .ok_or(Violation::NotConnected(kind, ns))?;
                 let mut args = match data {
                     Some(Value::Array(args)) => args,
                     _ => unreachable!("the decoder only accepts arrays for events"),
@@ -183,7 +201,9 @@ impl IoShared {
                 Ok(())
             }
             PacketKind::Ack | PacketKind::BinaryAck => {
-                let socket = client.socket(&ns).ok_or(Violation::NotConnected(kind, ns))?;
+                let socket = client
+                    .socket(&ns)
+                    .ok_or(Violation::NotConnected(kind, ns))?;
                 let args = match data {
                     Some(Value::Array(args)) => args,
                     _ => unreachable!("the decoder only accepts arrays for acks"),
@@ -197,13 +217,22 @@ impl IoShared {
         }
     }
 
-    fn connect(&self, conn: &Conn, client: &Client, ns: String, auth: Value) -> Result<(), Violation> {
+    fn connect(
+        &self,
+        conn: &Conn,
+        client: &Client,
+        ns: String,
+        auth: Value,
+    ) -> Result<(), Violation> {
         if client.socket(&ns).is_some() {
             return Err(Violation::AlreadyConnected(ns));
         }
         let Some(namespace) = self.namespace(&ns) else {
             let error = json!({ "message": "Invalid namespace" });
-            let _ = conn.send(packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)), false);
+            let _ = conn.send(
+                packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)),
+                false,
+            );
             return Ok(());
         };
         let socket = match Socket::new(namespace, Arc::clone(conn), auth, self.config.ack_timeout) {
@@ -216,7 +245,12 @@ impl IoShared {
         };
         if let Err(refusal) = socket.namespace().run_middlewares(&socket) {
             socket.abandon();
-            let frame = packet::encode(PacketKind::ConnectError, &ns, None, Some(&refusal.to_json()));
+            let frame = packet::encode(
+                PacketKind::ConnectError,
+                &ns,
+                None,
+                Some(&refusal.to_json()),
+            );
             let _ = conn.send(frame, false);
             return Ok(());
         }
@@ -225,7 +259,10 @@ impl IoShared {
         lock(&client.sockets).insert(ns.clone(), Arc::clone(&socket));
         socket.namespace().add(&socket);
         let reply = json!({ "sid": socket.id() });
-        let _ = conn.send(packet::encode(PacketKind::Connect, &ns, None, Some(&reply)), false);
+        let _ = conn.send(
+            packet::encode(PacketKind::Connect, &ns, None, Some(&reply)),
+            false,
+        );
         tracing::debug!(sid = %conn.sid(), id = socket.id(), ns = %ns, "socket connected");
         socket.namespace().connected(&socket);
         Ok(())

@@ -77,7 +77,12 @@ pub(crate) struct IoShared {
 impl IoShared {
     /// The namespace `path`, created on first use when a dynamic pattern accepts it.
     fn namespace(&self, path: &str) -> Option<Arc<Namespace>> {
-        if let Some(ns) = self.namespaces.read().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if let Some(ns) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
             return Some(Arc::clone(ns));
         }
         let on_connect = self
@@ -204,7 +209,11 @@ impl Halley {
 
     /// Declares the namespace `path` (replacing its connect handler if it existed) and returns
     /// it, to add middlewares and namespace-wide handlers.
-    pub fn ns(&self, path: &str, on_connect: impl Fn(&Arc<Socket>) + Send + Sync + 'static) -> Arc<Namespace> {
+    pub fn ns(
+        &self,
+        path: &str,
+        on_connect: impl Fn(&Arc<Socket>) + Send + Sync + 'static,
+    ) -> Arc<Namespace> {
         let ns = Namespace::new(path.to_owned(), Arc::new(on_connect));
         self.shared
             .namespaces

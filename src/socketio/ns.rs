@@ -61,7 +61,9 @@ pub struct Namespace {
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Namespace").field("path", &self.path).finish()
+        f.debug_struct("Namespace")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -96,7 +98,11 @@ impl Namespace {
     }
 
     /// Handles `event` for every socket of the namespace (one handler shared by all sockets).
-    pub fn on(&self, event: &str, handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static) -> &Self {
+    pub fn on(
+        &self,
+        event: &str,
+        handler: impl Fn(&Arc<Socket>, Event) + Send + Sync + 'static,
+    ) -> &Self {
         self.handlers
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -123,7 +129,8 @@ impl Namespace {
 
     /// Registers a socket that passed the middlewares; it joins its own room.
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
-        self.sockets.insert(socket.sid().clone(), Arc::clone(socket));
+        self.sockets
+            .insert(socket.sid().clone(), Arc::clone(socket));
         socket.join(socket.id());
     }
 
@@ -136,7 +143,10 @@ impl Namespace {
     }
 
     pub(crate) fn index_join(&self, room: &str, id: &Sid) {
-        self.rooms.entry(room.to_owned()).or_default().insert(id.clone());
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .insert(id.clone());
     }
 
     pub(crate) fn index_leave(&self, room: &str, id: &Sid) {
@@ -162,7 +172,12 @@ impl Namespace {
 
     /// The sockets selected by rooms (all when `rooms` is empty), minus `except` rooms and the
     /// `exclude`d socket.
-    pub(crate) fn select(&self, rooms: &[String], except: &[String], exclude: Option<&Sid>) -> Vec<Arc<Socket>> {
+    pub(crate) fn select(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        exclude: Option<&Sid>,
+    ) -> Vec<Arc<Socket>> {
         let mut excluded: HashSet<Sid> = HashSet::new();
         for room in except {
             if let Some(members) = self.rooms.get(room) {
@@ -185,7 +200,9 @@ impl Namespace {
                 ids.extend(members.iter().filter(|id| keep(id)).cloned());
             }
         }
-        ids.iter().filter_map(|id| self.socket(id.as_str())).collect()
+        ids.iter()
+            .filter_map(|id| self.socket(id.as_str()))
+            .collect()
     }
 
     /// A broadcast to every socket of the namespace.

@@ -131,18 +131,23 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Packet, DecodeError>
     let data = if rest.is_empty() {
         None
     } else {
-        Some(serde_json::from_str::<Value>(rest).map_err(|e| DecodeError::InvalidJson(e.to_string()))?)
+        Some(
+            serde_json::from_str::<Value>(rest)
+                .map_err(|e| DecodeError::InvalidJson(e.to_string()))?,
+        )
     };
 
     let valid = match (kind, &data) {
         (PacketKind::Connect, None | Some(Value::Object(_))) => true,
         (PacketKind::Disconnect, None) => true,
         (PacketKind::ConnectError, Some(Value::Object(_) | Value::String(_))) => true,
-        (PacketKind::Event | PacketKind::BinaryEvent, Some(Value::Array(args))) => match args.first() {
-            Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
-            Some(Value::Number(_)) => true,
-            _ => false,
-        },
+        (PacketKind::Event | PacketKind::BinaryEvent, Some(Value::Array(args))) => {
+            match args.first() {
+                Some(Value::String(name)) => !RESERVED_EVENTS.contains(&name.as_str()),
+                Some(Value::Number(_)) => true,
+                _ => false,
+            }
+        }
         (PacketKind::Ack | PacketKind::BinaryAck, Some(Value::Array(_))) => true,
         _ => false,
     };
@@ -163,7 +168,13 @@ fn count_digits(bytes: &[u8]) -> usize {
 }
 
 /// Writes the header of a packet (after the Engine.IO `4`): type, attachments, namespace, id.
-fn write_header(out: &mut BytesMut, kind: PacketKind, ns: &str, attachments: usize, id: Option<u64>) {
+fn write_header(
+    out: &mut BytesMut,
+    kind: PacketKind,
+    ns: &str,
+    attachments: usize,
+    id: Option<u64>,
+) {
     out.put_u8(b'4');
     out.put_u8(b'0' + kind as u8);
     if kind.is_binary() {
@@ -258,15 +269,27 @@ mod tests {
         let p = decode("0/admin,{\"sid\":\"oSO0OpakMV_3jnilAAAA\"}", 10).unwrap();
         assert_eq!((p.kind, p.ns.as_str()), (PacketKind::Connect, "/admin"));
         let p = decode("2[\"foo\"]", 10).unwrap();
-        assert_eq!((p.kind, p.ns.as_str(), p.id), (PacketKind::Event, "/", None));
+        assert_eq!(
+            (p.kind, p.ns.as_str(), p.id),
+            (PacketKind::Event, "/", None)
+        );
         let p = decode("212[\"foo\"]", 10).unwrap();
         assert_eq!(p.id, Some(12));
         let p = decode("3/admin,13[\"bar\"]", 10).unwrap();
-        assert_eq!((p.kind, p.ns.as_str(), p.id), (PacketKind::Ack, "/admin", Some(13)));
+        assert_eq!(
+            (p.kind, p.ns.as_str(), p.id),
+            (PacketKind::Ack, "/admin", Some(13))
+        );
         let p = decode("52-/admin,[\"baz\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]", 10).unwrap();
-        assert_eq!((p.kind, p.attachments, p.ns.as_str()), (PacketKind::BinaryEvent, 2, "/admin"));
+        assert_eq!(
+            (p.kind, p.attachments, p.ns.as_str()),
+            (PacketKind::BinaryEvent, 2, "/admin")
+        );
         let p = decode("61-15[\"bar\",{\"_placeholder\":true,\"num\":0}]", 10).unwrap();
-        assert_eq!((p.kind, p.attachments, p.id), (PacketKind::BinaryAck, 1, Some(15)));
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (PacketKind::BinaryAck, 1, Some(15))
+        );
         assert_eq!(decode("1", 10).unwrap().kind, PacketKind::Disconnect);
         assert_eq!(decode("1/admin,", 10).unwrap().ns, "/admin");
         assert_eq!(decode("0/custom", 10).unwrap().ns, "/custom");
@@ -277,19 +300,55 @@ mod tests {
         assert_eq!(decode("", 10), Err(DecodeError::Empty));
         assert_eq!(decode("abc", 10), Err(DecodeError::UnknownType));
         assert_eq!(decode("7", 10), Err(DecodeError::UnknownType));
-        assert!(matches!(decode("2{}", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("2abc[\"x\"]", 10), Err(DecodeError::InvalidJson(_))));
-        assert!(matches!(decode("2", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("2[]", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("2[\"connect\"]", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("2[true]", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("1{}", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("0[]", 10), Err(DecodeError::InvalidPayload(_))));
-        assert!(matches!(decode("3{}", 10), Err(DecodeError::InvalidPayload(_))));
+        assert!(matches!(
+            decode("2{}", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("2abc[\"x\"]", 10),
+            Err(DecodeError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            decode("2", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("2[]", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("2[\"connect\"]", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("2[true]", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("1{}", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("0[]", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            decode("3{}", 10),
+            Err(DecodeError::InvalidPayload(_))
+        ));
         assert_eq!(decode("5[\"x\"]", 10), Err(DecodeError::IllegalAttachments));
-        assert_eq!(decode("52[\"x\"]", 10), Err(DecodeError::IllegalAttachments));
-        assert_eq!(decode("511-[\"x\"]", 10), Err(DecodeError::TooManyAttachments(11)));
-        assert_eq!(decode("299999999999999999999[\"x\"]", 10), Err(DecodeError::InvalidAckId));
+        assert_eq!(
+            decode("52[\"x\"]", 10),
+            Err(DecodeError::IllegalAttachments)
+        );
+        assert_eq!(
+            decode("511-[\"x\"]", 10),
+            Err(DecodeError::TooManyAttachments(11))
+        );
+        assert_eq!(
+            decode("299999999999999999999[\"x\"]", 10),
+            Err(DecodeError::InvalidAckId)
+        );
     }
 
     #[test]
@@ -302,23 +361,40 @@ mod tests {
     #[test]
     fn encodes_with_namespace_only_when_not_root() {
         let sid = json!({"sid": "abc"});
-        assert_eq!(text(&encode(PacketKind::Connect, "/", None, Some(&sid))), "40{\"sid\":\"abc\"}");
+        assert_eq!(
+            text(&encode(PacketKind::Connect, "/", None, Some(&sid))),
+            "40{\"sid\":\"abc\"}"
+        );
         assert_eq!(
             text(&encode(PacketKind::Connect, "/custom", None, Some(&sid))),
             "40/custom,{\"sid\":\"abc\"}"
         );
-        assert_eq!(text(&encode(PacketKind::Disconnect, "/admin", None, None)), "41/admin,");
+        assert_eq!(
+            text(&encode(PacketKind::Disconnect, "/admin", None, None)),
+            "41/admin,"
+        );
         let err = json!({"message": "Invalid namespace"});
         assert_eq!(
-            text(&encode(PacketKind::ConnectError, "/random", None, Some(&err))),
+            text(&encode(
+                PacketKind::ConnectError,
+                "/random",
+                None,
+                Some(&err)
+            )),
             "44/random,{\"message\":\"Invalid namespace\"}"
         );
     }
 
     #[test]
     fn echo_keeps_key_order_and_compact_form() {
-        let p = decode("2[\"message\",1,\"2\",{\"3\":[true],\"a\":{\"z\":1,\"b\":2}}]", 10).unwrap();
-        let Some(Value::Array(mut args)) = p.data else { unreachable!() };
+        let p = decode(
+            "2[\"message\",1,\"2\",{\"3\":[true],\"a\":{\"z\":1,\"b\":2}}]",
+            10,
+        )
+        .unwrap();
+        let Some(Value::Array(mut args)) = p.data else {
+            unreachable!()
+        };
         args.remove(0);
         let frames = encode_args("/", Some("message-back"), None, &args, &[]);
         assert_eq!(
@@ -330,7 +406,10 @@ mod tests {
     #[test]
     fn encodes_binary_event_and_ack_with_attachments() {
         let args = vec![placeholder(0), placeholder(1)];
-        let bins = [Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[4, 5, 6])];
+        let bins = [
+            Bytes::from_static(&[1, 2, 3]),
+            Bytes::from_static(&[4, 5, 6]),
+        ];
         let frames = encode_args("/", Some("message-back"), None, &args, &bins);
         assert_eq!(
             text(&frames[0]),

@@ -115,7 +115,8 @@ pub struct AckSender {
 impl AckSender {
     /// Acknowledges with these arguments (and binary attachments for their placeholders).
     pub fn send(self, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), EmitError> {
-        let frames = packet::encode_args(self.socket.ns.path(), None, Some(self.id), &args, &binary);
+        let frames =
+            packet::encode_args(self.socket.ns.path(), None, Some(self.id), &args, &binary);
         self.socket.push(&frames, false)
     }
 
@@ -228,7 +229,10 @@ impl Socket {
     }
 
     /// Runs `handler` once when the socket leaves its namespace, with the reason.
-    pub fn on_disconnect(&self, handler: impl FnOnce(&Arc<Socket>, DisconnectReason) + Send + 'static) {
+    pub fn on_disconnect(
+        &self,
+        handler: impl FnOnce(&Arc<Socket>, DisconnectReason) + Send + 'static,
+    ) {
         lock(&self.on_disconnect).push(Box::new(handler));
     }
 
@@ -238,7 +242,12 @@ impl Socket {
     }
 
     /// Emits `event` with these arguments and binary attachments (placeholders in `args`).
-    pub fn emit_args(&self, event: &str, args: Vec<Value>, binary: Vec<Bytes>) -> Result<(), EmitError> {
+    pub fn emit_args(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        binary: Vec<Bytes>,
+    ) -> Result<(), EmitError> {
         check_event(event)?;
         let frames = packet::encode_args(self.ns(), Some(event), None, &args, &binary);
         self.push(&frames, false)
