@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every Halley test on a fresh Debian machine: installs what is missing, builds, then runs
+# the Rust tests, the Node interop tests (official engine.io-client / socket.io-client) and the
+# Python interop tests (python-socketio). Ends with one line: "N passed, N failed".
+#
+#   bash tests/run-all.sh            # everything
+#   SKIP_INSTALL=1 bash tests/run-all.sh   # do not touch apt/npm/pip (already installed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+log_dir=$(mktemp -d)
+trap 'rm -rf "$log_dir"' EXIT
+
+step() { printf '\n=== %s\n' "$*"; }
+
+# --- 1. Install what is missing ---------------------------------------------------------------
+need_apt=()
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
+  step "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# --- 2. Build ---------------------------------------------------------------------------------
+step "cargo build (release examples, for the interop tests)"
+cargo build --release --examples --bins --quiet
+export HALLEY_EXAMPLES="$root/target/release/examples"
+
+# --- 3. Rust ----------------------------------------------------------------------------------
+step "cargo fmt --check, clippy"
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "cargo test --workspace"
+cargo test --workspace 2>&1 | tee "$log_dir/cargo.log"
+
+# --- 4. Node interop (official clients) -------------------------------------------------------
+step "node interop tests"
+(
+  cd tests/interop
+  if [ "${SKIP_INSTALL:-}" != 1 ] || [ ! -d node_modules ]; then npm ci --no-audit --no-fund --silent; fi
+  node --test --test-reporter=spec ./*.test.mjs
+) 2>&1 | tee "$log_dir/node.log"
+
+# --- 5. Python interop ------------------------------------------------------------------------
+if [ -f tests/interop/python/requirements.txt ]; then
+  step "python interop tests"
+  venv="$root/target/pyvenv"
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  if [ "${SKIP_INSTALL:-}" != 1 ]; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/python/requirements.txt
+  fi
+  (cd tests/interop/python && "$venv/bin/python" -m unittest -v 2>&1) | tee "$log_dir/python.log"
+fi
+
+# --- 6. Tally ---------------------------------------------------------------------------------
+passed=0
+failed=0
+add() { passed=$((passed + ${1:-0})); failed=$((failed + ${2:-0})); }
+while read -r p f; do add "$p" "$f"; done < <(
+  sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo.log")
+add "$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)" \
+    "$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)"
+if [ -f "$log_dir/python.log" ]; then
+  ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log_dir/python.log" | tail -1)
+  pyfail=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log_dir/python.log" | grep -o '[0-9]\+' | awk '{s+=$1} END {print s+0}')
+  add "$(( ${ran:-0} - ${pyfail:-0} ))" "${pyfail:-0}"
+fi
+echo
+echo "${passed} passed, ${failed} failed"
+[ "$failed" -eq 0 ]
