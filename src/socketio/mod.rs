@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use halley_transports::{Cors, Engine, EngineConfig};
+use halley_transports::{Cors, Engine, EngineConfig, TransportKind};
 use serde::Serialize;
 
 pub use broadcast::BroadcastOperator;
@@ -165,10 +165,15 @@ impl Builder {
         self
     }
 
-    /// Turns transports on or off (all are on by default).
-    pub fn transports(mut self, polling: bool, websocket: bool) -> Self {
-        self.engine.polling = polling;
-        self.engine.websocket = websocket;
+    /// The transports offered (all by default).
+    pub fn transports(mut self, transports: &[TransportKind]) -> Self {
+        self.engine.transports = transports.to_vec();
+        self
+    }
+
+    /// Bytes after which a streaming response ends and the client reopens it (default 128 KiB).
+    pub fn stream_limit(mut self, bytes: usize) -> Self {
+        self.engine.stream_limit = bytes;
         self
     }
 

@@ -22,7 +22,7 @@ use crate::registry::Registry;
 use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
 use crate::sid::Sid;
 use crate::socket::{self, Handshake, Message, Socket};
-use crate::{polling, websocket};
+use crate::{framing, polling, streaming, websocket};
 
 /// The body of every response the engine produces.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -63,8 +63,13 @@ pub struct EngineConfig {
     /// The largest POST body or WebSocket message accepted, in bytes (advertised as `maxPayload`).
     pub max_payload: usize,
     pub cors: Cors,
-    pub polling: bool,
-    pub websocket: bool,
+    /// The transports offered; all by default, since reaching old browsers is the point.
+    pub transports: Vec<TransportKind>,
+    /// Whether `polling` may be answered as JSONP (`j=N`).
+    pub jsonp: bool,
+    /// Bytes after which a streaming response ends (the client reopens it), so the browser's
+    /// memory for one response stays bounded.
+    pub stream_limit: usize,
     /// Read buffer per WebSocket connection. Small: most frames are small, and idle connections
     /// must stay cheap.
     pub ws_read_buffer: usize,
@@ -77,10 +82,17 @@ impl Default for EngineConfig {
             session: SessionConfig::default(),
             max_payload: 1_000_000,
             cors: Cors::default(),
-            polling: true,
-            websocket: true,
+            transports: TransportKind::ALL.to_vec(),
+            jsonp: true,
+            stream_limit: 128 * 1024,
             ws_read_buffer: 4096,
         }
+    }
+}
+
+impl EngineConfig {
+    pub fn enabled(&self, transport: TransportKind) -> bool {
+        self.transports.contains(&transport)
     }
 }
 
@@ -154,10 +166,12 @@ pub struct Query<'a> {
     pub eio: Option<&'a str>,
     pub transport: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// The JSONP / forever-frame callback index.
+    pub j: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
-    /// Reads `EIO`, `transport` and `sid`; anything else (the `t` cache-buster) is ignored.
+    /// Reads `EIO`, `transport`, `sid` and `j`; anything else (the `t` cache-buster) is ignored.
     /// Values are taken verbatim: every valid value is plain ASCII, so an encoded one is invalid.
     pub fn parse(query: &'a str) -> Self {
         let mut out = Query::default();
@@ -167,6 +181,7 @@ impl<'a> Query<'a> {
                 "EIO" => out.eio = Some(value),
                 "transport" => out.transport = Some(value),
                 "sid" => out.sid = Some(value),
+                "j" => out.j = Some(value),
                 _ => {}
             }
         }
@@ -250,11 +265,11 @@ impl Engine {
         let query_string = req.uri().query().unwrap_or("").to_owned();
         let query = Query::parse(&query_string);
         let config = &self.shared.config;
-        let transport = match query.transport {
-            Some("polling") if config.polling => TransportKind::Polling,
-            Some("websocket") if config.websocket => TransportKind::WebSocket,
-            _ => return Err(EngineError::UnknownTransport),
-        };
+        let transport = query
+            .transport
+            .and_then(TransportKind::from_name)
+            .filter(|&t| config.enabled(t))
+            .ok_or(EngineError::UnknownTransport)?;
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             // engine.io refuses origins with characters no browser sends (header injection).
             if origin
@@ -265,9 +280,37 @@ impl Engine {
                 return Err(EngineError::BadRequest);
             }
         }
+        // The callback index is reflected into scripts: digits only, or nothing is answered.
+        let index = match query.j {
+            Some(j) if !framing::valid_index(j) => return Err(EngineError::BadRequest),
+            Some(_) if transport == TransportKind::Polling && !config.jsonp => {
+                return Err(EngineError::UnknownTransport)
+            }
+            j => j,
+        };
+        let framing = match (transport, index) {
+            (TransportKind::Polling, None) => Framing::Xhr,
+            (TransportKind::Polling, Some(j)) => Framing::Jsonp(j.to_owned()),
+            (TransportKind::Iframe | TransportKind::Htmlfile, Some(j)) => {
+                Framing::Html(j.to_owned())
+            }
+            (TransportKind::Iframe | TransportKind::Htmlfile, None) => {
+                return Err(EngineError::BadRequest)
+            }
+            (TransportKind::Sse, _) => Framing::Sse,
+            (TransportKind::XhrStreaming, _) => Framing::XhrStreaming,
+            (TransportKind::WebSocket, _) => Framing::Xhr,
+        };
         let upgrade = websocket::is_upgrade_request(&req);
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(EngineError::BadRequest);
+        }
+        // Script-like responses are readable cross-site without CORS: check who asks.
+        if req.method() == Method::GET
+            && framing.readable_cross_site()
+            && !self.source_allowed(req.headers())
+        {
+            return Err(EngineError::Forbidden);
         }
         if let Some(sid) = query.sid {
             let socket = self
@@ -279,8 +322,8 @@ impl Engine {
                 return websocket::accept(&self.shared, req, websocket::Target::Upgrade(socket));
             }
             return match *req.method() {
-                Method::GET => polling::poll(&self.shared, &socket).await,
-                Method::POST => polling::post(&self.shared, &socket, req).await,
+                Method::GET => receive(&self.shared, &socket, transport, &framing).await,
+                Method::POST => polling::post(&self.shared, &socket, transport, req).await,
                 _ => Err(EngineError::BadRequest),
             };
         }
@@ -295,14 +338,44 @@ impl Engine {
             headers: req.headers().clone(),
             query: query_string.clone(),
         };
-        match transport {
-            TransportKind::WebSocket => {
-                websocket::accept(&self.shared, req, websocket::Target::Open(handshake))
+        if transport == TransportKind::WebSocket {
+            return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
+        }
+        let socket = open(&self.shared, transport, handshake)?;
+        receive(&self.shared, &socket, transport, &framing).await
+    }
+
+    /// Whether the page asking for a script-like response may read it: its Origin (or the
+    /// origin of its Referer) must be allowed, or be this server itself.
+    fn source_allowed(&self, headers: &HeaderMap) -> bool {
+        let source = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                headers
+                    .get(header::REFERER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(origin_of)
+            });
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let same_origin = |source: &str| {
+            host.is_some_and(|host| {
+                source
+                    .split_once("://")
+                    .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+            })
+        };
+        match (&self.shared.config.cors, source) {
+            (Cors::AnyOrigin, _) => true,
+            (Cors::Origins(allowed), Some(source)) => {
+                same_origin(&source) || allowed.iter().any(|a| *a == source)
             }
-            TransportKind::Polling => {
-                let socket = open(&self.shared, TransportKind::Polling, handshake)?;
-                polling::poll(&self.shared, &socket).await
-            }
+            // With a list configured, a request that hides where it comes from is refused.
+            (Cors::Origins(_), None) => false,
+            (Cors::SameOrigin, Some(source)) => same_origin(&source),
+            // Privacy proxies strip both headers; same-origin-only deployments still serve them.
+            (Cors::SameOrigin, None) => true,
         }
     }
 
@@ -339,6 +412,43 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// How a GET's answer is framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Xhr,
+    Jsonp(String),
+    Html(String),
+    Sse,
+    XhrStreaming,
+}
+
+impl Framing {
+    fn readable_cross_site(&self) -> bool {
+        !matches!(self, Framing::Xhr)
+    }
+}
+
+/// Serves a receiving GET on `transport`, framed as asked.
+async fn receive(
+    shared: &Arc<Shared>,
+    socket: &Arc<Socket>,
+    transport: TransportKind,
+    framing: &Framing,
+) -> Result<Response<Body>, EngineError> {
+    if transport.is_streaming() {
+        streaming::attach(shared, socket, transport, framing)
+    } else {
+        polling::poll(shared, socket, framing).await
+    }
+}
+
+/// `scheme://authority` of a URL, if it has one.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
 /// Creates, registers and starts a session, and tells the application.
@@ -382,10 +492,12 @@ fn handshake_packet(config: &EngineConfig, sid: &Sid, transport: TransportKind) 
         ping_timeout: u128,
         max_payload: usize,
     }
-    let upgrades: &[&str] = match transport {
-        TransportKind::Polling if config.websocket => &["websocket"],
-        _ => &[],
-    };
+    let upgrades: &[&str] =
+        if transport != TransportKind::WebSocket && config.enabled(TransportKind::WebSocket) {
+            &["websocket"]
+        } else {
+            &[]
+        };
     let json = serde_json::to_string(&Open {
         sid: sid.as_str(),
         upgrades,

@@ -8,7 +8,10 @@
 //! - [`registry`]: the one sid → session map every transport shares.
 //! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
 //!   place a session ends.
-//! - `polling`, `websocket`: the transports, each its framing and quirks only.
+//! - [`framing`]: the bytes of JSONP, forever-frame (`iframe`, `htmlfile`), SSE and
+//!   xhr-streaming, pure.
+//! - `polling` (XHR and JSONP, and every upstream POST), `streaming` (the four streaming
+//!   receivers), `websocket`: the transports, each its IO and quirks only.
 //! - [`engine`]: the hyper-facing entry: parse a request, dispatch it, turn errors into
 //!   responses.
 //!
@@ -31,12 +34,14 @@
 //! ```
 
 pub mod engine;
+pub mod framing;
 pub mod packet;
 mod polling;
 pub mod registry;
 pub mod session;
 pub mod sid;
 pub mod socket;
+mod streaming;
 mod websocket;
 
 pub use engine::{Body, Cors, Engine, EngineConfig, EngineError, Handler};

@@ -1,5 +1,6 @@
-//! XHR long-polling: a GET parks until the session has frames and answers them as one payload;
-//! a POST carries a payload upstream and is answered `ok`.
+//! Long-polling: a GET parks until the session has frames and answers them as one payload (as
+//! text for XHR, wrapped in a `___eio[N](...)` script for JSONP); a POST carries a payload
+//! upstream and is answered `ok`. Upstream POSTs of every HTTP transport come here.
 //!
 //! Only the framing and the HTTP details live here; who may read and when is the session's
 //! business ([`Session::poll`](crate::session::Session::poll)).
@@ -12,7 +13,8 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
-use crate::engine::{full, Body, EngineError, Shared};
+use crate::engine::{full, Body, EngineError, Framing, Shared};
+use crate::framing;
 use crate::packet::{decode_payload, encode_payload, Frame};
 use crate::session::{AttachError, CloseReason, ReceiverId, TransportKind};
 use crate::socket::Socket;
@@ -55,6 +57,7 @@ fn refused(socket: &Socket, error: AttachError) -> EngineError {
 pub(crate) async fn poll(
     _shared: &Shared,
     socket: &Arc<Socket>,
+    framed: &Framing,
 ) -> Result<Response<Body>, EngineError> {
     let attached = {
         let id = socket
@@ -67,7 +70,21 @@ pub(crate) async fn poll(
         .wait_until(|session| session.poll(attached.id, usize::MAX))
         .await;
     drop(attached);
-    Ok(payload_response(&frames))
+    Ok(match framed {
+        Framing::Jsonp(index) => jsonp_response(index, &frames),
+        _ => payload_response(&frames),
+    })
+}
+
+fn jsonp_response(index: &str, frames: &[Frame]) -> Response<Body> {
+    let mut res = Response::new(full(framing::jsonp(index, frames)));
+    // Served as script, with nosniff (added for every response): a `text/plain` script would be
+    // refused by browsers under nosniff, which is what engine.io's JSONP runs into.
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=UTF-8"),
+    );
+    res
 }
 
 fn payload_response(frames: &[Frame]) -> Response<Body> {
@@ -86,16 +103,31 @@ fn payload_response(frames: &[Frame]) -> Response<Body> {
 pub(crate) async fn post(
     shared: &Shared,
     socket: &Arc<Socket>,
+    transport: TransportKind,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, EngineError> {
     let _posting = {
         socket
             .lock()
-            .begin_post(TransportKind::Polling)
+            .begin_post(transport)
             .map_err(|e| refused(socket, e))?;
         Posting(socket)
     };
-    let body = read_body(req, shared.config.max_payload).await?;
+    let form = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .starts_with(b"application/x-www-form-urlencoded")
+    });
+    let mut body = read_body(req, shared.config.max_payload).await?;
+    if form {
+        // A hidden-form POST (JSONP, and old IE's forever-frame clients): the payload is `d`.
+        body = match framing::form_payload(&body) {
+            Some(payload) => Bytes::from(payload),
+            None => {
+                socket.close(CloseReason::ProtocolError);
+                return Err(EngineError::BadRequest);
+            }
+        };
+    }
     let packets = match decode_payload(body) {
         Ok(packets) => packets,
         Err(error) => {

@@ -11,20 +11,55 @@ use std::time::{Duration, Instant};
 
 use crate::packet::{Frame, Packet};
 
-/// The transports of an Engine.IO session. `Polling` covers every HTTP transport that the
-/// upgrade logic treats like long-polling.
+/// The transports of an Engine.IO session. JSONP is `Polling` answered as a script (the
+/// reference server names it `polling` too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     Polling,
     WebSocket,
+    /// Forever-frame in a hidden `<iframe>`.
+    Iframe,
+    /// Forever-frame in an `ActiveXObject("htmlfile")` document (IE's busy cursor stays off).
+    Htmlfile,
+    Sse,
+    XhrStreaming,
 }
 
 impl TransportKind {
+    pub const ALL: [TransportKind; 6] = [
+        TransportKind::WebSocket,
+        TransportKind::Htmlfile,
+        TransportKind::Iframe,
+        TransportKind::Sse,
+        TransportKind::XhrStreaming,
+        TransportKind::Polling,
+    ];
+
+    /// The name used in the `transport` query parameter.
     pub fn name(self) -> &'static str {
         match self {
             TransportKind::Polling => "polling",
             TransportKind::WebSocket => "websocket",
+            TransportKind::Iframe => "iframe",
+            TransportKind::Htmlfile => "htmlfile",
+            TransportKind::Sse => "sse",
+            TransportKind::XhrStreaming => "xhr-streaming",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        TransportKind::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether its receiver is one long response written in chunks.
+    pub fn is_streaming(self) -> bool {
+        matches!(
+            self,
+            TransportKind::Iframe
+                | TransportKind::Htmlfile
+                | TransportKind::Sse
+                | TransportKind::XhrStreaming
+        )
     }
 }
 
@@ -303,6 +338,22 @@ impl Session {
             .then(|| self.take_poll_response(max_bytes))
     }
 
+    /// What the streaming receiver `id` writes next, or `None` to keep waiting; `true` with the
+    /// frames when the stream must end after them. Unlike a poll, a stream keeps flowing while
+    /// an upgrade is probed; when the upgrade completes it ends with a noop, and when the
+    /// session closes it ends with the final packet.
+    pub fn poll_stream(&mut self, id: ReceiverId) -> Option<(Vec<Frame>, bool)> {
+        if let State::Closed(reason) = self.state {
+            let mut frames: Vec<Frame> = self.drain().into();
+            frames.push(reason.final_packet().encode());
+            return Some((frames, true));
+        }
+        if self.receiver != Some(id) {
+            return Some((vec![Packet::Noop.encode()], true));
+        }
+        self.has_outbound().then(|| (self.drain().into(), false))
+    }
+
     /// Starts an upstream request (polling POST). Overlapping ones close the session.
     pub fn begin_post(&mut self, kind: TransportKind) -> Result<(), AttachError> {
         if self.is_closed() {
@@ -355,7 +406,7 @@ impl Session {
 
     /// Whether a WebSocket may probe this session for an upgrade.
     pub fn can_upgrade(&self) -> bool {
-        self.transport == TransportKind::Polling && self.state == State::Open
+        self.transport != TransportKind::WebSocket && self.state == State::Open
     }
 
     /// A WebSocket probe (`2probe`) arrived: the polling receiver is released with a noop.
@@ -591,6 +642,55 @@ mod tests {
         assert!(!s.is_upgrading());
         assert_eq!(s.transport(), TransportKind::Polling);
         assert!(!s.finish_upgrade());
+    }
+
+    #[test]
+    fn stream_keeps_flowing_during_probe_and_ends_with_noop_after_upgrade() {
+        let t0 = Instant::now();
+        let mut s = Session::new(
+            TransportKind::Sse,
+            config(),
+            Packet::Open(Str::from("{}")).encode(),
+            t0,
+        );
+        let id = s.attach(TransportKind::Sse).unwrap();
+        assert_eq!(
+            s.poll_stream(id).map(|(f, end)| (f.len(), end)),
+            Some((1, false))
+        );
+        assert!(s.begin_upgrade(t0));
+        assert_eq!(s.poll_stream(id), None);
+        s.push(Frame::message("a"), false).unwrap();
+        assert_eq!(s.poll_stream(id), Some((vec![Frame::message("a")], false)));
+        assert!(s.finish_upgrade());
+        assert_eq!(s.poll_stream(id), Some((vec![Packet::Noop.encode()], true)));
+    }
+
+    #[test]
+    fn stream_ends_with_close_packet_when_session_closes() {
+        let t0 = Instant::now();
+        let mut s = Session::new(
+            TransportKind::XhrStreaming,
+            config(),
+            Packet::Open(Str::from("{}")).encode(),
+            t0,
+        );
+        s.drain();
+        let id = s.attach(TransportKind::XhrStreaming).unwrap();
+        s.push(Frame::message("last"), false).unwrap();
+        s.close(CloseReason::ServerShutdown);
+        assert_eq!(
+            s.poll_stream(id),
+            Some((vec![Frame::message("last"), Packet::Close.encode()], true))
+        );
+    }
+
+    #[test]
+    fn transport_names_round_trip() {
+        for t in TransportKind::ALL {
+            assert_eq!(TransportKind::from_name(t.name()), Some(t));
+        }
+        assert_eq!(TransportKind::from_name("flashsocket"), None);
     }
 
     #[test]

@@ -1,0 +1,144 @@
+//! The streaming receivers (`iframe`, `htmlfile`, `sse`, `xhr-streaming`): one long response
+//! that writes each batch of queued frames as one chunk, framed per transport.
+//!
+//! The response body pulls from the session itself (no task per stream): when hyper asks for
+//! the next chunk, it waits on the session's receiver wake-up. A stream ends after
+//! `stream_limit` bytes (the client reopens it with its sid, and the frames queued meanwhile
+//! wait in the outbox, so nothing is lost or repeated), when an upgrade completes (after a noop),
+//! or when the session closes (after the final packet). A client that goes away drops the body,
+//! which detaches the receiver.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use hyper::body::{Body as HttpBody, Frame as HttpFrame};
+use hyper::header::{self, HeaderValue};
+use hyper::Response;
+
+use crate::engine::{Body, EngineError, Framing, Shared};
+use crate::framing;
+use crate::packet::Frame;
+use crate::session::{AttachError, ReceiverId, TransportKind};
+use crate::socket::Socket;
+
+type Next = Pin<Box<dyn Future<Output = (Vec<Frame>, bool)> + Send>>;
+
+/// Attaches a streaming receiver and answers with its stream.
+pub(crate) fn attach(
+    shared: &Shared,
+    socket: &Arc<Socket>,
+    transport: TransportKind,
+    framing: &Framing,
+) -> Result<Response<Body>, EngineError> {
+    let id = socket.lock().attach(transport).map_err(|e| match e {
+        AttachError::Closed => EngineError::UnknownSid,
+        AttachError::TransportMismatch => EngineError::BadRequest,
+        AttachError::Overlap => {
+            socket.wake_all();
+            EngineError::BadRequest
+        }
+    })?;
+    let (prelude, content_type) = match framing {
+        Framing::Html(index) => (framing::html_prelude(index), "text/html; charset=UTF-8"),
+        Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
+        _ => (
+            framing::xhr_streaming_prelude(),
+            "text/plain; charset=UTF-8",
+        ),
+    };
+    let body = Stream {
+        socket: Arc::clone(socket),
+        id,
+        framing: framing.clone(),
+        prelude: Some(prelude),
+        sent: 0,
+        limit: shared.config.stream_limit,
+        next: None,
+        done: false,
+    };
+    let mut res = Response::new(body.boxed_unsync());
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // nginx buffers proxied responses unless told otherwise; a stream must flow.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+struct Stream {
+    socket: Arc<Socket>,
+    id: ReceiverId,
+    framing: Framing,
+    prelude: Option<Bytes>,
+    sent: usize,
+    limit: usize,
+    next: Option<Next>,
+    done: bool,
+}
+
+impl Stream {
+    fn encode_chunk(&self, frames: &[Frame]) -> Bytes {
+        match &self.framing {
+            Framing::Html(_) => framing::html_frame(frames),
+            Framing::Sse => framing::sse_frame(frames),
+            _ => framing::xhr_streaming_frame(frames),
+        }
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.next = None;
+        // Detach now, not when hyper drops the body: the client may reopen as soon as it sees
+        // the end of this response.
+        self.socket.lock().detach(self.id);
+    }
+}
+
+impl HttpBody for Stream {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<HttpFrame<Bytes>, Self::Error>>> {
+        if let Some(prelude) = self.prelude.take() {
+            return Poll::Ready(Some(Ok(HttpFrame::data(prelude))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        let next = this.next.get_or_insert_with(|| {
+            let socket = Arc::clone(&this.socket);
+            let id = this.id;
+            Box::pin(async move { socket.wait_until(|s| s.poll_stream(id)).await })
+        });
+        let (frames, end) = match next.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(out) => out,
+        };
+        self.next = None;
+        let chunk = self.encode_chunk(&frames);
+        self.sent += chunk.len();
+        if end || self.sent >= self.limit {
+            self.finish();
+        }
+        Poll::Ready(Some(Ok(HttpFrame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.prelude.is_none()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.socket.lock().detach(self.id);
+        }
+    }
+}
