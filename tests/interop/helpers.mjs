@@ -30,12 +30,8 @@ process.on("exit", () => {
   for (const child of running) child.kill("SIGKILL");
 });
 
-// The address line. The contract is a first stdout line `listening on http://127.0.0.1:<port>`;
-// a tracing line such as `... INFO engineio_suite: engine.io suite server on http://127.0.0.1:<port>`
-// is accepted too (see `startServer`).
-const URL_RE = /\b(https?:\/\/[\w.-]+:\d+)/;
-// eslint-disable-next-line no-control-regex
-const ANSI_RE = /\x1b\[[0-9;]*m/g;
+// The examples' first stdout line: `listening on http://127.0.0.1:<port>`.
+const LISTENING_RE = /^listening on (https?:\/\/[\w.-]+:\d+)\s*$/;
 
 const MAX_LOG = 64 * 1024;
 function appendCapped(log, chunk) {
@@ -51,14 +47,11 @@ function appendCapped(log, chunk) {
  * `stop()` sends SIGTERM and resolves to `{ code, signal, ms }` once the process has exited; if it
  * has not exited within `timeoutMs` it is killed and `stop()` rejects. Server output (stdout and
  * stderr) is kept in memory and printed only when startup or shutdown fails; set
- * `HALLEY_SERVER_LOG=1` to see it live.
- *
- * `RUST_LOG` defaults to `info`: the examples currently announce their address only through a
- * tracing line at info level, so without it there would be nothing to read the port from.
+ * `HALLEY_SERVER_LOG=1` to see it live (and e.g. `RUST_LOG=debug` for the server's own tracing).
  */
 export async function startServer(binaryPath, env = {}, { timeoutMs = TIMEOUT } = {}) {
   const child = spawn(binaryPath, [], {
-    env: { RUST_LOG: "info", ...process.env, ...env, PORT: "0" },
+    env: { ...process.env, ...env, PORT: "0" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
@@ -86,11 +79,10 @@ export async function startServer(binaryPath, env = {}, { timeoutMs = TIMEOUT } 
   // Keep draining stdout for the whole life of the process so it can never block on a full pipe.
   const lines = createInterface({ input: child.stdout });
   const address = new Promise((resolve, reject) => {
-    lines.on("line", (raw) => {
-      const line = raw.replace(ANSI_RE, "");
+    lines.on("line", (line) => {
       stdout = appendCapped(stdout, line + "\n");
       if (live) process.stdout.write(line + "\n");
-      const match = URL_RE.exec(line);
+      const match = LISTENING_RE.exec(line);
       if (match) resolve(match[1]);
     });
     lines.once("close", () => reject(new Error("stdout closed before the server printed its address")));

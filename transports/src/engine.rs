@@ -369,7 +369,7 @@ impl Engine {
         match (&self.shared.config.cors, source) {
             (Cors::AnyOrigin, _) => true,
             (Cors::Origins(allowed), Some(source)) => {
-                same_origin(&source) || allowed.iter().any(|a| *a == source)
+                same_origin(&source) || allowed.contains(&source)
             }
             // With a list configured, a request that hides where it comes from is refused.
             (Cors::Origins(_), None) => false,
