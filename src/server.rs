@@ -43,11 +43,21 @@ impl Default for ServerConfig {
     }
 }
 
-/// A page served from memory.
+/// A page served from memory, with a strong ETag so browsers revalidate instead of refetching.
 #[derive(Clone)]
 struct Page {
     content_type: HeaderValue,
+    etag: HeaderValue,
     body: Bytes,
+}
+
+fn etag_of(body: &[u8]) -> HeaderValue {
+    // FNV-1a: stable across runs and builds (std's hasher is randomly seeded per process).
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    HeaderValue::from_str(&format!("\"{hash:016x}-{}\"", body.len()))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
 /// What the server answers: the engine under its path, fixed pages, 404 otherwise.
@@ -69,33 +79,60 @@ impl Router {
         &self.engine
     }
 
-    /// Serves `body` at `path` (GET and HEAD).
+    /// Serves `body` at `path` (GET and HEAD). Pages take precedence over the engine's path, so
+    /// `/socket.io/socket.io.js` can be served beside the endpoint.
     pub fn page(mut self, path: &str, content_type: &'static str, body: impl Into<Bytes>) -> Self {
+        let body = body.into();
         self.pages.insert(
             path.to_owned(),
             Page {
                 content_type: HeaderValue::from_static(content_type),
-                body: body.into(),
+                etag: etag_of(&body),
+                body,
             },
         );
         self
     }
 
     async fn route(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+        if let Some(page) = self.pages.get(req.uri().path()) {
+            return serve_page(&req, page);
+        }
         if self.engine.matches(req.uri().path()) {
             return self.engine.handle(req, remote).await;
         }
-        match (req.method(), self.pages.get(req.uri().path())) {
-            (&Method::GET | &Method::HEAD, Some(page)) => {
-                let mut res = Response::new(Full::new(page.body.clone()).boxed_unsync());
-                res.headers_mut()
-                    .insert(header::CONTENT_TYPE, page.content_type.clone());
-                res
-            }
-            (_, Some(_)) => status(StatusCode::METHOD_NOT_ALLOWED),
-            (_, None) => status(StatusCode::NOT_FOUND),
-        }
+        status(StatusCode::NOT_FOUND)
     }
+}
+
+fn serve_page(req: &Request<Incoming>, page: &Page) -> Response<Body> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return status(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let fresh = req
+        .headers()
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .any(|v| v == page.etag || v == "*");
+    let mut res = if fresh {
+        let mut res = Response::new(Full::new(Bytes::new()).boxed_unsync());
+        *res.status_mut() = StatusCode::NOT_MODIFIED;
+        res
+    } else {
+        let mut res = Response::new(Full::new(page.body.clone()).boxed_unsync());
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, page.content_type.clone());
+        res
+    };
+    let headers = res.headers_mut();
+    headers.insert(header::ETAG, page.etag.clone());
+    // Revalidate on every load: a deploy must reach browsers at once, and a 304 is cheap.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 fn status(code: StatusCode) -> Response<Body> {

@@ -260,6 +260,11 @@ impl Halley {
         }
     }
 
+    /// A broadcast to every socket of the root namespace (narrow it with `to` / `except`).
+    pub fn broadcast(&self) -> BroadcastOperator {
+        self.root()
+    }
+
     /// A broadcast to `room` in the root namespace.
     pub fn to(&self, room: impl Into<String>) -> BroadcastOperator {
         self.root().to(room)
