@@ -41,6 +41,7 @@ pub use broadcast::BroadcastOperator;
 pub use ns::{ConnectError, Namespace};
 pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Event, Socket};
 
+use crate::client_js;
 use crate::server::Router;
 use ns::ConnectHandler;
 
@@ -279,8 +280,13 @@ impl Halley {
         &self.engine
     }
 
-    /// A router serving this server's path, to hand to [`crate::server::serve`].
+    /// A router serving this server's path and the browser client (at `<path>socket.io.js`
+    /// and `/halley.js`), to hand to [`crate::server::serve`].
     pub fn router(&self) -> Router {
+        let script = bytes::Bytes::from_static(client_js::SCRIPT.as_bytes());
+        let path = format!("{}socket.io.js", self.engine.config().path);
         Router::new(self.engine.clone())
+            .page(&path, client_js::CONTENT_TYPE, script.clone())
+            .page("/halley.js", client_js::CONTENT_TYPE, script)
     }
 }
