@@ -166,6 +166,7 @@ async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
 
 /// Serves a session whose transport is this WebSocket, until either side closes it.
 async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
+    let write_timeout = shared.config.session.ping_interval + shared.config.session.ping_timeout;
     let code = loop {
         tokio::select! {
             incoming = ws.next() => {
@@ -203,7 +204,10 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
             (frames, reason) = socket.wait_until(|s| {
                 (s.has_outbound() || s.is_closed()).then(|| (s.drain(), s.close_reason()))
             }) => {
-                if write_all(&mut ws, frames).await.is_err() {
+                // A client that stops reading must not pin this task (and its buffers) forever:
+                // one that cannot take a burst within a heartbeat period is gone.
+                let written = tokio::time::timeout(write_timeout, write_all(&mut ws, frames)).await;
+                if !matches!(written, Ok(Ok(()))) {
                     socket.close(CloseReason::TransportClose);
                     break CloseCode::Abnormal;
                 }
