@@ -56,6 +56,56 @@ pub struct Config {
     #[arg(long, env = "HALLEY_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 
+    /// Namespaces served besides `/` (repeat, or comma-separate), for backends that publish to
+    /// them without any Rust code.
+    #[arg(long = "namespace", env = "HALLEY_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Bearer token required by `POST /publish`; without one, only loopback clients may publish.
+    #[arg(long, env = "HALLEY_PUBLISH_TOKEN")]
+    pub publish_token: Option<String>,
+
+    /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); enables the AMQP bridge.
+    #[arg(long, env = "HALLEY_AMQP_URL")]
+    pub amqp_url: Option<String>,
+
+    /// Queue to consume (declared durable unless --amqp-queue-passive), e.g. `socket.io`.
+    #[arg(long, env = "HALLEY_AMQP_QUEUE")]
+    pub amqp_queue: Option<String>,
+
+    /// The queue exists already: check it instead of declaring it.
+    #[arg(long, env = "HALLEY_AMQP_QUEUE_PASSIVE")]
+    pub amqp_queue_passive: bool,
+
+    /// Consume an exchange through a private queue: `EXCHANGE:PATTERN` (repeat, or
+    /// comma-separate), e.g. `events:news.#`.
+    #[arg(long = "amqp-bind", env = "HALLEY_AMQP_BIND", value_delimiter = ',')]
+    pub amqp_bind: Vec<crate::bridge::amqp::Binding>,
+
+    /// Unacknowledged deliveries in flight.
+    #[arg(long, env = "HALLEY_AMQP_PREFETCH", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub amqp_prefetch: u16,
+
+    /// Exchange (topic) that receives client events no handler takes; routing key = event name.
+    #[arg(long, env = "HALLEY_AMQP_PUBLISH_EXCHANGE")]
+    pub amqp_publish_exchange: Option<String>,
+
+    /// Forward the handshake's Cookie header with each published client event (`x-cookie`).
+    #[arg(long, env = "HALLEY_AMQP_FORWARD_COOKIE")]
+    pub amqp_forward_cookie: bool,
+
+    /// Milliseconds a client ack waits for the backend's reply.
+    #[arg(long, env = "HALLEY_AMQP_REPLY_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub amqp_reply_timeout: u64,
+
+    /// Event emitted for a backend message without an `x-event` header.
+    #[arg(long, env = "HALLEY_DEFAULT_EVENT", default_value = "news")]
+    pub default_event: String,
+
+    /// Namespace for a backend message without an `x-namespace` header.
+    #[arg(long, env = "HALLEY_DEFAULT_NAMESPACE", default_value = "/")]
+    pub default_namespace: String,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "HALLEY_LOG_JSON")]
     pub log_json: bool,
@@ -77,6 +127,25 @@ impl Config {
             .max_payload(self.max_payload as usize)
             .max_outbox(self.max_outbox as usize)
             .cors(cors)
+    }
+
+    /// The AMQP bridge settings, when a broker is configured.
+    pub fn amqp(&self) -> Option<crate::bridge::amqp::AmqpConfig> {
+        let url = self.amqp_url.clone()?;
+        Some(crate::bridge::amqp::AmqpConfig {
+            url,
+            queue: self.amqp_queue.clone(),
+            queue_passive: self.amqp_queue_passive,
+            bindings: self.amqp_bind.clone(),
+            prefetch: self.amqp_prefetch,
+            defaults: crate::bridge::mapping::Defaults {
+                event: self.default_event.clone(),
+                namespace: self.default_namespace.clone(),
+            },
+            publish_exchange: self.amqp_publish_exchange.clone(),
+            forward_cookie: self.amqp_forward_cookie,
+            reply_timeout: Duration::from_millis(self.amqp_reply_timeout),
+        })
     }
 
     pub fn server(&self) -> ServerConfig {

@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
+//! - [`bridge`]: RabbitMQ and HTTP publish bridges, health endpoints.
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
 //! - [`config`]: command-line and environment options.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
 //!   re-exported as [`engine`].
 
+pub mod bridge;
 pub mod client_js;
 pub mod config;
 pub mod server;

@@ -1,6 +1,10 @@
-//! The `halley` binary: configuration → logging → serve until SIGINT/SIGTERM.
+//! The `halley` binary: configuration → logging → namespaces, bridges → serve until
+//! SIGINT/SIGTERM.
+
+use std::sync::Arc;
 
 use clap::Parser;
+use halley::bridge::{amqp, publish};
 use halley::config::Config;
 use halley::server;
 
@@ -27,12 +31,30 @@ async fn main() {
         }
     };
     let io = config.builder().build();
-    io.ns("/", |socket| {
-        tracing::debug!(id = socket.id(), "connected");
+    for path in std::iter::once("/").chain(config.namespaces.iter().map(String::as_str)) {
+        io.ns(path, |socket| {
+            tracing::debug!(id = socket.id(), ns = socket.ns(), "connected");
+        });
+    }
+    let amqp = config.amqp().map(|amqp| amqp::spawn(io.clone(), amqp));
+    let publish = Arc::new(publish::PublishConfig {
+        token: config.publish_token.clone(),
     });
-    let router = io
-        .router()
-        .page("/", "text/html; charset=utf-8", INDEX_HTML);
+    let router = {
+        let (io_p, io_h) = (io.clone(), io.clone());
+        let (amqp_h, amqp_r) = (amqp.clone(), amqp.clone());
+        io.router()
+            .page("/", "text/html; charset=utf-8", INDEX_HTML)
+            .endpoint("/publish", move |req, remote| {
+                publish::handle(io_p.clone(), Arc::clone(&publish), req, remote)
+            })
+            .endpoint("/healthz", move |_, _| {
+                std::future::ready(publish::healthz(&io_h, amqp_h.as_deref()))
+            })
+            .endpoint("/readyz", move |_, _| {
+                std::future::ready(publish::readyz(amqp_r.as_deref()))
+            })
+    };
     match listener.local_addr() {
         Ok(addr) => tracing::info!("halley listening on http://{addr}"),
         Err(_) => tracing::info!("halley listening"),

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,11 +61,16 @@ fn etag_of(body: &[u8]) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-/// What the server answers: the engine under its path, fixed pages, 404 otherwise.
+type BoxFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+type Endpoint = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture + Send + Sync>;
+
+/// What the server answers: fixed pages and endpoints by exact path, the engine under its path,
+/// 404 otherwise.
 #[derive(Clone)]
 pub struct Router {
     engine: Engine,
     pages: HashMap<String, Page>,
+    endpoints: HashMap<String, Endpoint>,
 }
 
 impl Router {
@@ -72,6 +78,7 @@ impl Router {
         Router {
             engine,
             pages: HashMap::new(),
+            endpoints: HashMap::new(),
         }
     }
 
@@ -94,9 +101,24 @@ impl Router {
         self
     }
 
+    /// Answers every request to `path` with `handler(request, remote address)` (publish API,
+    /// health checks, ...).
+    pub fn endpoint<F, Fut>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Endpoint = Arc::new(move |req, remote| Box::pin(handler(req, remote)));
+        self.endpoints.insert(path.to_owned(), handler);
+        self
+    }
+
     async fn route(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
         if let Some(page) = self.pages.get(req.uri().path()) {
             return serve_page(&req, page);
+        }
+        if let Some(endpoint) = self.endpoints.get(req.uri().path()) {
+            return endpoint(req, remote).await;
         }
         if self.engine.matches(req.uri().path()) {
             return self.engine.handle(req, remote).await;

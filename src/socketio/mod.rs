@@ -43,7 +43,7 @@ pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Eve
 
 use crate::client_js;
 use crate::server::Router;
-use ns::ConnectHandler;
+use ns::{ConnectHandler, Fallback};
 
 /// Socket.IO settings beyond the engine's.
 #[derive(Debug, Clone)]
@@ -73,6 +73,7 @@ pub(crate) struct IoShared {
     config: SocketIoConfig,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(Predicate, ConnectHandler)>>,
+    fallback: Fallback,
 }
 
 impl IoShared {
@@ -94,9 +95,9 @@ impl IoShared {
             .find(|(accepts, _)| accepts(path))
             .map(|(_, on_connect)| Arc::clone(on_connect))?;
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        let ns = namespaces
-            .entry(path.to_owned())
-            .or_insert_with(|| Namespace::new(path.to_owned(), on_connect));
+        let ns = namespaces.entry(path.to_owned()).or_insert_with(|| {
+            Namespace::new(path.to_owned(), on_connect, Arc::clone(&self.fallback))
+        });
         Some(Arc::clone(ns))
     }
 }
@@ -189,6 +190,7 @@ impl Builder {
             config: self.socketio,
             namespaces: RwLock::default(),
             dynamic: RwLock::default(),
+            fallback: Fallback::default(),
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -220,7 +222,11 @@ impl Halley {
         path: &str,
         on_connect: impl Fn(&Arc<Socket>) + Send + Sync + 'static,
     ) -> Arc<Namespace> {
-        let ns = Namespace::new(path.to_owned(), Arc::new(on_connect));
+        let ns = Namespace::new(
+            path.to_owned(),
+            Arc::new(on_connect),
+            Arc::clone(&self.shared.fallback),
+        );
         self.shared
             .namespaces
             .write()
@@ -243,6 +249,19 @@ impl Halley {
             .push((Arc::new(accepts), Arc::new(on_connect)));
     }
 
+    /// Handles events that no socket or namespace handler takes, in every namespace (the AMQP
+    /// bridge forwards them to the backend). Replaces the previous one.
+    pub fn on_unhandled(
+        &self,
+        handler: impl Fn(&Arc<Socket>, &str, Event) + Send + Sync + 'static,
+    ) {
+        *self
+            .shared
+            .fallback
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
+    }
+
     /// The namespace `path`, if declared (or created dynamically).
     pub fn of(&self, path: &str) -> Option<Arc<Namespace>> {
         self.shared
@@ -257,7 +276,12 @@ impl Halley {
         match self.of("/") {
             Some(ns) => ns.broadcast(),
             // Broadcasting on an undeclared root namespace reaches nobody.
-            None => Namespace::new("/".into(), Arc::new(|_: &Arc<Socket>| {})).broadcast(),
+            None => Namespace::new(
+                "/".into(),
+                Arc::new(|_: &Arc<Socket>| {}),
+                Fallback::default(),
+            )
+            .broadcast(),
         }
     }
 

@@ -16,6 +16,10 @@ use super::broadcast::BroadcastOperator;
 use super::socket::{Event, EventHandler, Socket};
 
 pub(crate) type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
+/// What handles events that no socket or namespace handler takes (the AMQP bridge forwards
+/// them); shared by every namespace of a server.
+pub(crate) type Fallback = Arc<RwLock<Option<UnhandledHandler>>>;
+pub(crate) type UnhandledHandler = Arc<dyn Fn(&Arc<Socket>, &str, Event) + Send + Sync>;
 type Middleware = Arc<dyn Fn(&Arc<Socket>) -> Result<(), ConnectError> + Send + Sync>;
 
 /// A refusal from a connect middleware, sent to the client as CONNECT_ERROR
@@ -55,6 +59,7 @@ pub struct Namespace {
     on_connect: ConnectHandler,
     middlewares: RwLock<Vec<Middleware>>,
     handlers: RwLock<HashMap<String, EventHandler>>,
+    fallback: Fallback,
     sockets: DashMap<Sid, Arc<Socket>>,
     rooms: DashMap<String, HashSet<Sid>>,
 }
@@ -68,10 +73,11 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(path: String, on_connect: ConnectHandler) -> Arc<Self> {
+    pub(crate) fn new(path: String, on_connect: ConnectHandler, fallback: Fallback) -> Arc<Self> {
         Arc::new(Namespace {
             path,
             on_connect,
+            fallback,
             middlewares: RwLock::default(),
             handlers: RwLock::default(),
             sockets: DashMap::new(),
@@ -108,6 +114,13 @@ impl Namespace {
             .unwrap_or_else(|e| e.into_inner())
             .insert(event.to_owned(), Arc::new(handler));
         self
+    }
+
+    pub(crate) fn fallback(&self) -> Option<UnhandledHandler> {
+        self.fallback
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn handler(&self, event: &str) -> Option<EventHandler> {

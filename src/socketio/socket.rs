@@ -375,8 +375,11 @@ impl Socket {
     /// Runs the handler for an event from the client.
     pub(crate) fn dispatch(self: &Arc<Self>, name: &str, event: Event) {
         let handler = lock(&self.handlers).get(name).cloned();
-        match handler.or_else(|| self.ns.handler(name)) {
-            Some(handler) => handler(self, event),
+        if let Some(handler) = handler.or_else(|| self.ns.handler(name)) {
+            return handler(self, event);
+        }
+        match self.ns.fallback() {
+            Some(fallback) => fallback(self, name, event),
             None => tracing::debug!(id = %self.id, ns = self.ns(), event = name, "no handler"),
         }
     }

@@ -383,3 +383,5 @@ pub async fn ws_expect_close_frame(ws: &mut Ws) {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+pub mod sio;

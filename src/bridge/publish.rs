@@ -1,0 +1,187 @@
+//! The HTTP side of the bridges: `POST /publish` for backends without RabbitMQ, and the health
+//! endpoints.
+//!
+//! `POST /publish` takes JSON
+//! `{"namespace": "/", "event": "news", "data": ..., "room": "r" | "rooms": [..], "socket": "id"}`
+//! (`args: [...]` instead of `data` sends several arguments) and answers
+//! `{"delivered": <sockets>}`. With a token configured it requires `Authorization: Bearer
+//! <token>`; without one it only accepts clients on the loopback interface. Errors are 4xx with
+//! `{"error": "..."}` saying what to fix.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::amqp::BridgeStats;
+use super::mapping::Emit;
+use super::DeliverError;
+use crate::engine::Body;
+use crate::socketio::Halley;
+
+/// Largest publish request body.
+const MAX_BODY: usize = 1_000_000;
+
+/// The publish API's settings.
+#[derive(Debug, Clone, Default)]
+pub struct PublishConfig {
+    /// Required bearer token; `None` = loopback clients only.
+    pub token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    #[serde(default = "root")]
+    namespace: String,
+    event: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    args: Option<Vec<Value>>,
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    socket: Option<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+    json_response(status, &json!({ "error": message.to_string() }))
+}
+
+fn authorized(config: &PublishConfig, req: &Request<Incoming>, remote: SocketAddr) -> bool {
+    match &config.token {
+        Some(token) => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => remote.ip().is_loopback(),
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal the token's prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Serves `POST /publish`.
+pub async fn handle(
+    io: Halley,
+    config: Arc<PublishConfig>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    if req.method() != Method::POST {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+    }
+    if !authorized(&config, &req, remote) {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        );
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return res;
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 1000000 bytes"),
+    };
+    let request: PublishRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid publish request: {e}"),
+            )
+        }
+    };
+    let args = match (request.args, request.data) {
+        (Some(_), Some(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either data or args, not both",
+            )
+        }
+        (Some(args), None) => args,
+        (None, Some(data)) => vec![data],
+        (None, None) => Vec::new(),
+    };
+    let mut rooms = request.rooms;
+    rooms.extend(request.room);
+    rooms.extend(request.socket);
+    let emit = Emit {
+        namespace: request.namespace,
+        event: request.event,
+        rooms,
+        args,
+        binary: Vec::new(),
+    };
+    match super::deliver(&io, emit) {
+        Ok(delivered) => json_response(StatusCode::OK, &json!({ "delivered": delivered })),
+        Err(e @ DeliverError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `/healthz`: the process is alive; says how many sessions it holds and how the broker link is.
+pub fn healthz(io: &Halley, amqp: Option<&BridgeStats>) -> Response<Body> {
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "status": "ok",
+            "sessions": io.engine().session_count(),
+            "amqp": amqp.map(BridgeStats::snapshot),
+        }),
+    )
+}
+
+/// `/readyz`: 503 while a configured broker is unreachable.
+pub fn readyz(amqp: Option<&BridgeStats>) -> Response<Body> {
+    match amqp {
+        Some(stats) if !stats.connected() => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "unavailable", "amqp": stats.snapshot() }),
+        ),
+        _ => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison_needs_exact_match() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret1"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
