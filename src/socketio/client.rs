@@ -73,6 +73,8 @@ enum Violation {
     AlreadyConnected(String),
     #[error("CONNECT_ERROR from a client")]
     ClientConnectError,
+    #[error("illegal attachments: a placeholder names no attachment")]
+    IllegalAttachments,
 }
 
 impl Handler for IoShared {
@@ -160,6 +162,11 @@ impl IoShared {
             }
         };
         let (packet, binary) = complete;
+        if let Some(data) = packet.data.as_ref().filter(|_| packet.attachments > 0) {
+            if !packet::placeholders_valid(data, binary.len()) {
+                return Err(Violation::IllegalAttachments);
+            }
+        }
         self.handle(conn, client, packet, binary)
     }
 

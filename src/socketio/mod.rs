@@ -215,23 +215,30 @@ impl Halley {
         }
     }
 
-    /// Declares the namespace `path` (replacing its connect handler if it existed) and returns
-    /// it, to add middlewares and namespace-wide handlers.
+    /// Declares the namespace `path` and returns it, to add middlewares and namespace-wide
+    /// handlers. Declaring it again replaces its connect handler and keeps everything else
+    /// (sockets, rooms, middlewares, handlers).
     pub fn ns(
         &self,
         path: &str,
         on_connect: impl Fn(&Arc<Socket>) + Send + Sync + 'static,
     ) -> Arc<Namespace> {
-        let ns = Namespace::new(
-            path.to_owned(),
-            Arc::new(on_connect),
-            Arc::clone(&self.shared.fallback),
-        );
-        self.shared
+        let on_connect: ConnectHandler = Arc::new(on_connect);
+        let mut namespaces = self
+            .shared
             .namespaces
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path.to_owned(), Arc::clone(&ns));
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(ns) = namespaces.get(path) {
+            ns.set_on_connect(on_connect);
+            return Arc::clone(ns);
+        }
+        let ns = Namespace::new(
+            path.to_owned(),
+            on_connect,
+            Arc::clone(&self.shared.fallback),
+        );
+        namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
     }
 

@@ -56,7 +56,7 @@ impl ConnectError {
 /// A Socket.IO namespace.
 pub struct Namespace {
     path: String,
-    on_connect: ConnectHandler,
+    on_connect: RwLock<ConnectHandler>,
     middlewares: RwLock<Vec<Middleware>>,
     handlers: RwLock<HashMap<String, EventHandler>>,
     fallback: Fallback,
@@ -76,7 +76,7 @@ impl Namespace {
     pub(crate) fn new(path: String, on_connect: ConnectHandler, fallback: Fallback) -> Arc<Self> {
         Arc::new(Namespace {
             path,
-            on_connect,
+            on_connect: RwLock::new(on_connect),
             fallback,
             middlewares: RwLock::default(),
             handlers: RwLock::default(),
@@ -148,7 +148,12 @@ impl Namespace {
     }
 
     pub(crate) fn connected(&self, socket: &Arc<Socket>) {
-        (self.on_connect)(socket);
+        let on_connect = Arc::clone(&self.on_connect.read().unwrap_or_else(|e| e.into_inner()));
+        on_connect(socket);
+    }
+
+    pub(crate) fn set_on_connect(&self, on_connect: ConnectHandler) {
+        *self.on_connect.write().unwrap_or_else(|e| e.into_inner()) = on_connect;
     }
 
     pub(crate) fn remove(&self, id: &Sid) {

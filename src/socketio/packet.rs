@@ -247,6 +247,20 @@ fn write_json(out: &mut BytesMut, value: &Value) {
     let _ = serde_json::to_writer(out.writer(), value);
 }
 
+/// Whether every binary placeholder in `value` names an attachment below `count` (and as
+/// socket.io-parser requires, is well formed).
+pub fn placeholders_valid(value: &Value, count: usize) -> bool {
+    match value {
+        Value::Array(items) => items.iter().all(|v| placeholders_valid(v, count)),
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => map
+            .get("num")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n < count as u64),
+        Value::Object(map) => map.values().all(|v| placeholders_valid(v, count)),
+        _ => true,
+    }
+}
+
 /// The placeholder that stands for binary attachment `num` in a payload.
 pub fn placeholder(num: usize) -> Value {
     serde_json::json!({ "_placeholder": true, "num": num })
@@ -356,6 +370,22 @@ mod tests {
         assert!(decode("2[1,2]", 10).is_ok());
         assert!(decode("4\"nope\"", 10).is_ok());
         assert!(decode("4{\"message\":\"x\"}", 10).is_ok());
+    }
+
+    #[test]
+    fn placeholders_must_name_an_existing_attachment() {
+        let ok = json!(["ev", {"a": [placeholder(0)]}, placeholder(1)]);
+        assert!(placeholders_valid(&ok, 2));
+        assert!(!placeholders_valid(&ok, 1));
+        assert!(!placeholders_valid(
+            &json!([{"_placeholder": true, "num": "0"}]),
+            1
+        ));
+        assert!(!placeholders_valid(&json!([{"_placeholder": true}]), 1));
+        assert!(placeholders_valid(
+            &json!([{"_placeholder": false, "num": 9}]),
+            0
+        ));
     }
 
     #[test]

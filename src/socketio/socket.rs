@@ -81,6 +81,8 @@ pub enum EmitError {
 /// Why an awaited ack did not arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
+    #[error("the event name is reserved")]
+    Reserved,
     #[error("no ack within the timeout")]
     Timeout,
     #[error("the socket disconnected before acknowledging")]
@@ -269,15 +271,19 @@ impl Socket {
         args: Vec<Value>,
         binary: Vec<Bytes>,
     ) -> impl Future<Output = Result<AckReply, AckError>> + Send + 'static {
+        let reserved = check_event(event).is_err();
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        let sent = check_event(event).is_ok() && {
+        let sent = !reserved && {
             lock(&self.acks).insert(id, tx);
             let frames = packet::encode_args(self.ns(), Some(event), Some(id), &args, &binary);
             self.push(&frames, false).is_ok()
         };
         let socket = Arc::clone(self);
         async move {
+            if reserved {
+                return Err(AckError::Reserved);
+            }
             if !sent {
                 lock(&socket.acks).remove(&id);
                 return Err(AckError::Disconnected);
