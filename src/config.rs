@@ -65,6 +65,24 @@ pub struct Config {
     #[arg(long, env = "HALLEY_PUBLISH_TOKEN")]
     pub publish_token: Option<String>,
 
+    /// Auth hook: `http://host:port/path` asked (POST, JSON) before any socket connects; see the
+    /// README for the request and the answer.
+    #[arg(long, env = "HALLEY_AUTH_URL")]
+    pub auth_url: Option<hyper::Uri>,
+
+    /// Milliseconds the auth hook may take before the socket is refused.
+    #[arg(long, env = "HALLEY_AUTH_TIMEOUT", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub auth_timeout: u64,
+
+    /// Rooms browsers may join with the `subscribe` event (`*` wildcards; repeat, or
+    /// comma-separate). Rooms the auth hook grants are allowed too.
+    #[arg(
+        long = "subscribe-pattern",
+        env = "HALLEY_SUBSCRIBE_PATTERNS",
+        value_delimiter = ','
+    )]
+    pub subscribe_patterns: Vec<String>,
+
     /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); enables the AMQP bridge.
     #[arg(long, env = "HALLEY_AMQP_URL")]
     pub amqp_url: Option<String>,
@@ -145,6 +163,14 @@ impl Config {
             publish_exchange: self.amqp_publish_exchange.clone(),
             forward_cookie: self.amqp_forward_cookie,
             reply_timeout: Duration::from_millis(self.amqp_reply_timeout),
+        })
+    }
+
+    /// The auth hook settings, when a URL is configured.
+    pub fn auth(&self) -> Option<crate::bridge::auth::AuthConfig> {
+        Some(crate::bridge::auth::AuthConfig {
+            url: self.auth_url.clone()?,
+            timeout: Duration::from_millis(self.auth_timeout),
         })
     }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use halley::bridge::{amqp, publish};
+use halley::bridge::{amqp, auth, publish, subscribe};
 use halley::config::Config;
 use halley::server;
 
@@ -31,10 +31,17 @@ async fn main() {
         }
     };
     let io = config.builder().build();
+    let policy = subscribe::SubscribePolicy {
+        patterns: config.subscribe_patterns.clone(),
+    };
     for path in std::iter::once("/").chain(config.namespaces.iter().map(String::as_str)) {
-        io.ns(path, |socket| {
+        let ns = io.ns(path, |socket| {
             tracing::debug!(id = socket.id(), ns = socket.ns(), "connected");
         });
+        subscribe::install(&ns, policy.clone());
+    }
+    if let Some(auth) = config.auth() {
+        auth::install(&io, auth);
     }
     let amqp = config.amqp().map(|amqp| amqp::spawn(io.clone(), amqp));
     let publish = Arc::new(publish::PublishConfig {

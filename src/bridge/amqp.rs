@@ -189,6 +189,9 @@ fn outbound(socket: &Arc<Socket>, name: &str, event: Event, forward_cookie: bool
         ("x-transport", socket.transport().name().to_owned()),
         ("x-remote-address", handshake.remote_addr.to_string()),
     ];
+    if let Some(user) = socket.data()["user"].as_str() {
+        headers.push(("x-user", user.to_owned()));
+    }
     if forward_cookie {
         if let Some(cookie) = handshake
             .headers
@@ -253,13 +256,22 @@ fn tag(prefix: &str) -> ShortString {
 
 type Pending = Arc<Mutex<HashMap<String, AckSender>>>;
 
+/// Why a broker session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Amqp(#[from] lapin::Error),
+    #[error("queue {0:?} does not exist (and is not to be declared)")]
+    MissingQueue(String),
+}
+
 /// One connection's life: declare, consume, publish, until something fails.
 async fn session(
     io: &Halley,
     config: &AmqpConfig,
     stats: &BridgeStats,
     outbound: &mut mpsc::Receiver<Outbound>,
-) -> Result<(), lapin::Error> {
+) -> Result<(), SessionError> {
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
     channel
@@ -268,14 +280,30 @@ async fn session(
 
     let mut consumers: Vec<Consumer> = Vec::new();
     if let Some(queue) = &config.queue {
-        let options = QueueDeclareOptions {
-            durable: true,
-            passive: config.queue_passive,
+        // A queue that exists is used as it is (it may carry a dead-letter exchange or other
+        // arguments that a plain declare would conflict with); a missing one is declared durable.
+        // The check runs on a throwaway channel: a failed passive declare closes its channel.
+        let passive = QueueDeclareOptions {
+            passive: true,
             ..QueueDeclareOptions::default()
         };
-        channel
-            .queue_declare(queue.as_str().into(), options, FieldTable::default())
-            .await?;
+        let probe = conn.create_channel().await?;
+        let exists = probe
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .is_ok();
+        if !exists {
+            if config.queue_passive {
+                return Err(SessionError::MissingQueue(queue.clone()));
+            }
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                .await?;
+        }
         consumers.push(consume(&channel, queue.as_str().into(), false).await?);
     }
     for binding in &config.bindings {

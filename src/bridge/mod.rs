@@ -5,14 +5,19 @@
 //! - [`amqp`]: the RabbitMQ bridge (the only file that sees AMQP types): consume queues and
 //!   exchange bindings, publish unhandled client events, answer client acks from replies,
 //!   reconnect with backoff.
-//! - [`publish`]: `POST /publish` with a bearer token, and `/healthz`.
+//! - [`publish`]: `POST /publish` with a bearer token, and `/healthz`, `/readyz`.
+//! - [`auth`]: the auth hook: the handshake's Cookie and auth payload, asked of an application
+//!   URL before a socket connects.
+//! - [`subscribe`]: the `subscribe` / `unsubscribe` convention for browsers in no-code mode.
 //!
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
 //! before it returns: an AMQP message is acked only after that.
 
 pub mod amqp;
+pub mod auth;
 pub mod mapping;
 pub mod publish;
+pub mod subscribe;
 
 use crate::socketio::{EmitError, Halley};
 use mapping::Emit;

@@ -4,7 +4,7 @@
 //! Protocol violations close the whole connection (as socket.io does), with the reason logged;
 //! an unknown namespace only gets a CONNECT_ERROR.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use halley_transports::{CloseReason, Handler, Message};
 use serde_json::{json, Value};
 
+use super::ns::ConnectError;
 use super::packet::{self, Packet, PacketKind};
 use super::socket::{AckReply, DisconnectReason, Event, Socket};
 use super::IoShared;
@@ -27,6 +28,8 @@ struct Partial {
 /// Per-connection Socket.IO state, stored in the engine session.
 pub(crate) struct Client {
     sockets: Mutex<HashMap<String, Arc<Socket>>>,
+    /// Namespaces whose CONNECT waits for asynchronous hooks.
+    connecting: Mutex<HashSet<String>>,
     partial: Mutex<Option<Partial>>,
     ever_connected: AtomicBool,
 }
@@ -81,6 +84,7 @@ impl Handler for IoShared {
     fn on_open(&self, conn: &Conn) {
         let client = Arc::new(Client {
             sockets: Mutex::default(),
+            connecting: Mutex::default(),
             partial: Mutex::default(),
             ever_connected: AtomicBool::new(false),
         });
@@ -231,7 +235,7 @@ impl IoShared {
         ns: String,
         auth: Value,
     ) -> Result<(), Violation> {
-        if client.socket(&ns).is_some() {
+        if client.socket(&ns).is_some() || lock(&client.connecting).contains(&ns) {
             return Err(Violation::AlreadyConnected(ns));
         }
         let Some(namespace) = self.namespace(&ns) else {
@@ -251,27 +255,64 @@ impl IoShared {
             }
         };
         if let Err(refusal) = socket.namespace().run_middlewares(&socket) {
-            socket.abandon();
-            let frame = packet::encode(
-                PacketKind::ConnectError,
-                &ns,
-                None,
-                Some(&refusal.to_json()),
-            );
-            let _ = conn.send(frame, false);
+            refuse(conn, &socket, &refusal);
             return Ok(());
         }
-        client.ever_connected.store(true, Ordering::Release);
-        socket.set_connected();
-        lock(&client.sockets).insert(ns.clone(), Arc::clone(&socket));
-        socket.namespace().add(&socket);
-        let reply = json!({ "sid": socket.id() });
-        let _ = conn.send(
-            packet::encode(PacketKind::Connect, &ns, None, Some(&reply)),
-            false,
-        );
-        tracing::debug!(sid = %conn.sid(), id = socket.id(), ns = %ns, "socket connected");
-        socket.namespace().connected(&socket);
+        let hooks = self.hooks();
+        if hooks.is_empty() {
+            establish(conn, client, socket);
+            return Ok(());
+        }
+        // Asynchronous hooks (an auth service): the CONNECT reply waits for them, and a second
+        // CONNECT for this namespace meanwhile is a violation like any other.
+        lock(&client.connecting).insert(ns.clone());
+        let conn = Arc::clone(conn);
+        tokio::spawn(async move {
+            let mut verdict = Ok(());
+            for hook in hooks {
+                verdict = hook(Arc::clone(&socket)).await;
+                if verdict.is_err() {
+                    break;
+                }
+            }
+            let Some(client) = conn.ext::<Arc<Client>>() else {
+                return;
+            };
+            lock(&client.connecting).remove(&ns);
+            match verdict {
+                Err(refusal) => refuse(&conn, &socket, &refusal),
+                Ok(()) if conn.is_closed() => socket.abandon(),
+                Ok(()) => establish(&conn, client, socket),
+            }
+        });
         Ok(())
     }
+}
+
+/// Sends CONNECT_ERROR and undoes what middlewares did.
+fn refuse(conn: &Conn, socket: &Socket, refusal: &ConnectError) {
+    socket.abandon();
+    let frame = packet::encode(
+        PacketKind::ConnectError,
+        socket.ns(),
+        None,
+        Some(&refusal.to_json()),
+    );
+    let _ = conn.send(frame, false);
+}
+
+/// Connects a socket that passed every middleware: registers it, answers CONNECT, runs the
+/// namespace's connect handler.
+fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
+    client.ever_connected.store(true, Ordering::Release);
+    socket.set_connected();
+    lock(&client.sockets).insert(socket.ns().to_owned(), Arc::clone(&socket));
+    socket.namespace().add(&socket);
+    let reply = json!({ "sid": socket.id() });
+    let _ = conn.send(
+        packet::encode(PacketKind::Connect, socket.ns(), None, Some(&reply)),
+        false,
+    );
+    tracing::debug!(sid = %conn.sid(), id = socket.id(), ns = socket.ns(), "socket connected");
+    socket.namespace().connected(&socket);
 }

@@ -68,15 +68,30 @@ impl Default for SocketIoConfig {
 
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// An asynchronous connect check run for every namespace after its own middlewares.
+pub type ConnectHook = Arc<
+    dyn Fn(
+            Arc<Socket>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnectError>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// State shared by the engine handler and the [`Halley`] handle.
 pub(crate) struct IoShared {
     config: SocketIoConfig,
     namespaces: RwLock<HashMap<String, Arc<Namespace>>>,
     dynamic: RwLock<Vec<(Predicate, ConnectHandler)>>,
     fallback: Fallback,
+    hooks: RwLock<Vec<ConnectHook>>,
 }
 
 impl IoShared {
+    fn hooks(&self) -> Vec<ConnectHook> {
+        self.hooks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// The namespace `path`, created on first use when a dynamic pattern accepts it.
     fn namespace(&self, path: &str) -> Option<Arc<Namespace>> {
         if let Some(ns) = self
@@ -191,6 +206,7 @@ impl Builder {
             namespaces: RwLock::default(),
             dynamic: RwLock::default(),
             fallback: Fallback::default(),
+            hooks: RwLock::default(),
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -254,6 +270,22 @@ impl Halley {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push((Arc::new(accepts), Arc::new(on_connect)));
+    }
+
+    /// Adds an asynchronous connect check, run for a socket of any namespace after that
+    /// namespace's middlewares (an authentication service, say). The CONNECT reply waits for it;
+    /// an `Err` refuses the socket with CONNECT_ERROR.
+    pub fn connect_hook<F, Fut>(&self, hook: F)
+    where
+        F: Fn(Arc<Socket>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        let hook: ConnectHook = Arc::new(move |socket| Box::pin(hook(socket)));
+        self.shared
+            .hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
     }
 
     /// Handles events that no socket or namespace handler takes, in every namespace (the AMQP

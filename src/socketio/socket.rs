@@ -145,6 +145,7 @@ pub struct Socket {
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<AckReply>>>,
     next_ack: AtomicU64,
+    data: Mutex<Value>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -180,6 +181,7 @@ impl Socket {
             on_disconnect: Mutex::new(Vec::new()),
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
+            data: Mutex::new(Value::Null),
         }))
     }
 
@@ -204,6 +206,16 @@ impl Socket {
     /// The `auth` object the client connected with (`{}` if none).
     pub fn auth(&self) -> &Value {
         &self.auth
+    }
+
+    /// Application data attached to the socket (Socket.IO's `socket.data`), `null` until set.
+    /// The auth hook stores what the authentication service answered here.
+    pub fn data(&self) -> Value {
+        lock(&self.data).clone()
+    }
+
+    pub fn set_data(&self, data: Value) {
+        *lock(&self.data) = data;
     }
 
     /// What the connection's opening request carried: remote address, headers, query.
