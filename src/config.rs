@@ -1,10 +1,16 @@
-//! Command-line and environment configuration (`HALLEY_*` variables), with the defaults a
-//! production deployment starts from. Every option is listed by `halley --help`.
+//! Configuration from the command line, the environment (`HALLEY_*`) and an optional TOML file,
+//! with the defaults a production deployment starts from. Every option is listed by
+//! `halley --help`.
+//!
+//! Precedence, highest first: command line, environment, config file, default. The file uses
+//! the long option names as keys (`ping-interval = 30000`, `cors-origin = ["https://a.example"]`).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use halley_transports::Cors;
 
 use crate::server::ServerConfig;
@@ -14,6 +20,10 @@ use crate::socketio::Builder;
 #[derive(Debug, Clone, Parser)]
 #[command(version, about)]
 pub struct Config {
+    /// TOML file with default values for any option below (keys are the long option names).
+    #[arg(long, env = "HALLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "HALLEY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -130,6 +140,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// Parses `args` (the program name first) and the environment, filling in from the config
+    /// file for options given in neither. Must run before other threads exist: it sets
+    /// environment variables. Errors come back as one line naming the option.
+    pub fn load(args: Vec<OsString>) -> Result<Config, clap::Error> {
+        let file =
+            config_path(&args).or_else(|| std::env::var_os("HALLEY_CONFIG").map(PathBuf::from));
+        if let Some(path) = file {
+            apply_file(&path).map_err(|message| {
+                Config::command().error(clap::error::ErrorKind::InvalidValue, message)
+            })?;
+        }
+        Config::try_parse_from(args)
+    }
+
     /// The Socket.IO server builder these options describe.
     pub fn builder(&self) -> Builder {
         let cors = match self.cors_origins.as_slice() {
@@ -178,6 +202,97 @@ impl Config {
         ServerConfig {
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             ..ServerConfig::default()
+        }
+    }
+}
+
+/// The `--config` value on the command line, if any.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut args = args.iter().skip(1);
+    while let Some(arg) = args.next() {
+        let arg = arg.to_str()?;
+        if arg == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+/// Sets the environment variable of every option the file names, unless the environment already
+/// has it: so the command line beats the environment, which beats the file.
+fn apply_file(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("config file {}: {}", path.display(), e.message()))?;
+    let command = Config::command();
+    for (key, value) in table {
+        let long = key.replace('_', "-");
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long.as_str()) && long != "config")
+            .ok_or_else(|| format!("config file {}: unknown option `{key}`", path.display()))?;
+        let Some(env) = arg.get_env() else { continue };
+        if std::env::var_os(env).is_some() {
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    toml::Value::Integer(i) => Ok(i.to_string()),
+                    _ => Err(format!(
+                        "config file {}: `{key}` must list strings",
+                        path.display()
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?
+                .join(","),
+            _ => {
+                return Err(format!(
+                    "config file {}: `{key}` has an unsupported type",
+                    path.display()
+                ))
+            }
+        };
+        std::env::set_var(env, value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_path_is_found_in_either_form() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            config_path(&args(&["halley", "--config", "a.toml"])),
+            Some("a.toml".into())
+        );
+        assert_eq!(
+            config_path(&args(&["halley", "--config=b.toml"])),
+            Some("b.toml".into())
+        );
+        assert_eq!(config_path(&args(&["halley", "--listen", "x"])), None);
+    }
+
+    #[test]
+    fn every_option_has_an_environment_variable() {
+        for arg in Config::command().get_arguments() {
+            if arg.get_long().is_some() && arg.get_id() != "help" && arg.get_id() != "version" {
+                assert!(arg.get_env().is_some(), "--{:?} has no env", arg.get_long());
+            }
         }
     }
 }

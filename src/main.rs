@@ -3,16 +3,40 @@
 
 use std::sync::Arc;
 
-use clap::Parser;
 use halley::bridge::{amqp, auth, publish, subscribe};
 use halley::config::Config;
 use halley::server;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
-#[tokio::main]
-async fn main() {
-    let config = Config::parse();
+fn main() {
+    // Configuration first, while this is the only thread: the config file is applied through
+    // environment variables.
+    let config = match Config::load(std::env::args_os().collect()) {
+        Ok(config) => config,
+        Err(error) => match error.kind() {
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                error.exit()
+            }
+            _ => {
+                let text = error.to_string();
+                let line = text.lines().next().unwrap_or("invalid configuration");
+                eprintln!("halley: {}", line.trim_start_matches("error: "));
+                std::process::exit(2);
+            }
+        },
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("halley: cannot start the runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(run(config));
+}
+
+async fn run(config: Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HALLEY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if config.log_json {
