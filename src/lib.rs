@@ -5,6 +5,7 @@
 //! - [`bridge`]: RabbitMQ and HTTP publish bridges, health endpoints.
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
 //! - [`config`]: command-line and environment options.
+//! - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
 //!   re-exported as [`engine`].
@@ -12,6 +13,7 @@
 pub mod bridge;
 pub mod client_js;
 pub mod config;
+pub mod metrics;
 pub mod server;
 pub mod socketio;
 

@@ -71,6 +71,10 @@ async fn run(config: Config) {
     let publish = Arc::new(publish::PublishConfig {
         token: config.publish_token.clone(),
     });
+    let metrics = Arc::new(halley::metrics::Metrics::new(
+        io.engine().clone(),
+        amqp.clone(),
+    ));
     let router = {
         let (io_p, io_h) = (io.clone(), io.clone());
         let (amqp_h, amqp_r) = (amqp.clone(), amqp.clone());
@@ -84,6 +88,9 @@ async fn run(config: Config) {
             })
             .endpoint("/readyz", move |_, _| {
                 std::future::ready(publish::readyz(amqp_r.as_deref()))
+            })
+            .endpoint("/metrics", move |_, _| {
+                std::future::ready(metrics.response())
             })
     };
     match listener.local_addr() {

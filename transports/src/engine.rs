@@ -22,6 +22,7 @@ use crate::registry::Registry;
 use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
 use crate::sid::Sid;
 use crate::socket::{self, Handshake, Message, Socket};
+use crate::stats::EngineStats;
 use crate::{framing, polling, streaming, websocket};
 
 /// The body of every response the engine produces.
@@ -195,12 +196,22 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub handler: Arc<dyn Handler>,
     pub tasks: TaskTracker,
+    pub stats: Arc<EngineStats>,
 }
 
 /// The Engine.IO server: hand it every request under its path.
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("path", &self.shared.config.path)
+            .field("sessions", &self.shared.registry.len())
+            .finish()
+    }
 }
 
 impl Engine {
@@ -211,6 +222,7 @@ impl Engine {
                 registry: Registry::default(),
                 handler,
                 tasks: TaskTracker::new(),
+                stats: Arc::default(),
             }),
         }
     }
@@ -228,6 +240,11 @@ impl Engine {
     /// The live session `sid`, if any.
     pub fn socket(&self, sid: &str) -> Option<Arc<Socket>> {
         self.shared.registry.get(sid)
+    }
+
+    /// The engine's counters (per transport), for metrics.
+    pub fn stats(&self) -> &EngineStats {
+        &self.shared.stats
     }
 
     /// Number of live sessions.
@@ -471,7 +488,13 @@ pub(crate) fn open(
         open.encode(),
         Instant::now(),
     );
-    let socket = Arc::new(Socket::new(sid, handshake, session));
+    let socket = Arc::new(Socket::new(
+        sid,
+        handshake,
+        session,
+        Arc::clone(&shared.stats),
+    ));
+    shared.stats.opened(transport);
     shared.registry.insert(Arc::clone(&socket));
     shared
         .tasks

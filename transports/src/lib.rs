@@ -6,6 +6,7 @@
 //!   heartbeat, upgrade.
 //! - [`sid`]: random session ids.
 //! - [`registry`]: the one sid → session map every transport shares.
+//! - [`stats`]: per-transport counters (atomics) for metrics.
 //! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
 //!   place a session ends.
 //! - [`framing`]: the bytes of JSONP, forever-frame (`iframe`, `htmlfile`), SSE and
@@ -41,6 +42,7 @@ pub mod registry;
 pub mod session;
 pub mod sid;
 pub mod socket;
+pub mod stats;
 mod streaming;
 mod websocket;
 

@@ -55,7 +55,7 @@ fn refused(socket: &Socket, error: AttachError) -> EngineError {
 
 /// A long-poll GET: parks until the session has something, then answers one payload.
 pub(crate) async fn poll(
-    _shared: &Shared,
+    shared: &Shared,
     socket: &Arc<Socket>,
     framed: &Framing,
 ) -> Result<Response<Body>, EngineError> {
@@ -70,10 +70,15 @@ pub(crate) async fn poll(
         .wait_until(|session| session.poll(attached.id, usize::MAX))
         .await;
     drop(attached);
-    Ok(match framed {
+    let res = match framed {
         Framing::Jsonp(index) => jsonp_response(index, &frames),
         _ => payload_response(&frames),
-    })
+    };
+    let bytes = http_body::Body::size_hint(res.body()).exact().unwrap_or(0);
+    shared
+        .stats
+        .sent(TransportKind::Polling, frames.len(), bytes as usize);
+    Ok(res)
 }
 
 fn jsonp_response(index: &str, frames: &[Frame]) -> Response<Body> {

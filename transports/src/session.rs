@@ -168,8 +168,10 @@ pub enum PushError {
 /// What an inbound packet means for the layer above.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
-    /// Nothing for the application (pong, noop).
+    /// Nothing for the application (noop, a late pong).
     None,
+    /// The pong to the last ping, after this round trip.
+    Pong(Duration),
     /// A message for the application.
     Message(Packet),
     /// The client closed the session.
@@ -196,6 +198,7 @@ pub struct Session {
     next_receiver: u64,
     posting: bool,
     next_ping: Instant,
+    ping_sent: Instant,
     pong_deadline: Option<Instant>,
 }
 
@@ -212,6 +215,7 @@ impl Session {
             next_receiver: 0,
             posting: false,
             next_ping,
+            ping_sent: now,
             pong_deadline: None,
         }
     }
@@ -381,10 +385,11 @@ impl Session {
         }
         match packet {
             Packet::Pong(_) => {
-                if self.pong_deadline.take().is_some() {
-                    self.next_ping = now + self.config.ping_interval;
+                if self.pong_deadline.take().is_none() {
+                    return Ok(Inbound::None);
                 }
-                Ok(Inbound::None)
+                self.next_ping = now + self.config.ping_interval;
+                Ok(Inbound::Pong(now.saturating_duration_since(self.ping_sent)))
             }
             Packet::Message(_) | Packet::Binary(_) => Ok(Inbound::Message(packet)),
             Packet::Close => {
@@ -482,6 +487,7 @@ impl Session {
                 self.outbox
                     .push_back(Packet::Ping(Default::default()).encode());
                 self.pong_deadline = Some(now + self.config.ping_timeout);
+                self.ping_sent = now;
                 out.pinged = true;
             }
             None => {}
@@ -558,6 +564,11 @@ mod tests {
         s.handle_timeout(t0 + ms(300));
         assert_eq!(
             s.on_packet(Packet::Pong(Str::default()), t0 + ms(350)),
+            Ok(Inbound::Pong(ms(50)))
+        );
+        // A pong nobody asked for is ignored.
+        assert_eq!(
+            s.on_packet(Packet::Pong(Str::default()), t0 + ms(360)),
             Ok(Inbound::None)
         );
         assert_eq!(s.poll_timeout(), Some(t0 + ms(650)));

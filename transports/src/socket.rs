@@ -10,6 +10,7 @@
 
 use std::any::Any;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
@@ -21,6 +22,7 @@ use crate::engine::Shared;
 use crate::packet::{Frame, Packet, Str};
 use crate::session::{CloseReason, PushError, Session, TransportKind};
 use crate::sid::Sid;
+use crate::stats::EngineStats;
 
 /// A message from the client, for the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,7 @@ pub struct Handshake {
 pub struct Socket {
     sid: Sid,
     handshake: Handshake,
+    stats: Arc<EngineStats>,
     session: Mutex<Session>,
     receiver_wake: Notify,
     driver_wake: Notify,
@@ -65,10 +68,16 @@ impl std::fmt::Debug for Socket {
 }
 
 impl Socket {
-    pub(crate) fn new(sid: Sid, handshake: Handshake, session: Session) -> Self {
+    pub(crate) fn new(
+        sid: Sid,
+        handshake: Handshake,
+        session: Session,
+        stats: Arc<EngineStats>,
+    ) -> Self {
         Socket {
             sid,
             handshake,
+            stats,
             session: Mutex::new(session),
             receiver_wake: Notify::new(),
             driver_wake: Notify::new(),
@@ -126,7 +135,10 @@ impl Socket {
         match result {
             Ok(()) => self.receiver_wake.notify_waiters(),
             Err(PushError::Overflow) => self.wake_all(),
-            Err(_) => {}
+            Err(PushError::Dropped) => {
+                self.stats.outbox_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(PushError::Closed) => {}
         }
         result
     }
@@ -180,9 +192,24 @@ impl Socket {
     ) -> Result<(), ()> {
         use crate::session::Inbound;
         for packet in packets {
-            let result = self.lock().on_packet(packet, Instant::now());
+            let size = match &packet {
+                Packet::Message(s) | Packet::Ping(s) | Packet::Pong(s) | Packet::Open(s) => {
+                    1 + s.len()
+                }
+                Packet::Binary(b) => b.len(),
+                _ => 1,
+            };
+            let (transport, result) = {
+                let mut session = self.lock();
+                (
+                    session.transport(),
+                    session.on_packet(packet, Instant::now()),
+                )
+            };
+            self.stats.received(transport, size);
             match result {
                 Ok(Inbound::None) => {}
+                Ok(Inbound::Pong(rtt)) => self.stats.ping_rtt(transport, rtt),
                 Ok(Inbound::Message(packet)) => {
                     if let Some(msg) = Message::from_packet(packet) {
                         shared.handler.on_message(self, msg);
@@ -228,6 +255,7 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
         }
     };
     shared.registry.remove(&socket.sid);
+    shared.stats.closed(socket.transport(), reason);
     tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
     shared.handler.on_close(&socket, reason);
 }

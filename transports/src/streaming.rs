@@ -24,6 +24,7 @@ use crate::framing;
 use crate::packet::Frame;
 use crate::session::{AttachError, ReceiverId, TransportKind};
 use crate::socket::Socket;
+use crate::stats::EngineStats;
 
 type Next = Pin<Box<dyn Future<Output = (Vec<Frame>, bool)> + Send>>;
 
@@ -51,6 +52,8 @@ pub(crate) fn attach(
         ),
     };
     let body = Stream {
+        stats: Arc::clone(&shared.stats),
+        transport,
         socket: Arc::clone(socket),
         id,
         framing: framing.clone(),
@@ -69,6 +72,8 @@ pub(crate) fn attach(
 }
 
 struct Stream {
+    stats: Arc<EngineStats>,
+    transport: TransportKind,
     socket: Arc<Socket>,
     id: ReceiverId,
     framing: Framing,
@@ -124,6 +129,7 @@ impl HttpBody for Stream {
         self.next = None;
         let chunk = self.encode_chunk(&frames);
         self.sent += chunk.len();
+        self.stats.sent(self.transport, frames.len(), chunk.len());
         if end || self.sent >= self.limit {
             self.finish();
         }

@@ -143,13 +143,15 @@ async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                         }
                     }
                     ("5", true) => {
-                        let attached = {
+                        let (from, attached) = {
                             let mut session = socket.lock();
-                            session.finish_upgrade() && session.attach(TransportKind::WebSocket).is_ok()
+                            let from = session.transport();
+                            (from, session.finish_upgrade() && session.attach(TransportKind::WebSocket).is_ok())
                         };
                         if !attached {
                             break;
                         }
+                        shared.stats.upgraded(from);
                         socket.wake_all();
                         tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
                         return run(shared, ws, socket).await;
@@ -206,7 +208,10 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
             }) => {
                 // A client that stops reading must not pin this task (and its buffers) forever:
                 // one that cannot take a burst within a heartbeat period is gone.
+                let count = frames.len();
+                let bytes: usize = frames.iter().map(Frame::payload_len).sum();
                 let written = tokio::time::timeout(write_timeout, write_all(&mut ws, frames)).await;
+                shared.stats.sent(TransportKind::WebSocket, count, bytes);
                 if !matches!(written, Ok(Ok(()))) {
                     socket.close(CloseReason::TransportClose);
                     break CloseCode::Abnormal;

@@ -1,0 +1,242 @@
+//! Prometheus metrics at `/metrics`, rendered by `prometheus-client` at scrape time from the
+//! engine's atomic counters and the AMQP bridge's stats: nothing is recorded twice, and the hot
+//! paths only touch atomics.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use halley_transports::stats::{CLOSE_REASONS, RTT_BUCKETS_MS};
+use halley_transports::{Body, Engine, TransportKind};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::Response;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::bridge::amqp::BridgeStats;
+
+/// Everything `/metrics` shows.
+pub struct Metrics {
+    registry: Registry,
+}
+
+#[derive(Debug)]
+struct Collect {
+    engine: Engine,
+    amqp: Option<Arc<BridgeStats>>,
+}
+
+fn counter(m: &mut prometheus_client::encoding::MetricEncoder<'_>, v: u64) -> fmt::Result {
+    m.encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+impl Collect {
+    fn per_transport(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        value: impl Fn(&halley_transports::stats::TransportStats) -> u64,
+    ) -> fmt::Result {
+        let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for t in TransportKind::ALL {
+            let labels = [("transport", t.name())];
+            counter(
+                &mut m.encode_family(&labels)?,
+                value(self.engine.stats().transport(t)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for Collect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let stats = self.engine.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_sessions",
+                "Engine.IO sessions open now, by transport",
+                None,
+                MetricType::Gauge,
+            )?;
+            for t in TransportKind::ALL {
+                let open = stats.transport(t).sessions.load(Ordering::Relaxed);
+                m.encode_family(&[("transport", t.name())])?
+                    .encode_gauge(&open)?;
+            }
+        }
+        self.per_transport(
+            &mut encoder,
+            "halley_handshakes",
+            "Sessions opened, by transport",
+            |s| load(&s.handshakes),
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_upgrades",
+                "Sessions upgraded, by transport before and after",
+                None,
+                MetricType::Counter,
+            )?;
+            for t in TransportKind::ALL
+                .into_iter()
+                .filter(|&t| t != TransportKind::WebSocket)
+            {
+                let labels = [("from", t.name()), ("to", "websocket")];
+                counter(
+                    &mut m.encode_family(&labels)?,
+                    load(&stats.transport(t).upgrades),
+                )?;
+            }
+        }
+        self.per_transport(
+            &mut encoder,
+            "halley_packets_in",
+            "Engine.IO packets received",
+            |s| load(&s.packets_in),
+        )?;
+        self.per_transport(
+            &mut encoder,
+            "halley_bytes_in",
+            "Bytes of packets received",
+            |s| load(&s.bytes_in),
+        )?;
+        self.per_transport(
+            &mut encoder,
+            "halley_packets_out",
+            "Engine.IO packets sent",
+            |s| load(&s.packets_out),
+        )?;
+        self.per_transport(
+            &mut encoder,
+            "halley_bytes_out",
+            "Bytes sent, framing included",
+            |s| load(&s.bytes_out),
+        )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_outbox_dropped",
+                "Volatile packets dropped because a client's outbox was full",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, load(&stats.outbox_dropped))?;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_session_closes",
+                "Sessions closed, by reason (outbox full = disconnected for not reading)",
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in CLOSE_REASONS {
+                counter(
+                    &mut m.encode_family(&[("reason", reason.as_str())])?,
+                    stats.closes(reason),
+                )?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_ping_rtt_seconds",
+                "Ping to pong round trip, by transport",
+                None,
+                MetricType::Histogram,
+            )?;
+            for t in TransportKind::ALL {
+                let s = stats.transport(t);
+                let mut cumulative = 0;
+                let mut buckets = Vec::with_capacity(RTT_BUCKETS_MS.len() + 1);
+                for (i, le) in RTT_BUCKETS_MS.iter().enumerate() {
+                    cumulative += load(&s.rtt_buckets[i]);
+                    buckets.push((*le as f64 / 1000.0, cumulative));
+                }
+                let count = cumulative + load(&s.rtt_buckets[RTT_BUCKETS_MS.len()]);
+                buckets.push((f64::INFINITY, count));
+                let sum = load(&s.rtt_sum_micros) as f64 / 1e6;
+                m.encode_family(&[("transport", t.name())])?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        if let Some(amqp) = &self.amqp {
+            let snap = amqp.snapshot();
+            {
+                let mut m = encoder.encode_descriptor(
+                    "halley_amqp_connected",
+                    "1 while the RabbitMQ bridge is connected",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                m.encode_gauge(&i64::from(snap.connected))?;
+            }
+            for (name, help, value) in [
+                (
+                    "halley_amqp_consumed",
+                    "Messages consumed from RabbitMQ",
+                    snap.consumed,
+                ),
+                (
+                    "halley_amqp_acked",
+                    "Messages acked after delivery to every target outbox",
+                    snap.acked,
+                ),
+                (
+                    "halley_amqp_rejected",
+                    "Malformed or undeliverable messages rejected without requeue",
+                    snap.rejected,
+                ),
+                (
+                    "halley_amqp_published",
+                    "Client events published to RabbitMQ",
+                    snap.published,
+                ),
+                (
+                    "halley_amqp_publish_dropped",
+                    "Client events that could not be published",
+                    snap.publish_dropped,
+                ),
+                (
+                    "halley_amqp_connects",
+                    "Connections made to RabbitMQ",
+                    snap.connects,
+                ),
+            ] {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                counter(&mut m, value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Collect { engine, amqp }));
+        Metrics { registry }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The `/metrics` response.
+    pub fn response(&self) -> Response<Body> {
+        let mut res = Response::new(Full::new(Bytes::from(self.render())).boxed_unsync());
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        );
+        res
+    }
+}

@@ -1,0 +1,153 @@
+//! Engine counters, per transport: plain atomics updated on the hot paths, read by whoever
+//! exports metrics (the `halley` crate renders them for Prometheus at scrape time). Nothing here
+//! allocates or locks.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::session::{CloseReason, TransportKind};
+
+/// Counters of one transport.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Sessions opened with this transport.
+    pub handshakes: AtomicU64,
+    /// Sessions using this transport now.
+    pub sessions: AtomicI64,
+    /// Sessions that upgraded from this transport to WebSocket.
+    pub upgrades: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Ping round trips, bucketed by [`RTT_BUCKETS_MS`] (one extra slot for +Inf).
+    pub rtt_buckets: [AtomicU64; RTT_BUCKETS_MS.len() + 1],
+    pub rtt_sum_micros: AtomicU64,
+}
+
+/// Upper bounds of the ping round-trip histogram, in milliseconds.
+pub const RTT_BUCKETS_MS: [u64; 10] = [1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000];
+
+/// Every close reason, for iteration.
+pub const CLOSE_REASONS: [CloseReason; 7] = [
+    CloseReason::ClientClose,
+    CloseReason::PingTimeout,
+    CloseReason::ProtocolError,
+    CloseReason::TransportClose,
+    CloseReason::ServerClose,
+    CloseReason::ServerShutdown,
+    CloseReason::OutboxFull,
+];
+
+/// All counters of one engine.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    transports: [TransportStats; 6],
+    /// Volatile frames dropped because an outbox was full.
+    pub outbox_dropped: AtomicU64,
+    closes: [AtomicU64; 7],
+}
+
+fn index(t: TransportKind) -> usize {
+    TransportKind::ALL
+        .iter()
+        .position(|&k| k == t)
+        .unwrap_or_default()
+}
+
+impl EngineStats {
+    pub fn transport(&self, t: TransportKind) -> &TransportStats {
+        &self.transports[index(t)]
+    }
+
+    /// Sessions closed for `reason` so far.
+    pub fn closes(&self, reason: CloseReason) -> u64 {
+        let i = CLOSE_REASONS
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or_default();
+        self.closes[i].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn opened(&self, t: TransportKind) {
+        let s = self.transport(t);
+        s.handshakes.fetch_add(1, Ordering::Relaxed);
+        s.sessions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, t: TransportKind, reason: CloseReason) {
+        self.transport(t).sessions.fetch_sub(1, Ordering::Relaxed);
+        let i = CLOSE_REASONS
+            .iter()
+            .position(|&r| r == reason)
+            .unwrap_or_default();
+        self.closes[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn upgraded(&self, from: TransportKind) {
+        let s = self.transport(from);
+        s.upgrades.fetch_add(1, Ordering::Relaxed);
+        s.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.transport(TransportKind::WebSocket)
+            .sessions
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn received(&self, t: TransportKind, bytes: usize) {
+        let s = self.transport(t);
+        s.packets_in.fetch_add(1, Ordering::Relaxed);
+        s.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sent(&self, t: TransportKind, packets: usize, bytes: usize) {
+        let s = self.transport(t);
+        s.packets_out.fetch_add(packets as u64, Ordering::Relaxed);
+        s.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn ping_rtt(&self, t: TransportKind, rtt: Duration) {
+        let s = self.transport(t);
+        let micros = rtt.as_micros() as u64;
+        let bucket = RTT_BUCKETS_MS
+            .iter()
+            .position(|&le| micros <= le * 1000)
+            .unwrap_or(RTT_BUCKETS_MS.len());
+        s.rtt_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        s.rtt_sum_micros
+            .fetch_add(rtt.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upgrade_moves_a_session_between_transports() {
+        let stats = EngineStats::default();
+        stats.opened(TransportKind::Sse);
+        stats.upgraded(TransportKind::Sse);
+        let sse = stats.transport(TransportKind::Sse);
+        assert_eq!(sse.sessions.load(Ordering::Relaxed), 0);
+        assert_eq!(sse.upgrades.load(Ordering::Relaxed), 1);
+        let ws = stats.transport(TransportKind::WebSocket);
+        assert_eq!(ws.sessions.load(Ordering::Relaxed), 1);
+        stats.closed(TransportKind::WebSocket, CloseReason::PingTimeout);
+        assert_eq!(ws.sessions.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.closes(CloseReason::PingTimeout), 1);
+    }
+
+    #[test]
+    fn rtt_lands_in_its_bucket() {
+        let stats = EngineStats::default();
+        stats.ping_rtt(TransportKind::Polling, Duration::from_micros(1500));
+        stats.ping_rtt(TransportKind::Polling, Duration::from_secs(9));
+        let p = stats.transport(TransportKind::Polling);
+        assert_eq!(p.rtt_buckets[1].load(Ordering::Relaxed), 1);
+        assert_eq!(
+            p.rtt_buckets[RTT_BUCKETS_MS.len()].load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(p.rtt_sum_micros.load(Ordering::Relaxed), 9_001_500);
+    }
+}
