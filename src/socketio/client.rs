@@ -109,6 +109,7 @@ impl Handler for IoShared {
         let Some(client) = conn.ext::<Arc<Client>>() else {
             return;
         };
+        let _span = tracing::debug_span!("socketio", sid = %conn.sid()).entered();
         if let Err(violation) = self.receive(conn, client, message) {
             tracing::debug!(sid = %conn.sid(), %violation, "socket.io protocol violation, closing");
             client.close_all(DisconnectReason::ParseError);

@@ -392,6 +392,8 @@ impl Socket {
 
     /// Runs the handler for an event from the client.
     pub(crate) fn dispatch(self: &Arc<Self>, name: &str, event: Event) {
+        let _span = tracing::debug_span!("event", ns = self.ns(), socket = %self.id, event = name)
+            .entered();
         let handler = lock(&self.handlers).get(name).cloned();
         if let Some(handler) = handler.or_else(|| self.ns.handler(name)) {
             return handler(self, event);

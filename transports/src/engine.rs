@@ -16,6 +16,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::packet::{Packet, Str};
 use crate::registry::Registry;
@@ -496,9 +497,11 @@ pub(crate) fn open(
     ));
     shared.stats.opened(transport);
     shared.registry.insert(Arc::clone(&socket));
-    shared
-        .tasks
-        .spawn(socket::drive(Arc::clone(&socket), Arc::clone(shared)));
+    shared.tasks.spawn(
+        socket::drive(Arc::clone(&socket), Arc::clone(shared)).instrument(
+            tracing::info_span!("session", sid = %socket.sid(), transport = transport.name()),
+        ),
+    );
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
     shared.handler.on_open(&socket);
     Ok(socket)

@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use crate::engine::{self, full, Body, EngineError, Shared, CLOSE_GRACE};
 use crate::packet::{decode_text, Frame, Packet, Str};
@@ -82,7 +83,11 @@ pub(crate) fn accept(
         .await;
         match target {
             Target::Open(handshake) => open(shared, ws, handshake).await,
-            Target::Upgrade(socket) => probe(shared, ws, socket).await,
+            Target::Upgrade(socket) => {
+                let span =
+                    tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
+                probe(shared, ws, socket).instrument(span).await
+            }
         }
     });
     let mut res = Response::new(full(Bytes::new()));
@@ -111,7 +116,8 @@ async fn open(shared: Arc<Shared>, mut ws: Ws, handshake: Handshake) {
     if socket.lock().attach(TransportKind::WebSocket).is_err() {
         return close_ws(&mut ws, CloseCode::Normal).await;
     }
-    run(shared, ws, socket).await;
+    let span = tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
+    run(shared, ws, socket).instrument(span).await;
 }
 
 /// Serves an upgrade probe: answers `2probe` with `3probe`, takes the session over on `5`.
