@@ -26,6 +26,16 @@ if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# --- 1b. Browser: Debian's Chromium, for tests/interop/browser-*.test.mjs (run in step 4) -----
+if [ "${SKIP_INSTALL:-}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  step "apt-get install chromium (browser tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq chromium >/dev/null
+fi
+CHROMIUM="${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
+export CHROMIUM
+
 # --- 2. Build ---------------------------------------------------------------------------------
 step "cargo build (release examples, for the interop tests)"
 cargo build --release --examples --bins --quiet
