@@ -134,6 +134,10 @@ pub struct Config {
     #[arg(long, env = "HALLEY_DEFAULT_NAMESPACE", default_value = "/")]
     pub default_namespace: String,
 
+    /// Serve the live transport comparison page at `/` and its `/demo` namespace.
+    #[arg(long, env = "HALLEY_DEMO", default_value_t = true, action = clap::ArgAction::Set)]
+    pub demo: bool,
+
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "HALLEY_LOG_JSON")]
     pub log_json: bool,

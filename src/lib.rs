@@ -5,6 +5,7 @@
 //! - [`bridge`]: RabbitMQ and HTTP publish bridges, health endpoints.
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
 //! - [`config`]: command-line and environment options.
+//! - [`demo`]: the live transport comparison page and its `/demo` namespace.
 //! - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
@@ -13,6 +14,7 @@
 pub mod bridge;
 pub mod client_js;
 pub mod config;
+pub mod demo;
 pub mod metrics;
 pub mod server;
 pub mod socketio;

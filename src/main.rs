@@ -64,6 +64,9 @@ async fn run(config: Config) {
         });
         subscribe::install(&ns, policy.clone());
     }
+    if config.demo {
+        halley::demo::install(&io);
+    }
     if let Some(auth) = config.auth() {
         auth::install(&io, auth);
     }
@@ -78,8 +81,13 @@ async fn run(config: Config) {
     let router = {
         let (io_p, io_h) = (io.clone(), io.clone());
         let (amqp_h, amqp_r) = (amqp.clone(), amqp.clone());
+        let index = if config.demo {
+            halley::demo::PAGE
+        } else {
+            INDEX_HTML
+        };
         io.router()
-            .page("/", "text/html; charset=utf-8", INDEX_HTML)
+            .page("/", "text/html; charset=utf-8", index)
             .endpoint("/publish", move |req, remote| {
                 publish::handle(io_p.clone(), Arc::clone(&publish), req, remote)
             })
