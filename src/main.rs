@@ -101,9 +101,10 @@ async fn run(config: Config) {
                 std::future::ready(metrics.response())
             })
     };
-    match listener.local_addr() {
-        Ok(addr) => tracing::info!("halley listening on http://{addr}"),
-        Err(_) => tracing::info!("halley listening"),
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("halley listening on http://{addr}");
+        // A plain line on stdout for scripts and tests (`--listen 127.0.0.1:0` picks a port).
+        println!("listening on http://{addr}");
     }
     server::serve(listener, router, config.server(), server::shutdown_signal()).await;
 }
