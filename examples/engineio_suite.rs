@@ -11,7 +11,7 @@ use std::time::Duration;
 use halley::engine::{
     CloseReason, Cors, Engine, EngineConfig, Handler, Message, SessionConfig, Socket,
 };
-use halley::server::{self, Router, ServerConfig};
+use halley::server::{self, Router};
 
 /// Sends every message back, text as text and binary as binary.
 struct Echo;
@@ -45,17 +45,7 @@ async fn main() -> std::io::Result<()> {
         cors: Cors::AnyOrigin,
         ..EngineConfig::default()
     };
-    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    // Tests start this binary with PORT=0 and read the chosen port from this line.
-    println!("listening on http://{}", listener.local_addr()?);
     let router = Router::new(Engine::new(config, Arc::new(Echo)));
-    server::serve(
-        listener,
-        router,
-        ServerConfig::default(),
-        server::shutdown_signal(),
-    )
-    .await;
+    server::serve_from_env(router, "127.0.0.1", 3000).await?;
     Ok(())
 }

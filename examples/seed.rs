@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use halley::server::{self, ServerConfig};
+use halley::server;
 use halley::socketio::{Event, Halley, Socket};
 use serde_json::json;
 
@@ -41,19 +41,6 @@ async fn run() -> std::io::Result<()> {
     let router = io
         .router()
         .page("/", "text/html; charset=utf-8", INDEX_HTML);
-    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".into());
-    let listener = tokio::net::TcpListener::bind(format!("0.0.0.0:{port}")).await?;
-    // Like app.js, listen on every interface. Tests start this binary with PORT=0 and read the chosen port from this line.
-    println!(
-        "listening on http://localhost:{}",
-        listener.local_addr()?.port()
-    );
-    server::serve(
-        listener,
-        router,
-        ServerConfig::default(),
-        server::shutdown_signal(),
-    )
-    .await;
+    server::serve_from_env(router, "0.0.0.0", 8080).await?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use halley::engine::Cors;
-use halley::server::{self, ServerConfig};
+use halley::server;
 use halley::socketio::{Event, Halley, Socket};
 
 fn on_connect(socket: &Arc<Socket>) {
@@ -47,16 +47,6 @@ async fn main() -> std::io::Result<()> {
             .on("message", message)
             .on("message-with-ack", message_with_ack);
     }
-    let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
-    // Tests start this binary with PORT=0 and read the chosen port from this line.
-    println!("listening on http://{}", listener.local_addr()?);
-    server::serve(
-        listener,
-        io.router(),
-        ServerConfig::default(),
-        server::shutdown_signal(),
-    )
-    .await;
+    server::serve_from_env(io.router(), "127.0.0.1", 3000).await?;
     Ok(())
 }

@@ -235,6 +235,26 @@ pub async fn serve(
     }
 }
 
+/// Serves `router` the way the examples and test servers do: binds `host:$PORT` (`PORT` from the
+/// environment, else `default_port`; `PORT=0` picks a free port), prints
+/// `listening on http://<address>` as the first line on stdout (tests read the port from it), and
+/// serves until SIGINT/SIGTERM.
+pub async fn serve_from_env(router: Router, host: &str, default_port: u16) -> std::io::Result<()> {
+    let port = match std::env::var("PORT") {
+        Ok(port) => port.parse::<u16>().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("PORT={port} is not a port"),
+            )
+        })?,
+        Err(_) => default_port,
+    };
+    let listener = TcpListener::bind((host, port)).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    serve(listener, router, ServerConfig::default(), shutdown_signal()).await;
+    Ok(())
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
