@@ -36,10 +36,24 @@ fi
 CHROMIUM="${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
 export CHROMIUM
 
+# --- 1c. RabbitMQ, for tests/interop/python/test_amqp.py (run in step 5): start it now, so it
+# boots while the build runs; step 5 waits for it ---------------------------------------------
+if [ "${SKIP_INSTALL:-}" != 1 ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
+  step "apt-get install rabbitmq-server (AMQP bridge tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq rabbitmq-server >/dev/null
+fi
+if command -v rabbitmq-server >/dev/null 2>&1 && ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
+  step "rabbitmq-server -detached"
+  rabbitmq-server -detached || true
+fi
+
 # --- 2. Build ---------------------------------------------------------------------------------
 step "cargo build (release examples, for the interop tests)"
 cargo build --release --examples --bins --quiet
 export HALLEY_EXAMPLES="$root/target/release/examples"
+export HALLEY_BIN="$root/target/release/halley"
 
 # --- 3. Rust ----------------------------------------------------------------------------------
 step "cargo fmt --check, clippy"
@@ -64,6 +78,16 @@ if [ -f tests/interop/python/requirements.txt ]; then
   if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
   if [ "${SKIP_INSTALL:-}" != 1 ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/python/requirements.txt
+  fi
+  if command -v rabbitmq-diagnostics >/dev/null 2>&1; then
+    # ping answers while the node still boots; the AMQP listener comes up last.
+    deadline=$((SECONDS + 60))
+    until rabbitmq-diagnostics -q ping >/dev/null 2>&1 &&
+      rabbitmq-diagnostics -q check_running >/dev/null 2>&1 &&
+      rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; do
+      if [ "$SECONDS" -ge "$deadline" ]; then echo "RabbitMQ not up after 60 s: test_amqp.py will fail"; break; fi
+      sleep 1
+    done
   fi
   (cd tests/interop/python && "$venv/bin/python" -m unittest -v 2>&1) | tee "$log_dir/python.log"
 fi

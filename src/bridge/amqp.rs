@@ -263,6 +263,8 @@ enum SessionError {
     Amqp(#[from] lapin::Error),
     #[error("queue {0:?} does not exist (and is not to be declared)")]
     MissingQueue(String),
+    #[error("the broker cancelled a consumer (queue deleted?)")]
+    ConsumerCancelled,
 }
 
 /// One connection's life: declare, consume, publish, until something fails.
@@ -353,12 +355,19 @@ async fn session(
     stats.connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(url = %redact(&config.url), "amqp bridge connected");
 
-    let mut inbound = futures_util::stream::select_all(consumers);
+    // Each consumer ends with a `None`: one the broker cancels (its queue deleted, say) ends the
+    // session, so that the reconnect declares and consumes everything again instead of going on
+    // without that queue.
+    let mut inbound = futures_util::stream::select_all(consumers.into_iter().map(|consumer| {
+        consumer
+            .map(Some)
+            .chain(futures_util::stream::once(std::future::ready(None)))
+    }));
     loop {
         tokio::select! {
             delivery = inbound.next(), if !inbound.is_empty() => match delivery {
-                Some(delivery) => handle_delivery(io, config, stats, delivery?).await?,
-                None => return Ok(()),
+                Some(Some(delivery)) => handle_delivery(io, config, stats, delivery?).await?,
+                Some(None) | None => return Err(SessionError::ConsumerCancelled),
             },
             reply = replies.next() => match reply {
                 Some(reply) => answer(&pending, reply?),
