@@ -13,37 +13,26 @@ trap 'rm -rf "$log_dir"' EXIT
 
 step() { printf '\n=== %s\n' "$*"; }
 
-# --- 1. Install what is missing ---------------------------------------------------------------
+# --- 1. Install what is missing (Debian packages, one apt-get run) ----------------------------
+# Node.js + npm (interop and browser tests), Python with venv (python-socketio, pika), Chromium
+# (browser tests, never a downloaded browser), RabbitMQ (AMQP bridge tests).
 need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
   step "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-
-# --- 1b. Browser: Debian's Chromium, for tests/interop/browser-*.test.mjs (run in step 4) -----
-if [ "${SKIP_INSTALL:-}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
-  step "apt-get install chromium (browser tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq chromium >/dev/null
-fi
 CHROMIUM="${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
 export CHROMIUM
 
-# --- 1c. RabbitMQ, for tests/interop/python/test_amqp.py (run in step 5): start it now, so it
-# boots while the build runs; step 5 waits for it ---------------------------------------------
-if [ "${SKIP_INSTALL:-}" != 1 ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
-  step "apt-get install rabbitmq-server (AMQP bridge tests)"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq rabbitmq-server >/dev/null
-fi
+# RabbitMQ boots while the build runs; step 5 waits for it.
 if command -v rabbitmq-server >/dev/null 2>&1 && ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   step "rabbitmq-server -detached"
   rabbitmq-server -detached || true
@@ -102,7 +91,8 @@ add "$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)" \
     "$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)"
 if [ -f "$log_dir/python.log" ]; then
   ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log_dir/python.log" | tail -1)
-  pyfail=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log_dir/python.log" | grep -o '[0-9]\+' | awk '{s+=$1} END {print s+0}')
+  # `FAILED (failures=1, errors=2, skipped=3)`: only failures and errors count as failed.
+  pyfail=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log_dir/python.log" | grep -o '\(failures\|errors\)=[0-9]\+' | grep -o '[0-9]\+' | awk '{s+=$1} END {print s+0}')
   add "$(( ${ran:-0} - ${pyfail:-0} ))" "${pyfail:-0}"
 fi
 echo

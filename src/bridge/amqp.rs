@@ -271,7 +271,7 @@ enum SessionError {
 async fn session(
     io: &Halley,
     config: &AmqpConfig,
-    stats: &BridgeStats,
+    stats: &Arc<BridgeStats>,
     outbound: &mut mpsc::Receiver<Outbound>,
 ) -> Result<(), SessionError> {
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
@@ -475,7 +475,7 @@ fn target(headers: Option<&FieldTable>) -> Target {
 async fn publish(
     publisher: &lapin::Channel,
     config: &AmqpConfig,
-    stats: &BridgeStats,
+    stats: &Arc<BridgeStats>,
     pending: &Pending,
     reply_queue: &ShortString,
     out: Outbound,
@@ -521,8 +521,19 @@ async fn publish(
             properties,
         )
         .await?;
-    stats.published.fetch_add(1, Ordering::Relaxed);
-    drop(confirm);
+    // Counted once the broker confirms it: a nack, or a channel lost first, is a drop.
+    let stats = Arc::clone(stats);
+    tokio::spawn(async move {
+        match confirm.await {
+            Ok(confirmation) if confirmation.is_ack() => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("the broker did not confirm a published client event");
+            }
+        }
+    });
     Ok(())
 }
 

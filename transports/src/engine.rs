@@ -72,6 +72,9 @@ pub struct EngineConfig {
     /// Bytes after which a streaming response ends (the client reopens it), so the browser's
     /// memory for one response stays bounded.
     pub stream_limit: usize,
+    /// Packets per long-polling response at most; the rest wait for the next poll.
+    /// python-engineio's client refuses a payload of more than 16 packets, so that is the default.
+    pub max_poll_packets: usize,
     /// Read buffer per WebSocket connection. Small: most frames are small, and idle connections
     /// must stay cheap.
     pub ws_read_buffer: usize,
@@ -87,6 +90,7 @@ impl Default for EngineConfig {
             transports: TransportKind::ALL.to_vec(),
             jsonp: true,
             stream_limit: 128 * 1024,
+            max_poll_packets: 16,
             ws_read_buffer: 4096,
         }
     }

@@ -67,7 +67,7 @@ pub(crate) async fn poll(
         Attached { socket, id }
     };
     let frames = socket
-        .wait_until(|session| session.poll(attached.id, usize::MAX))
+        .wait_until(|session| session.poll(attached.id, shared.config.max_poll_packets))
         .await;
     drop(attached);
     let res = match framed {

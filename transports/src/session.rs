@@ -271,18 +271,10 @@ impl Session {
         std::mem::take(&mut self.outbox)
     }
 
-    /// Takes queued frames in order while their payload size stays within `max_bytes`
-    /// (always at least one frame when any is queued).
-    pub fn drain_up_to(&mut self, max_bytes: usize, out: &mut Vec<Frame>) {
-        let mut size = 0;
-        while let Some(frame) = self.outbox.front() {
-            let add = frame.payload_len() + usize::from(!out.is_empty());
-            if !out.is_empty() && size + add > max_bytes {
-                break;
-            }
-            size += add;
-            out.extend(self.outbox.pop_front());
-        }
+    /// Takes at most `max` queued frames (at least one, if any is queued), in order.
+    pub fn drain_at_most(&mut self, max: usize, out: &mut Vec<Frame>) {
+        let n = max.max(1).min(self.outbox.len());
+        out.extend(self.outbox.drain(..n));
     }
 
     /// Attaches a receiver of `kind`. A polling receiver that finds another attached closes
@@ -318,9 +310,9 @@ impl Session {
     }
 
     /// The frames a polling receiver answers with when [`Self::receiver_ready`].
-    pub fn take_poll_response(&mut self, max_bytes: usize) -> Vec<Frame> {
+    pub fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
-        self.drain_up_to(max_bytes, &mut frames);
+        self.drain_at_most(max_packets, &mut frames);
         if frames.is_empty() {
             match self.state {
                 State::Closed(reason) => frames.push(reason.final_packet().encode()),
@@ -334,12 +326,12 @@ impl Session {
     /// What the polling receiver `id` answers now, or `None` to keep waiting. A receiver that
     /// lost its place (the session upgraded under it) answers a noop and leaves the outbox to
     /// the new transport.
-    pub fn poll(&mut self, id: ReceiverId, max_bytes: usize) -> Option<Vec<Frame>> {
+    pub fn poll(&mut self, id: ReceiverId, max_packets: usize) -> Option<Vec<Frame>> {
         if self.receiver != Some(id) && !self.is_closed() {
             return Some(vec![Packet::Noop.encode()]);
         }
         self.receiver_ready()
-            .then(|| self.take_poll_response(max_bytes))
+            .then(|| self.take_poll_response(max_packets))
     }
 
     /// What the streaming receiver `id` writes next, or `None` to keep waiting; `true` with the
@@ -717,16 +709,18 @@ mod tests {
     }
 
     #[test]
-    fn drain_up_to_respects_payload_size_but_takes_one() {
+    fn poll_response_takes_at_most_the_packet_limit() {
         let mut s = new_session(Instant::now());
         s.drain();
-        s.push(Frame::message("aaaa"), false).unwrap();
-        s.push(Frame::message("bb"), false).unwrap();
-        let mut out = Vec::new();
-        s.drain_up_to(3, &mut out);
-        assert_eq!(out, vec![Frame::message("aaaa")]);
-        out.clear();
-        s.drain_up_to(3, &mut out);
-        assert_eq!(out, vec![Frame::message("bb")]);
+        for text in ["a", "b", "c"] {
+            s.push(Frame::message(text), false).unwrap();
+        }
+        assert_eq!(
+            s.take_poll_response(2),
+            vec![Frame::message("a"), Frame::message("b")]
+        );
+        assert_eq!(s.take_poll_response(2), vec![Frame::message("c")]);
+        s.push(Frame::message("d"), false).unwrap();
+        assert_eq!(s.take_poll_response(0), vec![Frame::message("d")]);
     }
 }
