@@ -1,0 +1,304 @@
+/* The Engine.IO connection: transport negotiation, handshake, heartbeat watchdog, write buffer
+   and the upgrade to WebSocket.
+
+   Negotiation: the candidates are opts.transports in order (the remembered transport first,
+   with rememberTransport). The first whose check() passes is opened; it succeeds when the
+   handshake packet arrives, and fails on an error or after connectTimeout, when the next one is
+   tried (tryAllTransports). Each step is reported as a 'transport' event:
+   {type:'try'|'open'|'fail', name[, reason]} and {type:'upgrade', from, to}.
+
+   Events: 'open', 'data' (a message), 'packet', 'ping', 'upgrading', 'upgrade', 'drain',
+   'transport', 'error' (negotiation failed: the connection never opened), 'close' (reason) after
+   an open. */
+
+function Engine(opts) {
+  this.opts = opts;
+  this.readyState = 'closed';
+  this.writeBuffer = [];
+}
+Emitter(Engine.prototype);
+
+Engine.prototype.open = function () {
+  var self = this, o = this.opts, names = o.transports.slice(0), i,
+    pref = o.prefer || (o.rememberTransport && loadPref());
+  if (pref && (i = indexOf(names, pref)) > 0) names.unshift(names.splice(i, 1)[0]);
+  this.candidates = names;
+  this.readyState = 'opening';
+  // On the next tick, so that listeners added right after io() see the first step too.
+  setTimeout(function () {
+    if (self.readyState === 'opening' && !self.pending) self.tryFrom(0);
+  }, 0);
+  return this;
+};
+
+Engine.prototype.report = function (ev) {
+  this.emit('transport', ev);
+};
+
+Engine.prototype.create = function (name) {
+  var t = new transports[name](this.opts);
+  if (this.id) t.query.sid = this.id;
+  return t;
+};
+
+/* Opens the first supported candidate from index i. */
+Engine.prototype.tryFrom = function (i) {
+  var self = this, names = this.candidates, name, T, t, timer;
+  for (; i < names.length; i++) {
+    name = names[i];
+    T = hasOwn.call(transports, name) && transports[name];
+    if (T && T.check(this.opts)) break;
+    this.report({ type: 'fail', name: name, reason: T ? 'unsupported' : 'unknown transport' });
+  }
+  if (i >= names.length) return this.onError('no transport could connect');
+
+  function fail(reason) {
+    if (self.pending !== t) return;
+    self.pending = null;
+    clearTimeout(timer);
+    t.off();
+    t.close();
+    self.report({ type: 'fail', name: name, reason: reason });
+    if (self.opts.tryAllTransports) self.tryFrom(i + 1);
+    else self.onError(reason);
+  }
+  t = this.pending = this.create(name);
+  this.report({ type: 'try', name: name });
+  timer = setTimeout(function () {
+    fail('timeout');
+  }, this.opts.connectTimeout);
+  t.on('error', function (e) {
+    fail(e.message);
+  });
+  t.on('close', function (reason) {
+    fail(reason);
+  });
+  t.on('packet', function (p) {
+    if (p.type !== 'open') return fail('no handshake');
+    self.pending = null;
+    clearTimeout(timer);
+    t.off();
+    self.setTransport(t);
+    self.onHandshake(p.data);
+  });
+  t.open();
+};
+
+Engine.prototype.setTransport = function (t) {
+  var self = this;
+  if (this.transport) this.transport.off();
+  this.transport = t;
+  t.on('packet', function (p) {
+    self.onPacket(p);
+  });
+  t.on('drain', function () {
+    self.onDrain();
+  });
+  t.on('error', function () {
+    self.onClose('transport error');
+  });
+  t.on('close', function () {
+    self.onClose('transport close');
+  });
+};
+
+Engine.prototype.onHandshake = function (data) {
+  var o = this.opts, t = this.transport, hs;
+  try {
+    hs = json.parse(data);
+  } catch (e) {
+    return this.onClose('parse error');
+  }
+  this.id = t.query.sid = hs.sid;
+  this.pingInterval = hs.pingInterval;
+  this.pingTimeout = hs.pingTimeout;
+  this.maxPayload = hs.maxPayload;
+  this.readyState = 'open';
+  if (o.rememberTransport) savePref(t.name);
+  this.report({ type: 'open', name: t.name });
+  this.emit('open');
+  this.resetWatchdog();
+  this.flush();
+  if (this.readyState === 'open' && o.upgrade && t.name !== 'websocket' &&
+      indexOf(hs.upgrades || [], 'websocket') >= 0 && indexOf(o.transports, 'websocket') >= 0 &&
+      transports.websocket.check(o)) {
+    this.probe('websocket');
+  }
+};
+
+/* The server pings every pingInterval; with nothing at all for pingInterval + pingTimeout the
+   link is dead (a stream can stall without any error). */
+Engine.prototype.resetWatchdog = function () {
+  var self = this;
+  clearTimeout(this.watchdog);
+  this.watchdog = setTimeout(function () {
+    self.onClose('ping timeout');
+  }, this.pingInterval + this.pingTimeout);
+};
+
+Engine.prototype.onPacket = function (p) {
+  if (this.readyState === 'closed') return;
+  this.resetWatchdog();
+  this.emit('packet', p);
+  if (p.type === 'ping') {
+    this.sendPacket('pong');
+    this.emit('ping');
+  } else if (p.type === 'message') {
+    this.emit('data', p.data);
+  } else if (p.type === 'error') {
+    this.onClose('parse error');
+  }
+};
+
+/* The probe: open a WebSocket on the session, `2probe` → `3probe`; then pause the HTTP
+   transport (its poll answered, its POST done), send `5` and carry on over the WebSocket. A
+   streaming transport is retired rather than cut: the server ends its stream with a noop once
+   the upgrade completes, and what arrives on it until then is still delivered. */
+Engine.prototype.probe = function (name) {
+  var self = this, t = this.create(name), from = this.transport.name, timer, done = false;
+  function fail(reason) {
+    if (done) return;
+    done = true;
+    clearTimeout(timer);
+    t.off();
+    t.close();
+    self.prober = null;
+    self.report({ type: 'fail', name: name, reason: 'upgrade: ' + reason });
+    if (self.upgrading) {
+      self.upgrading = false;
+      if (self.transport.resume) self.transport.resume();
+      self.flush();
+    }
+  }
+  timer = setTimeout(function () {
+    fail('timeout');
+  }, this.opts.connectTimeout);
+  t.on('open', function () {
+    t.send([{ type: 'ping', data: 'probe' }]);
+  });
+  t.on('error', function (e) {
+    fail(e.message);
+  });
+  t.on('close', function (reason) {
+    fail(reason);
+  });
+  t.on('packet', function (p) {
+    if (done) return;
+    if (p.type !== 'pong' || p.data !== 'probe') return fail('probe error');
+    clearTimeout(timer);
+    self.upgrading = true;
+    self.emit('upgrading', t);
+    self.transport.pause(function () {
+      if (done || self.readyState !== 'open') return;
+      done = true;
+      self.prober = null;
+      var old = self.transport;
+      t.off();
+      self.setTransport(t);
+      t.send([{ type: 'upgrade' }]);
+      self.upgrading = false;
+      self.retire(old);
+      if (self.opts.rememberTransport) savePref(name);
+      self.report({ type: 'upgrade', from: from, to: name });
+      self.emit('upgrade', t);
+      self.flush();
+    });
+  });
+  this.prober = t;
+  this.abortProbe = fail;
+  t.open();
+};
+
+Engine.prototype.retire = function (old) {
+  var self = this;
+  function end() {
+    old.off();
+    old.close();
+  }
+  if (!old.streaming) return end();
+  old.on('packet', function (p) {
+    self.onPacket(p);
+  });
+  old.on('streamEnd', end).on('error', end).on('close', end);
+};
+
+Engine.prototype.send = Engine.prototype.write = function (data) {
+  this.sendPacket('message', data);
+};
+
+Engine.prototype.sendPacket = function (type, data) {
+  if (this.readyState === 'closed') return;
+  this.writeBuffer.push({ type: type, data: data });
+  this.flush();
+};
+
+Engine.prototype.flush = function () {
+  var t = this.transport, buf = this.writeBuffer, n = buf.length, size = 0, i;
+  if (this.readyState === 'closed' || !t || !t.writable || this.upgrading || !n) return;
+  // An HTTP payload over maxPayload would be refused (413): the rest goes in the next POST.
+  if (t.name !== 'websocket' && this.maxPayload) {
+    for (i = 0; i < n; i++) {
+      size += byteLength(buf[i].data) + 2;
+      if (i && size > this.maxPayload) {
+        n = i;
+        break;
+      }
+    }
+  }
+  this.writeBuffer = buf.slice(n);
+  t.send(buf.slice(0, n));
+};
+
+/* UTF-8 size of a packet's data (binary as base64), a bound close enough for maxPayload. */
+function byteLength(d) {
+  var n = 0, i, c;
+  if (d == null) return 0;
+  if (typeof d !== 'string') return Math.ceil(d.byteLength * 4 / 3);
+  for (i = 0; i < d.length; i++) {
+    c = d.charCodeAt(i);
+    n += c < 0x80 ? 1 : c < 0x800 ? 2 : 3;
+  }
+  return n;
+}
+
+Engine.prototype.onDrain = function () {
+  if (this.writeBuffer.length) return this.flush();
+  this.emit('drain');
+  if (this.readyState === 'closing') this.onClose('forced close');
+};
+
+/* Closes after what is buffered has been written (a disconnect packet, typically). */
+Engine.prototype.close = function () {
+  var t = this.transport;
+  if (this.readyState === 'opening') return this.onClose('forced close');
+  if (this.readyState !== 'open') return this;
+  this.readyState = 'closing';
+  // A pending upgrade would hold the write buffer: give it up.
+  if (this.prober) this.abortProbe('closing');
+  this.flush();
+  if (!this.writeBuffer.length && t.writable) this.onClose('forced close');
+  return this;
+};
+
+Engine.prototype.onError = function (message) {
+  var opening = this.readyState === 'opening';
+  this.onClose('transport error', true);
+  if (opening) this.emit('error', new Error(message));
+};
+
+Engine.prototype.onClose = function (reason, silent) {
+  var state = this.readyState, t = this.transport, others = [this.pending, this.prober], i;
+  if (state === 'closed') return this;
+  clearTimeout(this.watchdog);
+  for (i = 0; i < 2; i++) {
+    if (others[i]) others[i].off().close();
+  }
+  if (t) t.off().close(reason === 'forced close');
+  this.transport = this.pending = this.prober = null;
+  this.readyState = 'closed';
+  this.upgrading = false;
+  this.writeBuffer = [];
+  this.id = null;
+  if (!silent && state !== 'opening') this.emit('close', reason);
+  return this;
+};

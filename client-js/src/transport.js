@@ -1,0 +1,77 @@
+/* The base of every transport (engine.io-client 1.x's Transport). A subclass implements the
+   template methods doOpen(), doClose(graceful) and write(packets), and reports through
+   onOpen(), onData(payload) / onPacket(packet), onError(message) and onClose(reason). Each
+   transport file registers its constructor in `transports` with a static check(opts): the
+   feature test that decides whether negotiation tries it at all.
+
+   Events: 'open', 'packet', 'drain' (writable again), 'error' and 'close' (both unexpected:
+   the engine's own close() emits nothing). */
+
+var transports = {};
+
+/* Callbacks called by JSONP scripts (`___eio[N]("...")`) and forever frames
+   (`var p=parent.___eio[N]`), shared with any other client on the page. */
+var callbacks = global.___eio = global.___eio || [];
+
+function Transport(opts) {
+  this.opts = opts;
+  this.query = extend({}, opts.query);
+  this.readyState = '';
+  this.writable = false;
+}
+Emitter(Transport.prototype);
+
+Transport.prototype.open = function () {
+  this.readyState = 'opening';
+  this.doOpen();
+  return this;
+};
+
+/* `graceful`: tell the server (HTTP transports post a close packet). */
+Transport.prototype.close = function (graceful) {
+  if (this.readyState === 'opening' || this.readyState === 'open') {
+    this.doClose(graceful);
+    this.readyState = 'closed';
+  }
+  return this;
+};
+
+Transport.prototype.send = function (packets) {
+  if (this.readyState === 'open') this.write(packets);
+};
+
+Transport.prototype.onOpen = function () {
+  this.readyState = 'open';
+  this.writable = true;
+  this.emit('open');
+};
+
+Transport.prototype.onData = function (payload) {
+  var packets = decodePayload(payload);
+  for (var i = 0; i < packets.length && this.readyState !== 'closed'; i++) this.onPacket(packets[i]);
+};
+
+Transport.prototype.onPacket = function (packet) {
+  // HTTP transports are open once the first data (the handshake) arrives.
+  if (this.readyState === 'opening') this.onOpen();
+  this.emit('packet', packet);
+  if (packet.type === 'close') this.onClose('transport close');
+};
+
+Transport.prototype.onError = function (message) {
+  if (this.readyState !== 'closed') this.emit('error', new Error(message));
+};
+
+Transport.prototype.onClose = function (reason) {
+  if (this.readyState === 'closed') return;
+  this.doClose(false);
+  this.readyState = 'closed';
+  this.emit('close', reason);
+};
+
+/* The transport's URL: `<scheme>://host:port<path>?EIO=4&transport=NAME&sid=..&j=..&t=..`. */
+Transport.prototype.uri = function (scheme) {
+  var o = this.opts, q = extend(extend({}, this.query), { EIO: 4, transport: this.wire || this.name });
+  if (scheme === 'http') q.t = stamp();
+  return scheme + (o.secure ? 's' : '') + '://' + o.host + ':' + o.port + o.path + '?' + encodeQuery(q);
+};

@@ -1,0 +1,126 @@
+/* What every HTTP transport shares: the upstream. Packets go up as one payload per POST on the
+   transport's own URL, one POST at a time (the server closes a session whose POSTs overlap),
+   by XHR (XDomainRequest for IE8/9 cross-origin) or, where XHR is unusable, by a hidden form
+   posted into a hidden iframe. Subclasses provide the downstream: receive(), stopReceive()
+   and, while it runs, `polling` or `streaming`. */
+
+function Http(opts) {
+  Transport.call(this, opts);
+}
+inherit(Http, Transport);
+
+Http.prototype.doOpen = function () {
+  this.receive();
+};
+
+Http.prototype.write = function (packets) {
+  var self = this;
+  this.writable = false;
+  this.post(encodePayload(packets), function (err) {
+    if (err) return self.onError(err);
+    self.writable = true;
+    self.emit('drain');
+  });
+};
+
+Http.prototype.post = function (data, done) {
+  if (this.useForm) formPost(this, data, done);
+  else request('POST', this.uri('http'), data, this.opts, done);
+};
+
+Http.prototype.doClose = function (graceful) {
+  var self = this;
+  function bye() {
+    self.post('1', function () {
+      removeForm(self);
+    });
+  }
+  if (graceful && this.readyState === 'open') {
+    if (this.writable) bye();
+    else this.once('drain', bye);
+  } else {
+    removeForm(this);
+  }
+  // Frees the callback slot (late scripts calling it are harmless).
+  if (this.index != null) callbacks[this.index] = noop;
+  this.stopReceive();
+};
+
+/* Stops receiving once the receiver in flight is done (a poll answered, a POST finished), so
+   the engine can hand the session to a WebSocket without losing or overlapping anything. A
+   stream keeps flowing: the server ends it with a noop once the upgrade completes. */
+Http.prototype.pause = function (onPause) {
+  var self = this, waits = 0, token = this.paused = {};
+  function one() {
+    if (!--waits && self.paused === token) onPause();
+  }
+  if (this.polling) {
+    waits++;
+    this.once('pollComplete', one);
+  }
+  if (!this.writable) {
+    waits++;
+    this.once('drain', one);
+  }
+  if (!waits) onPause();
+};
+
+/* The upgrade failed after all: go on receiving. */
+Http.prototype.resume = function () {
+  this.paused = null;
+  if (this.readyState === 'open' && !this.polling && !this.streaming) this.receive();
+};
+
+function removeForm(t) {
+  var form = t.form;
+  if (form && form.parentNode) form.parentNode.removeChild(form);
+  t.form = t.iframe = null;
+}
+
+/* engine.io's hidden-form POST. The textarea would turn LF into CRLF, so newlines travel
+   escaped: a literal backslash-n as `\\n`, a real LF as `\n`; the server undoes both. */
+function formPost(t, data, done) {
+  var form = t.form, area = t.area, id = 'eio_iframe_' + t.index, iframe;
+
+  if (!form) {
+    form = t.form = document.createElement('form');
+    area = t.area = document.createElement('textarea');
+    form.style.position = 'absolute';
+    form.style.top = form.style.left = '-1000px';
+    form.target = id;
+    form.method = 'POST';
+    form.setAttribute('accept-charset', 'utf-8');
+    area.name = 'd';
+    form.appendChild(area);
+    (document.body || document.documentElement).appendChild(form);
+  }
+  form.action = t.uri('http');
+
+  if (t.iframe) form.removeChild(t.iframe);
+  try {
+    // IE6/7 ignore a name set after creation: the form would open a new window.
+    iframe = document.createElement('<iframe src="javascript:0" name="' + id + '">');
+  } catch (e) {
+    iframe = document.createElement('iframe');
+    iframe.name = id;
+  }
+  iframe.id = id;
+  form.appendChild(iframe);
+  t.iframe = iframe;
+
+  area.value = data.replace(/\\n/g, '\\\n').replace(/\n/g, '\\n');
+  function complete() {
+    iframe.onload = iframe.onreadystatechange = noop;
+    done();
+  }
+  try {
+    form.submit();
+  } catch (e) {}
+  if (iframe.attachEvent && !iframe.addEventListener) {
+    iframe.onreadystatechange = function () {
+      if (iframe.readyState === 'complete') complete();
+    };
+  } else {
+    iframe.onload = complete;
+  }
+}

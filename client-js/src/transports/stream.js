@@ -1,0 +1,48 @@
+/* The streaming transports' receiver: one long GET that delivers payloads as they come. The
+   server ends a stream after 128 KiB (so the browser's memory stays flat), after the noop that
+   completes an upgrade, or after a close packet; the transport then reopens it with its sid
+   unless it is paused or closed. A stream that ends without having delivered anything failed.
+   Subclasses implement doStream() and stopStream(), and call onChunk(payload) and
+   onStreamEnd(). */
+
+function Stream(opts) {
+  Http.call(this, opts);
+}
+inherit(Stream, Http);
+
+Stream.prototype.receive = function () {
+  this.streaming = true;
+  this.delivered = false;
+  this.doStream();
+};
+
+Stream.prototype.onChunk = function (payload) {
+  if (this.readyState === 'closed' || !this.streaming) return;
+  this.delivered = true;
+  this.onData(payload);
+};
+
+/* A payload written as a JSON string literal (sse, xhr-streaming). */
+Stream.prototype.onLiteral = function (literal) {
+  var payload;
+  try {
+    payload = json.parse(literal);
+  } catch (e) {
+    return this.onError('parse error');
+  }
+  this.onChunk(payload);
+};
+
+Stream.prototype.onStreamEnd = function () {
+  if (!this.streaming) return;
+  this.stopReceive();
+  if (this.readyState === 'closed') return;
+  if (!this.delivered) return this.onError(this.name + ' stream error');
+  if (this.paused) this.emit('streamEnd');
+  else this.receive();
+};
+
+Stream.prototype.stopReceive = function () {
+  this.streaming = false;
+  this.stopStream();
+};
