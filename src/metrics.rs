@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use halley_transports::stats::{CLOSE_REASONS, RTT_BUCKETS_MS};
+use halley_transports::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
 use halley_transports::{Body, Engine, TransportKind};
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
@@ -119,6 +119,20 @@ impl Collector for Collect {
             "Bytes sent, framing included",
             |s| load(&s.bytes_out),
         )?;
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_client_fallbacks",
+                "Transports clients gave up before connecting, as they report them, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for t in TransportKind::ALL {
+                for reason in FALLBACK_REASONS {
+                    let labels = [("transport", t.name()), ("reason", reason)];
+                    counter(&mut m.encode_family(&labels)?, stats.fallbacks(t, reason))?;
+                }
+            }
+        }
         {
             let mut m = encoder.encode_descriptor(
                 "halley_outbox_dropped",

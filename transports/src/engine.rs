@@ -174,6 +174,8 @@ pub struct Query<'a> {
     pub sid: Option<&'a str>,
     /// The JSONP / forever-frame callback index.
     pub j: Option<&'a str>,
+    /// Transports the client gave up before this handshake: `name:reason,...`.
+    pub tried: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
@@ -188,6 +190,7 @@ impl<'a> Query<'a> {
                 "transport" => out.transport = Some(value),
                 "sid" => out.sid = Some(value),
                 "j" => out.j = Some(value),
+                "tried" => out.tried = Some(value),
                 _ => {}
             }
         }
@@ -354,6 +357,9 @@ impl Engine {
         }
         if query.eio != Some("4") {
             return Err(EngineError::UnsupportedProtocolVersion);
+        }
+        if let Some(tried) = query.tried {
+            self.shared.stats.fallback_report(tried);
         }
         let handshake = Handshake {
             remote_addr,

@@ -39,10 +39,16 @@ pub const CLOSE_REASONS: [CloseReason; 7] = [
     CloseReason::OutboxFull,
 ];
 
+/// Why a client gave up a transport before the one it opened a session with (it reports them in
+/// the handshake's `tried` parameter).
+pub const FALLBACK_REASONS: [&str; 3] = ["timeout", "error", "unsupported"];
+
 /// All counters of one engine.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     transports: [TransportStats; 6],
+    /// Fallbacks clients reported, by transport given up and [`FALLBACK_REASONS`].
+    fallbacks: [[AtomicU64; 3]; 6],
     /// Volatile frames dropped because an outbox was full.
     pub outbox_dropped: AtomicU64,
     closes: [AtomicU64; 7],
@@ -67,6 +73,31 @@ impl EngineStats {
             .position(|&r| r == reason)
             .unwrap_or_default();
         self.closes[i].load(Ordering::Relaxed)
+    }
+
+    /// Fallbacks reported away from `t` for `reason` (one of [`FALLBACK_REASONS`]).
+    pub fn fallbacks(&self, t: TransportKind, reason: &str) -> u64 {
+        FALLBACK_REASONS
+            .iter()
+            .position(|&r| r == reason)
+            .map_or(0, |i| self.fallbacks[index(t)][i].load(Ordering::Relaxed))
+    }
+
+    /// Counts a handshake's `tried` report: `name:reason` pairs, comma-separated. Anything not
+    /// a known transport and reason is ignored, and at most 8 pairs are read.
+    pub(crate) fn fallback_report(&self, tried: &str) {
+        for pair in tried.split(',').take(8) {
+            let Some((name, reason)) = pair.split_once(':') else {
+                continue;
+            };
+            let (Some(t), Some(r)) = (
+                TransportKind::from_name(name),
+                FALLBACK_REASONS.iter().position(|&known| known == reason),
+            ) else {
+                continue;
+            };
+            self.fallbacks[index(t)][r].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn opened(&self, t: TransportKind) {
@@ -135,6 +166,18 @@ mod tests {
         stats.closed(TransportKind::WebSocket, CloseReason::PingTimeout);
         assert_eq!(ws.sessions.load(Ordering::Relaxed), 0);
         assert_eq!(stats.closes(CloseReason::PingTimeout), 1);
+    }
+
+    #[test]
+    fn fallback_reports_count_known_pairs_only() {
+        let stats = EngineStats::default();
+        stats.fallback_report(
+            "websocket:timeout,sse:error,bogus:timeout,sse:weird,htmlfile:unsupported",
+        );
+        assert_eq!(stats.fallbacks(TransportKind::WebSocket, "timeout"), 1);
+        assert_eq!(stats.fallbacks(TransportKind::Sse, "error"), 1);
+        assert_eq!(stats.fallbacks(TransportKind::Htmlfile, "unsupported"), 1);
+        assert_eq!(stats.fallbacks(TransportKind::Sse, "weird"), 0);
     }
 
     #[test]
