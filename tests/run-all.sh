@@ -92,7 +92,11 @@ add "$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)" \
 if [ -f "$log_dir/python.log" ]; then
   ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log_dir/python.log" | tail -1)
   # `FAILED (failures=1, errors=2, skipped=3)`: only failures and errors count as failed.
-  pyfail=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log_dir/python.log" | grep -o '\(failures\|errors\)=[0-9]\+' | grep -o '[0-9]\+' | awk '{s+=$1} END {print s+0}')
+  pyfail=$(awk '/^FAILED \(/ {
+      while (match($0, /(failures|errors)=[0-9]+/)) {
+        split(substr($0, RSTART, RLENGTH), kv, "="); s += kv[2]; $0 = substr($0, RSTART + RLENGTH)
+      }
+    } END { print s + 0 }' "$log_dir/python.log")
   add "$(( ${ran:-0} - ${pyfail:-0} ))" "${pyfail:-0}"
 fi
 echo
