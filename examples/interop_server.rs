@@ -12,7 +12,15 @@
 //! - `to-room` `room, payload` → `room-message` `payload` to the room, sender excluded;
 //! - `to-room-all` `room, payload` → `room-message` `payload` to the room, sender included;
 //! - `broadcast` `payload` → `broadcast` `payload` to every socket of `/`;
-//! - `disconnect-me` → the server disconnects the socket from `/`.
+//! - `disconnect-me` → the server disconnects the socket from `/`;
+//! - `drop-me` `<Engine.IO session id>` → the server closes that whole connection, as a crash or
+//!   a restart would (the client is expected to reconnect). The id comes from the client because
+//!   a Socket.IO socket does not expose its connection's (`socket.io.engine.id` in the clients);
+//! - `burst` `count, size` → `count` (at most 1000) `burst` events `i, <size characters>` (at
+//!   most 64 Ki), characters that every transport must escape: a downstream flood from a small
+//!   request, past the 128 KiB stream limit;
+//! - `status` `<socket id>, <Engine.IO session id>` → acked with
+//!   `{"socket": <whether that socket is connected to />, "session": <whether that session lives>}`.
 //!
 //! Namespace `/admin`: a middleware refuses sockets whose `auth.token` is not `"secret"` with
 //! `{"message": "not authorized", "data": {"code": 401}}`; on connect `admin-welcome`
@@ -27,7 +35,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use halley::engine::Cors;
+use halley::engine::{CloseReason, Cors};
 use halley::server::{self, ServerConfig};
 use halley::socketio::{ConnectError, Event, Halley, Socket};
 use serde_json::{json, Value};
@@ -93,6 +101,26 @@ fn to_room(socket: &Arc<Socket>, event: Event) {
     }
 }
 
+fn burst(socket: &Arc<Socket>, event: Event) {
+    let arg = |i: usize, max: u64| {
+        event
+            .args
+            .get(i)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .min(max)
+    };
+    let (count, size) = (arg(0, 1000), arg(1, 64 * 1024));
+    let filler: String = "</script>\u{2028}\"\\😀"
+        .chars()
+        .cycle()
+        .take(size as usize)
+        .collect();
+    for i in 0..count {
+        let _ = socket.emit_args("burst", vec![json!(i), json!(filler)], Vec::new());
+    }
+}
+
 fn disconnect_me(socket: &Arc<Socket>, _event: Event) {
     socket.disconnect();
 }
@@ -138,6 +166,27 @@ async fn main() -> std::io::Result<()> {
         }
     };
 
+    let drop_me = {
+        let io = io.clone();
+        move |_socket: &Arc<Socket>, event: Event| {
+            let sid = event.args.first().and_then(Value::as_str).unwrap_or("");
+            if let Some(conn) = io.engine().socket(sid) {
+                conn.close(CloseReason::ServerClose);
+            }
+        }
+    };
+    let status = {
+        let io = io.clone();
+        move |_socket: &Arc<Socket>, event: Event| {
+            let arg = |i: usize| event.args.get(i).and_then(Value::as_str).unwrap_or("");
+            let socket = io.of("/").is_some_and(|root| root.socket(arg(0)).is_some());
+            let session = io.engine().socket(arg(1)).is_some();
+            if let Some(ack) = event.ack {
+                let _ = ack.send_data(&json!({ "socket": socket, "session": session }));
+            }
+        }
+    };
+
     io.ns("/", |socket| {
         let _ = socket.emit("welcome", &json!({ "id": socket.id() }));
     })
@@ -149,7 +198,10 @@ async fn main() -> std::io::Result<()> {
     .on("to-room", to_room)
     .on("to-room-all", to_room_all)
     .on("broadcast", broadcast)
-    .on("disconnect-me", disconnect_me);
+    .on("disconnect-me", disconnect_me)
+    .on("burst", burst)
+    .on("drop-me", drop_me)
+    .on("status", status);
 
     io.ns("/admin", |socket| {
         let _ = socket.emit("admin-welcome", &json!({ "id": socket.id() }));

@@ -1,8 +1,8 @@
 /* The Engine.IO connection: transport negotiation, handshake, heartbeat watchdog, write buffer
    and the upgrade to WebSocket.
 
-   Negotiation: the candidates are opts.transports in order (the remembered transport first,
-   with rememberTransport). The first whose check() passes is opened; it succeeds when the
+   Negotiation: the candidates are opts.transports in order, the transport that opened the
+   Manager's previous connection first (else, with rememberTransport, the stored one). The first whose check() passes is opened; it succeeds when the
    handshake packet arrives, and fails on an error or after connectTimeout, when the next one is
    tried (tryAllTransports). Each step is reported as a 'transport' event:
    {type:'try'|'open'|'fail', name[, reason]} and {type:'upgrade', from, to}.
@@ -23,6 +23,7 @@ Engine.prototype.open = function () {
     pref = o.prefer || (o.rememberTransport && loadPref());
   if (pref && (i = indexOf(names, pref)) > 0) names.unshift(names.splice(i, 1)[0]);
   this.candidates = names;
+  this.tried = [];
   this.readyState = 'opening';
   // On the next tick, so that listeners added right after io() see the first step too.
   setTimeout(function () {
@@ -32,6 +33,11 @@ Engine.prototype.open = function () {
 };
 
 Engine.prototype.report = function (ev) {
+  // What was given up is also told to the server, in the next handshake's `tried` parameter
+  // (`name:reason,...`, counted in its halley_client_fallbacks metric).
+  if (ev.type === 'fail' && this.readyState === 'opening') {
+    this.tried.push(ev.name + ':' + (ev.reason === 'timeout' || ev.reason === 'unsupported' ? ev.reason : 'error'));
+  }
   this.emit('transport', ev);
 };
 
@@ -63,6 +69,7 @@ Engine.prototype.tryFrom = function (i) {
     else self.onError(reason);
   }
   t = this.pending = this.create(name);
+  t.tried = this.tried.join(',');
   this.report({ type: 'try', name: name });
   timer = setTimeout(function () {
     fail('timeout');
@@ -141,7 +148,9 @@ Engine.prototype.onPacket = function (p) {
   this.resetWatchdog();
   this.emit('packet', p);
   if (p.type === 'ping') {
-    this.sendPacket('pong');
+    // Ahead of queued messages: a pong stuck behind a large payload would miss pingTimeout.
+    this.writeBuffer.unshift({ type: 'pong' });
+    this.flush();
     this.emit('ping');
   } else if (p.type === 'message') {
     this.emit('data', p.data);
@@ -233,13 +242,16 @@ Engine.prototype.sendPacket = function (type, data) {
 };
 
 Engine.prototype.flush = function () {
-  var t = this.transport, buf = this.writeBuffer, n = buf.length, size = 0, i;
+  var t = this.transport, buf = this.writeBuffer, n = buf.length, size = 0, max, i;
   if (this.readyState === 'closed' || !t || !t.writable || this.upgrading || !n) return;
   // An HTTP payload over maxPayload would be refused (413): the rest goes in the next POST.
-  if (t.name !== 'websocket' && this.maxPayload) {
+  // A form POST is slow to build (url-encoded, then a frame navigates): smaller ones keep a
+  // pong from waiting long behind one.
+  max = t.useForm ? Math.min(this.maxPayload, 262144) : this.maxPayload;
+  if (t.name !== 'websocket' && max) {
     for (i = 0; i < n; i++) {
-      size += byteLength(buf[i].data) + 2;
-      if (i && size > this.maxPayload) {
+      size += byteLength(buf[i].data, t.useForm) + 3;
+      if (i && size > max) {
         n = i;
         break;
       }
@@ -249,11 +261,20 @@ Engine.prototype.flush = function () {
   t.send(buf.slice(0, n));
 };
 
-/* UTF-8 size of a packet's data (binary as base64), a bound close enough for maxPayload. */
-function byteLength(d) {
+/* Size of a packet's data in a POST body (binary as base64): its UTF-8 bytes, or for a form
+   POST its url-encoded length, which is what the server holds against maxPayload. A bound
+   close enough for splitting payloads. */
+function byteLength(d, form) {
   var n = 0, i, c;
   if (d == null) return 0;
-  if (typeof d !== 'string') return Math.ceil(d.byteLength * 4 / 3);
+  if (typeof d !== 'string') return Math.ceil(d.byteLength * 4 / 3) * (form ? 3 : 1);
+  if (form) {
+    try {
+      return encodeURIComponent(d).length;
+    } catch (e) {
+      return d.length * 9; // a lone surrogate: the browser will replace it anyway
+    }
+  }
   for (i = 0; i < d.length; i++) {
     c = d.charCodeAt(i);
     n += c < 0x80 ? 1 : c < 0x800 ? 2 : 3;

@@ -69,9 +69,12 @@ Transport.prototype.onClose = function (reason) {
   this.emit('close', reason);
 };
 
-/* The transport's URL: `<scheme>://host:port<path>?EIO=4&transport=NAME&sid=..&j=..&t=..`. */
+/* The transport's URL: `<scheme>://host:port<path>?EIO=4&transport=NAME&sid=..&j=..&t=..`,
+   and on a handshake `&tried=name:reason,...`, written as is: the server reads its parameters
+   verbatim, and the names and reasons are plain letters and dashes. */
 Transport.prototype.uri = function (scheme) {
   var o = this.opts, q = extend(extend({}, this.query), { EIO: 4, transport: this.wire || this.name });
   if (scheme === 'http') q.t = stamp();
-  return scheme + (o.secure ? 's' : '') + '://' + o.host + ':' + o.port + o.path + '?' + encodeQuery(q);
+  return scheme + (o.secure ? 's' : '') + '://' + o.host + ':' + o.port + o.path + '?' + encodeQuery(q) +
+    (this.tried && !q.sid ? '&tried=' + this.tried : '');
 };

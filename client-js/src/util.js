@@ -94,8 +94,11 @@ function newXhr() {
 
 /* Whether XHR can read cross-origin responses and stream (XMLHttpRequest level 2). */
 function xhr2() {
-  var x = newXhr();
-  return !!x && 'withCredentials' in x;
+  try {
+    return 'withCredentials' in newXhr();
+  } catch (e) {
+    return false; // no XHR at all, or IE6's ActiveX one, which `in` may not take
+  }
 }
 
 /* base64 of binary attachments on the HTTP transports (`b<base64>` packets). */
@@ -141,5 +144,6 @@ function savePref(name) {
   try {
     if (global.localStorage) return global.localStorage.setItem(PREF, name);
   } catch (e) {}
-  if (document) document.cookie = PREF + '=' + encodeURIComponent(name) + ';path=/;max-age=31536000';
+  // `expires`, not max-age, which IE6-8 ignore.
+  if (document) document.cookie = PREF + '=' + encodeURIComponent(name) + ';path=/;expires=' + new Date(now() + 31536e6).toUTCString();
 }

@@ -77,14 +77,17 @@ function removeForm(t) {
   t.form = t.iframe = null;
 }
 
-/* engine.io's hidden-form POST. The textarea would turn LF into CRLF, so newlines travel
-   escaped: a literal backslash-n as `\\n`, a real LF as `\n`; the server undoes both. */
+/* engine.io's hidden-form POST. Form encoding turns LF into CRLF, so newlines travel escaped:
+   a literal backslash-n as `\\n`, a real LF as `\n`; the server undoes both. */
 function formPost(t, data, done) {
   var form = t.form, area = t.area, id = 'eio_iframe_' + t.index, iframe;
 
   if (!form) {
     form = t.form = document.createElement('form');
-    area = t.area = document.createElement('textarea');
+    // A hidden input rather than engine.io's textarea: a rendered textarea lays out the whole
+    // payload (hundreds of ms for a large one), a hidden input does not.
+    area = t.area = document.createElement('input');
+    area.type = 'hidden';
     form.style.position = 'absolute';
     form.style.top = form.style.left = '-1000px';
     form.target = id;
