@@ -788,6 +788,41 @@ async fn server_disconnect_sends_disconnect_packet_and_keeps_the_connection() {
 }
 
 #[tokio::test]
+async fn close_connection_disconnects_every_namespace_and_closes_the_transport() {
+    let io = builder().build();
+    let (_root_ns, mut root) = record(&io, "/", &[]);
+    let (_chat, mut chat) = record(&io, "/chat", &[]);
+    let server = SioServer::start(io).await;
+    let mut client = server.ws().await;
+    client.connect("/", None).await;
+    client.connect("/chat", None).await;
+    let root_socket = root.connected.next("the root socket").await;
+    chat.connected.next("the /chat socket").await;
+
+    root_socket.close_connection();
+    assert_eq!(client.text().await, "41");
+    client.expect_close().await;
+    let left = root.left.next("the root disconnection").await;
+    assert_eq!(left.reason, DisconnectReason::ServerNamespaceDisconnect);
+    let left = chat.left.next("the /chat disconnection").await;
+    assert_eq!(left.reason, DisconnectReason::ForcedServerClose);
+}
+
+#[tokio::test]
+async fn polling_client_learns_of_a_server_close_on_its_next_poll() {
+    let (server, _ns, mut probe) = start_root(&[]).await;
+    let sid = server.polling_open().await;
+    server.post(&sid, "40").await;
+    let frames = server.poll(&sid).await;
+    assert!(frames[0].starts_with("40{"), "{frames:?}");
+    let socket = probe.connected.next("the socket").await;
+    // No GET is parked: the close must wait for the next one.
+    socket.close_connection();
+    let frames = server.poll(&sid).await;
+    assert_eq!(frames, vec!["41".to_owned(), "1".to_owned()]);
+}
+
+#[tokio::test]
 async fn websocket_closed_by_client_is_transport_close() {
     let (server, ns, mut probe) = start_root(&[]).await;
     let mut client = server.ws().await;

@@ -369,6 +369,14 @@ impl Socket {
         }
     }
 
+    /// Closes the client's whole connection (Socket.IO's `socket.disconnect(true)`): this socket
+    /// leaves with "server namespace disconnect" (the client is told), the connection's other
+    /// namespaces with "forced server close", and the client may reconnect.
+    pub fn close_connection(self: &Arc<Self>) {
+        self.disconnect();
+        self.conn.close(halley_transports::CloseReason::ServerClose);
+    }
+
     /// Leaves the namespace: rooms, namespace index, client map, pending acks, then the
     /// disconnect handlers. Runs once; later calls do nothing.
     pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {

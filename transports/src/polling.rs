@@ -70,6 +70,10 @@ pub(crate) async fn poll(
         .wait_until(|session| session.poll(attached.id, shared.config.max_poll_packets))
         .await;
     drop(attached);
+    if socket.is_closed() {
+        // The close packet may have been read: the session's driver can let it go.
+        socket.wake_all();
+    }
     let res = match framed {
         Framing::Jsonp(index) => jsonp_response(index, &frames),
         _ => payload_response(&frames),

@@ -197,6 +197,8 @@ pub struct Session {
     receiver: Option<ReceiverId>,
     next_receiver: u64,
     posting: bool,
+    /// The final packet of a closed session was read by a receiver.
+    final_read: bool,
     next_ping: Instant,
     ping_sent: Instant,
     pong_deadline: Option<Instant>,
@@ -214,6 +216,7 @@ impl Session {
             receiver: None,
             next_receiver: 0,
             posting: false,
+            final_read: false,
             next_ping,
             ping_sent: now,
             pong_deadline: None,
@@ -280,7 +283,7 @@ impl Session {
     /// Attaches a receiver of `kind`. A polling receiver that finds another attached closes
     /// the session: the protocol forbids concurrent GETs.
     pub fn attach(&mut self, kind: TransportKind) -> Result<ReceiverId, AttachError> {
-        if self.is_closed() {
+        if self.is_closed() && !(self.awaits_final_read() && self.receiver.is_none()) {
             return Err(AttachError::Closed);
         }
         if kind != self.transport {
@@ -294,6 +297,18 @@ impl Session {
         let id = ReceiverId(self.next_receiver);
         self.receiver = Some(id);
         Ok(id)
+    }
+
+    /// Whether this closed session should stay reachable until an HTTP receiver has read its
+    /// close packet: when the server closed it and no receiver was there to say so, the
+    /// client's next poll must learn it was closed rather than find an unknown session
+    /// (engine.io holds a force-closed polling session the same way).
+    pub fn awaits_final_read(&self) -> bool {
+        matches!(
+            self.state,
+            State::Closed(CloseReason::ServerClose | CloseReason::OutboxFull)
+        ) && self.transport != TransportKind::WebSocket
+            && !self.final_read
     }
 
     pub fn detach(&mut self, id: ReceiverId) {
@@ -313,12 +328,14 @@ impl Session {
     pub fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         self.drain_at_most(max_packets, &mut frames);
-        if frames.is_empty() {
-            match self.state {
-                State::Closed(reason) => frames.push(reason.final_packet().encode()),
-                State::Upgrading { .. } => frames.push(Packet::Noop.encode()),
-                State::Open => {}
+        match self.state {
+            // The close packet follows whatever was still queued, once all of it is out.
+            State::Closed(reason) if self.outbox.is_empty() => {
+                self.final_read = true;
+                frames.push(reason.final_packet().encode());
             }
+            State::Upgrading { .. } if frames.is_empty() => frames.push(Packet::Noop.encode()),
+            _ => {}
         }
         frames
     }
@@ -342,6 +359,7 @@ impl Session {
         if let State::Closed(reason) = self.state {
             let mut frames: Vec<Frame> = self.drain().into();
             frames.push(reason.final_packet().encode());
+            self.final_read = true;
             return Some((frames, true));
         }
         if self.receiver != Some(id) {
@@ -601,6 +619,26 @@ mod tests {
             Ok(Inbound::Closed)
         );
         assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
+    }
+
+    #[test]
+    fn server_closed_session_waits_for_its_close_packet_to_be_read() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        s.push(Frame::message("bye"), false).unwrap();
+        s.close(CloseReason::ServerClose);
+        assert!(s.awaits_final_read());
+        s.push(Frame::message("unsent"), false).unwrap_err();
+        let id = s
+            .attach(TransportKind::Polling)
+            .expect("one more poll may read the close");
+        assert_eq!(
+            s.poll(id, 16),
+            Some(vec![Frame::message("bye"), Packet::Close.encode()])
+        );
+        assert!(!s.awaits_final_read());
+        s.detach(id);
+        assert_eq!(s.attach(TransportKind::Polling), Err(AttachError::Closed));
     }
 
     #[test]

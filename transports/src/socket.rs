@@ -254,8 +254,24 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
             _ = &mut notified => {}
         }
     };
-    shared.registry.remove(&socket.sid);
     shared.stats.closed(socket.transport(), reason);
     tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
     shared.handler.on_close(&socket, reason);
+    // A force-closed HTTP session stays reachable until a poll has read its close packet, or
+    // a heartbeat period has passed (the client is gone).
+    let linger = shared.config.session.ping_interval + shared.config.session.ping_timeout;
+    let deadline = tokio::time::Instant::now() + linger.min(std::time::Duration::from_secs(30));
+    loop {
+        let notified = socket.driver_wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !socket.lock().awaits_final_read() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            _ = &mut notified => {}
+        }
+    }
+    shared.registry.remove(&socket.sid);
 }

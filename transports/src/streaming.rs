@@ -96,6 +96,7 @@ impl Stream {
     fn finish(&mut self) {
         self.done = true;
         self.next = None;
+        self.socket.wake_all();
         // Detach now, not when hyper drops the body: the client may reopen as soon as it sees
         // the end of this response.
         self.socket.lock().detach(self.id);
