@@ -70,13 +70,17 @@ async fn run(config: Config) {
     if let Some(auth) = config.auth() {
         auth::install(&io, auth);
     }
-    let amqp = config.amqp().map(|amqp| amqp::spawn(io.clone(), amqp));
+    let latency = Arc::new(halley::bridge::Latency::default());
+    let amqp = config
+        .amqp()
+        .map(|amqp| amqp::spawn(io.clone(), amqp, Arc::clone(&latency)));
     let publish = Arc::new(publish::PublishConfig {
         token: config.publish_token.clone(),
     });
     let metrics = Arc::new(halley::metrics::Metrics::new(
         io.engine().clone(),
         amqp.clone(),
+        Arc::clone(&latency),
     ));
     let router = {
         let (io_p, io_h) = (io.clone(), io.clone());
@@ -89,7 +93,13 @@ async fn run(config: Config) {
         io.router()
             .page("/", "text/html; charset=utf-8", index)
             .endpoint("/publish", move |req, remote| {
-                publish::handle(io_p.clone(), Arc::clone(&publish), req, remote)
+                publish::handle(
+                    io_p.clone(),
+                    Arc::clone(&publish),
+                    Arc::clone(&latency),
+                    req,
+                    remote,
+                )
             })
             .endpoint("/healthz", move |_, _| {
                 std::future::ready(publish::healthz(&io_h, amqp_h.as_deref()))

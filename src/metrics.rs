@@ -18,6 +18,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::bridge::amqp::BridgeStats;
+use crate::bridge::{Latency, Source};
 
 /// Everything `/metrics` shows.
 pub struct Metrics {
@@ -28,6 +29,7 @@ pub struct Metrics {
 struct Collect {
     engine: Engine,
     amqp: Option<Arc<BridgeStats>>,
+    latency: Arc<Latency>,
 }
 
 fn counter(m: &mut prometheus_client::encoding::MetricEncoder<'_>, v: u64) -> fmt::Result {
@@ -165,16 +167,29 @@ impl Collector for Collect {
             )?;
             for t in TransportKind::ALL {
                 let s = stats.transport(t);
-                let mut cumulative = 0;
+                // Per-bucket counts, not cumulative ones: the encoder accumulates them itself.
                 let mut buckets = Vec::with_capacity(RTT_BUCKETS_MS.len() + 1);
                 for (i, le) in RTT_BUCKETS_MS.iter().enumerate() {
-                    cumulative += load(&s.rtt_buckets[i]);
-                    buckets.push((*le as f64 / 1000.0, cumulative));
+                    buckets.push((*le as f64 / 1000.0, load(&s.rtt_buckets[i])));
                 }
-                let count = cumulative + load(&s.rtt_buckets[RTT_BUCKETS_MS.len()]);
-                buckets.push((f64::INFINITY, count));
+                buckets.push((f64::INFINITY, load(&s.rtt_buckets[RTT_BUCKETS_MS.len()])));
+                let count = buckets.iter().map(|&(_, n)| n).sum();
                 let sum = load(&s.rtt_sum_micros) as f64 / 1e6;
                 m.encode_family(&[("transport", t.name())])?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_publish_latency_seconds",
+                "From a backend message's publish time (x-published-at, timestamp, publishedAt) to its delivery into every target outbox",
+                None,
+                MetricType::Histogram,
+            )?;
+            for source in Source::ALL {
+                let (buckets, sum) = self.latency.histogram(source);
+                let count = buckets.last().map_or(0, |b| b.1);
+                m.encode_family(&[("source", source.name())])?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
         }
@@ -230,9 +245,13 @@ impl Collector for Collect {
 }
 
 impl Metrics {
-    pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>) -> Self {
+    pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>, latency: Arc<Latency>) -> Self {
         let mut registry = Registry::default();
-        registry.register_collector(Box::new(Collect { engine, amqp }));
+        registry.register_collector(Box::new(Collect {
+            engine,
+            amqp,
+            latency,
+        }));
         Metrics { registry }
     }
 

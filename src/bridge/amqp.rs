@@ -160,7 +160,7 @@ const OUTBOUND_QUEUE: usize = 10_000;
 
 /// Starts the bridge for `io`: forwards unhandled events (when a publish exchange is set) and
 /// runs the connection loop in the background. Returns its stats.
-pub fn spawn(io: Halley, config: AmqpConfig) -> Arc<BridgeStats> {
+pub fn spawn(io: Halley, config: AmqpConfig, latency: Arc<super::Latency>) -> Arc<BridgeStats> {
     let stats = Arc::new(BridgeStats::default());
     let (tx, rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     if config.publish_exchange.is_some() {
@@ -177,7 +177,7 @@ pub fn spawn(io: Halley, config: AmqpConfig) -> Arc<BridgeStats> {
             }
         });
     }
-    tokio::spawn(run(io, config, Arc::clone(&stats), rx));
+    tokio::spawn(run(io, config, Arc::clone(&stats), latency, rx));
     stats
 }
 
@@ -217,12 +217,13 @@ async fn run(
     io: Halley,
     config: AmqpConfig,
     stats: Arc<BridgeStats>,
+    latency: Arc<super::Latency>,
     mut outbound: mpsc::Receiver<Outbound>,
 ) {
     let mut failures: u32 = 0;
     loop {
         let started = Instant::now();
-        let error = match session(&io, &config, &stats, &mut outbound).await {
+        let error = match session(&io, &config, &stats, &latency, &mut outbound).await {
             Ok(()) => "connection closed".to_owned(),
             Err(error) => error.to_string(),
         };
@@ -272,6 +273,7 @@ async fn session(
     io: &Halley,
     config: &AmqpConfig,
     stats: &Arc<BridgeStats>,
+    latency: &super::Latency,
     outbound: &mut mpsc::Receiver<Outbound>,
 ) -> Result<(), SessionError> {
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
@@ -366,7 +368,7 @@ async fn session(
     loop {
         tokio::select! {
             delivery = inbound.next(), if !inbound.is_empty() => match delivery {
-                Some(Some(delivery)) => handle_delivery(io, config, stats, delivery?).await?,
+                Some(Some(delivery)) => handle_delivery(io, config, stats, latency, delivery?).await?,
                 Some(None) | None => return Err(SessionError::ConsumerCancelled),
             },
             reply = replies.next() => match reply {
@@ -413,9 +415,11 @@ async fn handle_delivery(
     io: &Halley,
     config: &AmqpConfig,
     stats: &BridgeStats,
+    latency: &super::Latency,
     delivery: lapin::message::Delivery,
 ) -> Result<(), lapin::Error> {
     stats.consumed.fetch_add(1, Ordering::Relaxed);
+    let published_at = published_at(&delivery.properties);
     let target = target(delivery.properties.headers().as_ref());
     let content_type = delivery
         .properties
@@ -428,6 +432,9 @@ async fn handle_delivery(
         .and_then(|emit| super::deliver(io, emit).map_err(|e| e.to_string()));
     match delivered {
         Ok(sockets) => {
+            if let Some(at) = published_at {
+                latency.record(super::Source::Amqp, at);
+            }
             // Acked only now: the emit sits in every target outbox.
             delivery.acker.ack(BasicAckOptions::default()).await?;
             stats.acked.fetch_add(1, Ordering::Relaxed);
@@ -443,6 +450,23 @@ async fn handle_delivery(
         }
     }
     Ok(())
+}
+
+/// The producer's publish time in ms since the epoch: header `x-published-at` (ms), else the
+/// `timestamp` property (seconds).
+fn published_at(properties: &BasicProperties) -> Option<u64> {
+    let header = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-published-at"))
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+            AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+            AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+            AMQPValue::Timestamp(n) => Some(*n),
+            other => text(other).and_then(|s| s.trim().parse().ok()),
+        });
+    header.or_else(|| properties.timestamp().map(|secs| secs.saturating_mul(1000)))
 }
 
 fn text(value: &AMQPValue) -> Option<String> {

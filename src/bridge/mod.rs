@@ -13,6 +13,9 @@
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
 //! before it returns: an AMQP message is acked only after that.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
 pub mod amqp;
 pub mod auth;
 pub mod mapping;
@@ -21,6 +24,74 @@ pub mod subscribe;
 
 use crate::socketio::{EmitError, Halley};
 use mapping::Emit;
+
+/// Upper bounds of the publish latency histogram, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
+
+/// Publish-to-delivery latency, per source: from the time a producer stamped on a message
+/// (AMQP header `x-published-at` or property `timestamp`, HTTP field `publishedAt`; ms since the
+/// epoch) to the moment it sat in every target outbox. Unstamped messages are not counted.
+#[derive(Debug, Default)]
+pub struct Latency {
+    /// `[amqp, http]` × buckets (+Inf last).
+    buckets: [[AtomicU64; LATENCY_BUCKETS_MS.len() + 1]; 2],
+    sum_ms: [AtomicU64; 2],
+}
+
+/// Where a backend message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Amqp = 0,
+    Http = 1,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Amqp, Source::Http];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Amqp => "amqp",
+            Source::Http => "http",
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl Latency {
+    /// Records a message stamped `published_at` (ms since the epoch) delivered now. A stamp
+    /// from a clock ahead of this one counts as zero.
+    pub fn record(&self, source: Source, published_at: u64) {
+        let ms = now_ms().saturating_sub(published_at);
+        let i = source as usize;
+        let bucket = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|&le| ms <= le)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i][bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_ms[i].fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// Cumulative `(le seconds, count)` pairs ending with +Inf, and the sum in seconds.
+    pub fn histogram(&self, source: Source) -> (Vec<(f64, u64)>, f64) {
+        let i = source as usize;
+        let mut total = 0;
+        let mut out = Vec::with_capacity(LATENCY_BUCKETS_MS.len() + 1);
+        for (b, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            total += self.buckets[i][b].load(Ordering::Relaxed);
+            out.push((*le as f64 / 1000.0, total));
+        }
+        total += self.buckets[i][LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
+        out.push((f64::INFINITY, total));
+        (out, self.sum_ms[i].load(Ordering::Relaxed) as f64 / 1000.0)
+    }
+}
 
 /// Why an emit could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -41,4 +112,33 @@ pub fn deliver(io: &Halley, emit: Emit) -> Result<usize, DeliverError> {
         op = op.to(room);
     }
     Ok(op.emit_args(&emit.event, emit.args, emit.binary)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_bucketed_and_future_stamps_count_as_zero() {
+        let latency = Latency::default();
+        latency.record(Source::Http, now_ms() + 60_000);
+        latency.record(Source::Http, now_ms().saturating_sub(30_000));
+        let (buckets, sum) = latency.histogram(Source::Http);
+        assert_eq!(
+            buckets[0],
+            (0.001, 1),
+            "the future stamp lands in the first bucket"
+        );
+        assert_eq!(buckets.last().copied(), Some((f64::INFINITY, 2)));
+        assert_eq!(
+            buckets[LATENCY_BUCKETS_MS.len() - 1].1,
+            1,
+            "30 s is past the last bound"
+        );
+        assert!(sum >= 30.0);
+        assert_eq!(
+            latency.histogram(Source::Amqp).0.last().map(|b| b.1),
+            Some(0)
+        );
+    }
 }

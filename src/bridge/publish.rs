@@ -51,6 +51,9 @@ struct PublishRequest {
     rooms: Vec<String>,
     #[serde(default)]
     socket: Option<String>,
+    /// The producer's publish time, ms since the epoch (for the latency histogram).
+    #[serde(default, rename = "publishedAt")]
+    published_at: Option<u64>,
 }
 
 fn root() -> String {
@@ -94,6 +97,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub async fn handle(
     io: Halley,
     config: Arc<PublishConfig>,
+    latency: Arc<super::Latency>,
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<Body> {
@@ -133,6 +137,7 @@ pub async fn handle(
         (None, Some(data)) => vec![data],
         (None, None) => Vec::new(),
     };
+    let published_at = request.published_at;
     let mut rooms = request.rooms;
     rooms.extend(request.room);
     rooms.extend(request.socket);
@@ -144,7 +149,12 @@ pub async fn handle(
         binary: Vec::new(),
     };
     match super::deliver(&io, emit) {
-        Ok(delivered) => json_response(StatusCode::OK, &json!({ "delivered": delivered })),
+        Ok(delivered) => {
+            if let Some(at) = published_at {
+                latency.record(super::Source::Http, at);
+            }
+            json_response(StatusCode::OK, &json!({ "delivered": delivered }))
+        }
         Err(e @ DeliverError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
