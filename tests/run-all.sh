@@ -15,7 +15,8 @@ step() { printf '\n=== %s\n' "$*"; }
 
 # --- 1. Install what is missing (Debian packages, one apt-get run) ----------------------------
 # Node.js + npm (interop and browser tests), Python with venv (python-socketio, pika), Chromium
-# (browser tests, never a downloaded browser), RabbitMQ (AMQP bridge tests).
+# (browser tests, never a downloaded browser), RabbitMQ (AMQP bridge tests), nginx and openssl
+# (TLS-terminating proxy test).
 need_apt=()
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
@@ -23,6 +24,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
+{ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need_apt+=(nginx)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
   step "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -30,7 +33,8 @@ if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 CHROMIUM="${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
-export CHROMIUM
+NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
+export CHROMIUM NGINX
 
 # RabbitMQ boots while the build runs; step 5 waits for it.
 if command -v rabbitmq-server >/dev/null 2>&1 && ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
