@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use halley::bridge::{now_ms, Latency, Source};
 use halley::engine::{Cors, EngineConfig};
 use hyper::{Method, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -444,6 +445,90 @@ async fn websocket_heartbeat_pings_and_pongs_keep_session_alive() {
     // Still open and serving.
     ws_send(&mut ws, "4alive").await;
     assert_eq!(ws_text(&mut ws).await, "4alive");
+}
+
+#[tokio::test]
+async fn next_ping_follows_the_pong_by_ping_interval_even_when_ping_timeout_is_longer() {
+    // pingTimeout far above pingInterval: the next ping is due a pingInterval after the pong,
+    // not when the pong deadline would have expired.
+    let mut config = suite_config();
+    config.session.ping_interval = Duration::from_millis(100);
+    config.session.ping_timeout = Duration::from_secs(3);
+    let server = TestServer::start(config).await;
+    let (mut ws, _) = server.ws_handshake().await;
+    assert_eq!(ws_text(&mut ws).await, "2");
+    for round in 0..3 {
+        ws_send(&mut ws, "3").await;
+        let ponged = Instant::now();
+        assert_eq!(ws_text(&mut ws).await, "2", "round {round}");
+        let gap = ponged.elapsed();
+        assert!(
+            gap >= Duration::from_millis(80) && gap < Duration::from_millis(1500),
+            "round {round}: ping {gap:?} after the pong, pingInterval is 100 ms"
+        );
+    }
+}
+
+#[tokio::test]
+async fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+    let server = start().await;
+    let (mut ws, _) = server.ws_handshake().await;
+    for _ in 0..2 {
+        assert_eq!(ws_text(&mut ws).await, "2");
+        ws_send(&mut ws, "3").await;
+    }
+    // Once this echo is back, the pongs before it have been read (and counted).
+    ws_send(&mut ws, "4after").await;
+    loop {
+        match ws_text(&mut ws).await.as_str() {
+            "4after" => break,
+            "2" => ws_send(&mut ws, "3").await,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let latency = std::sync::Arc::new(Latency::default());
+    latency.record(Source::Http, now_ms());
+    latency.record(Source::Http, now_ms().saturating_sub(3000));
+    let text = halley::metrics::Metrics::new(server.engine.clone(), None, latency).render();
+    let value = |series: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line[series.len() + 1..].parse().expect("an integer")
+    };
+    let count = value("halley_ping_rtt_seconds_count{transport=\"websocket\"}");
+    assert!(count >= 2, "{count} RTT samples");
+    let mut previous = 0;
+    for le in [
+        "0.001", "0.002", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "1.0", "5.0",
+    ] {
+        let bucket = value(&format!(
+            "halley_ping_rtt_seconds_bucket{{le=\"{le}\",transport=\"websocket\"}}"
+        ));
+        assert!(
+            bucket >= previous && bucket <= count,
+            "le={le}: {bucket}\n{text}"
+        );
+        previous = bucket;
+    }
+    let inf = value("halley_ping_rtt_seconds_bucket{le=\"+Inf\",transport=\"websocket\"}");
+    assert_eq!(inf, count, "+Inf bucket = count\n{text}");
+
+    let http = |le: &str| {
+        value(&format!(
+            "halley_publish_latency_seconds_bucket{{le=\"{le}\",source=\"http\"}}"
+        ))
+    };
+    assert_eq!(
+        value("halley_publish_latency_seconds_count{source=\"http\"}"),
+        2
+    );
+    assert_eq!(
+        (http("1.0"), http("5.0"), http("+Inf")),
+        (1, 2, 2),
+        "{text}"
+    );
 }
 
 #[tokio::test]

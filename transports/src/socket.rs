@@ -209,7 +209,12 @@ impl Socket {
             self.stats.received(transport, size);
             match result {
                 Ok(Inbound::None) => {}
-                Ok(Inbound::Pong(rtt)) => self.stats.ping_rtt(transport, rtt),
+                Ok(Inbound::Pong(rtt)) => {
+                    self.stats.ping_rtt(transport, rtt);
+                    // The driver sleeps until the pong deadline; the next ping is due a
+                    // pingInterval after this pong, which may be sooner.
+                    self.driver_wake.notify_waiters();
+                }
                 Ok(Inbound::Message(packet)) => {
                     if let Some(msg) = Message::from_packet(packet) {
                         shared.handler.on_message(self, msg);

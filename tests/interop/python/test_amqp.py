@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -171,6 +172,59 @@ class Halley:
         if os.environ.get("HALLEY_SERVER_LOG") == "1":
             sys.stderr.write(f"--- halley {self.port} (exit {code}):\n{self.logs()}")
         return code
+
+
+def http_status(server, path):
+    """``(status, JSON body)`` of a GET, whatever the status."""
+    try:
+        with DIRECT.open(server.url + path, timeout=2) as res:
+            return res.status, json.load(res)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+def wait_status(server, path, status, timeout):
+    """Polls ``path`` until it answers ``status``; returns that answer's body."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = http_status(server, path)
+            if last[0] == status:
+                return last[1]
+        except OSError as error:
+            last = error
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"{path} not {status} within {timeout} s; last: {last!r}; "
+                f"output:\n{server.logs()}"
+            )
+        server.exited.wait(HEALTH_POLL)
+
+
+class HealthzWatch:
+    """Asks ``/healthz`` every HEALTH_POLL s on a thread, recording each status (or error)."""
+
+    def __init__(self, server):
+        self.server = server
+        self.statuses = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.done.is_set():
+            try:
+                self.statuses.append(http_status(self.server, "/healthz")[0])
+            except OSError as error:
+                self.statuses.append(repr(error))
+            self.done.wait(HEALTH_POLL)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(TIMEOUT)
+        return list(self.statuses)
 
 
 class Inbox:
@@ -595,7 +649,8 @@ class BindingTests(BridgeTest):
     os.environ.get("HALLEY_SKIP_BROKER_RESTART") == "1", "HALLEY_SKIP_BROKER_RESTART=1"
 )
 class BrokerRestartTests(BridgeTest):
-    """RabbitMQ restarts under a running halley: browsers stay connected, the bridge comes back."""
+    """RabbitMQ restarts under a running halley: browsers stay connected, the bridge comes back,
+    ``/readyz`` says 503 while the broker is away and ``/healthz`` stays 200."""
 
     def rabbitmqctl(self, *args):
         run = subprocess.run(
@@ -631,6 +686,33 @@ class BrokerRestartTests(BridgeTest):
         self.assertTrue(sio.connected)
         self.assertEqual(sio.inbox.of("disconnect"), [], "the client stayed connected")
         self.assertGreaterEqual(server.health()["amqp"]["connects"], connects + 1)
+
+    def test_readyz_follows_the_broker_healthz_stays_up(self):
+        queue = unique()
+        self.addCleanup(self.delete_queue, queue)  # after halley stops
+        server = self.halley("--amqp-queue", queue)
+        watch = HealthzWatch(server)
+        self.addCleanup(watch.stop)
+        self.assertEqual(http_status(server, "/readyz"), (200, {"status": "ready"}))
+
+        self.addCleanup(self.rabbitmqctl, "start_app")  # whatever happens below
+        self.rabbitmqctl("stop_app")
+        down = wait_status(server, "/readyz", 503, TIMEOUT)
+        self.assertEqual(down["status"], "unavailable")
+        self.assertFalse(down["amqp"]["connected"])
+        self.assertEqual(http_status(server, "/healthz")[0], 200, "alive without the broker")
+
+        self.rabbitmqctl("start_app")
+        self.assertEqual(
+            wait_status(server, "/readyz", 200, RESTART_TIMEOUT), {"status": "ready"}
+        )
+        self.assertTrue(server.health()["amqp"]["connected"])
+
+        statuses = watch.stop()
+        self.assertGreater(len(statuses), 10, "/healthz was asked throughout")
+        self.assertEqual(
+            [s for s in statuses if s != 200], [], "/healthz answered 200 every time"
+        )
 
     def delete_queue(self, queue):
         _, chan = broker()
