@@ -187,19 +187,7 @@ impl Collector for Collect {
                 MetricType::Histogram,
             )?;
             for source in Source::ALL {
-                let (cumulative, sum) = self.latency.histogram(source);
-                let count = cumulative.last().map_or(0, |b| b.1);
-                // `histogram` gives cumulative counts; the encoder wants each bucket's own (it
-                // accumulates them itself).
-                let mut below = 0;
-                let buckets: Vec<(f64, u64)> = cumulative
-                    .iter()
-                    .map(|&(le, n)| {
-                        let own = n - below;
-                        below = n;
-                        (le, own)
-                    })
-                    .collect();
+                let (buckets, count, sum) = self.latency.histogram(source);
                 m.encode_family(&[("source", source.name())])?
                     .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }

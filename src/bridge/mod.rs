@@ -78,18 +78,24 @@ impl Latency {
         self.sum_ms[i].fetch_add(ms, Ordering::Relaxed);
     }
 
-    /// Cumulative `(le seconds, count)` pairs ending with +Inf, and the sum in seconds.
-    pub fn histogram(&self, source: Source) -> (Vec<(f64, u64)>, f64) {
+    /// Each bucket's own `(le seconds, count)`, ending with +Inf (what the Prometheus encoder
+    /// takes: it accumulates them), the total count, and the sum in seconds.
+    pub fn histogram(&self, source: Source) -> (Vec<(f64, u64)>, u64, f64) {
         let i = source as usize;
-        let mut total = 0;
-        let mut out = Vec::with_capacity(LATENCY_BUCKETS_MS.len() + 1);
-        for (b, le) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            total += self.buckets[i][b].load(Ordering::Relaxed);
-            out.push((*le as f64 / 1000.0, total));
-        }
-        total += self.buckets[i][LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
-        out.push((f64::INFINITY, total));
-        (out, self.sum_ms[i].load(Ordering::Relaxed) as f64 / 1000.0)
+        let bounds = LATENCY_BUCKETS_MS
+            .iter()
+            .map(|&le| le as f64 / 1000.0)
+            .chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(&self.buckets[i])
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        (
+            buckets,
+            count,
+            self.sum_ms[i].load(Ordering::Relaxed) as f64 / 1000.0,
+        )
     }
 }
 
@@ -123,22 +129,19 @@ mod tests {
         let latency = Latency::default();
         latency.record(Source::Http, now_ms() + 60_000);
         latency.record(Source::Http, now_ms().saturating_sub(30_000));
-        let (buckets, sum) = latency.histogram(Source::Http);
+        let (buckets, count, sum) = latency.histogram(Source::Http);
         assert_eq!(
             buckets[0],
             (0.001, 1),
             "the future stamp lands in the first bucket"
         );
-        assert_eq!(buckets.last().copied(), Some((f64::INFINITY, 2)));
         assert_eq!(
-            buckets[LATENCY_BUCKETS_MS.len() - 1].1,
-            1,
+            buckets.last().copied(),
+            Some((f64::INFINITY, 1)),
             "30 s is past the last bound"
         );
+        assert_eq!(count, 2);
         assert!(sum >= 30.0);
-        assert_eq!(
-            latency.histogram(Source::Amqp).0.last().map(|b| b.1),
-            Some(0)
-        );
+        assert_eq!(latency.histogram(Source::Amqp).1, 0);
     }
 }
