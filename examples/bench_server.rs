@@ -1,0 +1,33 @@
+//! The benchmark app (the same behaviour is written for each peer under `benches/peers/`):
+//! namespace `/`: `message` → `message-back` with the same arguments to the sender; `bcast` →
+//! `tick` with the same arguments to every socket in `/`. Default heartbeat and limits.
+//!
+//! Run: `cargo run --release --example bench_server` (PORT overrides 8092; PORT=0 picks a free
+//! port). The first line on stdout is `listening on http://127.0.0.1:<port>`.
+
+use std::sync::Arc;
+
+use halley::server;
+use halley::socketio::{Event, Halley, Socket};
+
+fn main() -> std::io::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    tokio::runtime::Runtime::new()?.block_on(run())
+}
+
+async fn run() -> std::io::Result<()> {
+    let io = Halley::builder().build();
+    let root = io.ns("/", |_| {});
+    root.on("message", |socket: &Arc<Socket>, event: Event| {
+        let _ = socket.emit_args("message-back", event.args, event.binary);
+    });
+    let all = Arc::clone(&root);
+    root.on("bcast", move |_socket: &Arc<Socket>, event: Event| {
+        let _ = all.broadcast().emit_args("tick", event.args, event.binary);
+    });
+    server::serve_from_env(io.router(), "127.0.0.1", 8092).await
+}
