@@ -1,0 +1,689 @@
+//! halley-loadgen: a Socket.IO v5 / Engine.IO v4 load generator for the benchmark app
+//! (`examples/bench_server.rs` and its peers under `benches/peers/`).
+//!
+//! Scenarios (one JSON line of results per run on stdout; progress on stderr):
+//! - `s1`: idle memory and CPU: N connected clients (WebSocket or polling); server RSS per
+//!   connection and server CPU per idle second, from /proc/<pid>.
+//! - `s2`: broadcast fan-out to N WebSocket clients: one extra client emits `bcast` with its
+//!   send time (µs since the epoch) at `--rate` per second, or closed-loop at saturation with
+//!   `--rate 0`; the receivers record arrival − stamp of every `tick`.
+//! - `s3`: echo: C clients each emit `message` and wait for `message-back` before the next.
+
+mod eio;
+mod hist;
+mod procfs;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use eio::{Target, Ws};
+use hist::Hist;
+
+#[derive(Parser)]
+#[command(version, about = "Socket.IO / Engine.IO load generator for Halley")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Idle memory and CPU with N connected clients.
+    S1 {
+        #[command(flatten)]
+        common: Common,
+        /// Transport of the idle clients.
+        #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+        transport: Transport,
+    },
+    /// Broadcast fan-out to N WebSocket clients.
+    S2 {
+        #[command(flatten)]
+        common: Common,
+        /// Broadcasts per second; 0 = saturation (closed loop, `--window` broadcasts in flight,
+        /// the broadcaster's own copy of each tick acknowledging it).
+        #[arg(long, default_value_t = 10.0)]
+        rate: f64,
+        /// Broadcasts in flight at saturation (`--rate 0`).
+        #[arg(long, default_value_t = 4)]
+        window: u64,
+        /// Seconds to wait after the last broadcast for the deliveries still under way.
+        #[arg(long, default_value_t = 5.0)]
+        drain: f64,
+    },
+    /// Echo round trips from C WebSocket clients.
+    S3 {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// The server, http://host:port.
+    #[arg(long, default_value = "http://127.0.0.1:8092")]
+    url: String,
+    /// The Engine.IO path.
+    #[arg(long, default_value = "/socket.io/")]
+    path: String,
+    /// Clients (capped below this process's open-files limit).
+    #[arg(long, default_value_t = 1000)]
+    clients: u64,
+    /// Measurement window in seconds (s1: the idle CPU window; s2: broadcasting; s3: echoing).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// The server's pid, for RSS and CPU time from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Loopback source addresses to bind clients to, round-robin (e.g. 127.0.0.1,127.0.0.2):
+    /// each address has its own ~28k ephemeral ports. Empty: the kernel picks.
+    #[arg(long, value_delimiter = ',')]
+    sources: Vec<Ipv4Addr>,
+    /// Connection attempts in flight at once. Keep it under the server's listen backlog (128
+    /// for a listener from std/tokio `bind`), or overflowed SYNs come back after a 1 s retry.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Seconds to let the server settle after the last connect, before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
+enum Transport {
+    Websocket,
+    Polling,
+}
+
+/// Counters shared by every client task.
+#[derive(Default)]
+struct Stats {
+    attempted: AtomicU64,
+    connected: AtomicU64,
+    connect_errors: AtomicU64,
+    /// Clients that lost their connection after connecting.
+    dropped: AtomicU64,
+    /// Connect (TCP + handshake + namespace) times, µs.
+    connect_us: Hist,
+    /// Error message → count (at most `MAX_ERROR_KINDS` kinds kept).
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+const MAX_ERROR_KINDS: usize = 20;
+
+impl Stats {
+    fn error(&self, what: &str, e: &str) {
+        let key = format!("{what}: {e}");
+        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        let len = errors.len();
+        if let Some(n) = errors.get_mut(&key) {
+            *n += 1;
+        } else if len < MAX_ERROR_KINDS {
+            errors.insert(key, 1);
+        } else {
+            *errors.entry("(other kinds)".into()).or_default() += 1;
+        }
+    }
+
+    fn json(&self) -> Value {
+        let errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        json!({
+            "connected": self.connected.load(Relaxed),
+            "connect_errors": self.connect_errors.load(Relaxed),
+            "dropped": self.dropped.load(Relaxed),
+            "connect": self.connect_us.summary_ms(),
+            "errors": *errors,
+        })
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Runs the scenario's clients: connects `n` clients at most `concurrency` at a time, each then
+/// running `run` until it returns (an `Err` counts as a drop) or the process ends.
+struct Clients {
+    target: Arc<Target>,
+    sources: Vec<IpAddr>,
+    concurrency: usize,
+    stats: Arc<Stats>,
+}
+
+impl Clients {
+    fn source(&self, i: u64) -> Option<IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i as usize % self.sources.len()])
+    }
+
+    /// Connects `n` clients with `connect`, then runs `run` on each; returns when every connect
+    /// attempt has finished, with the seconds the attempts took.
+    async fn spawn<C, CF, T, R, RF>(&self, n: u64, connect: C, run: R) -> f64
+    where
+        C: Fn(Arc<Target>, Option<IpAddr>) -> CF + Clone + Send + 'static,
+        CF: Future<Output = Result<T, String>> + Send + 'static,
+        T: Send + 'static,
+        R: Fn(T, u64) -> RF + Clone + Send + 'static,
+        RF: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let semaphore = Arc::new(Semaphore::new(self.concurrency.max(1)));
+        let start = Instant::now();
+        let base = self.stats.attempted.load(Relaxed);
+        for i in 0..n {
+            let Ok(permit) = Arc::clone(&semaphore).acquire_owned().await else {
+                break;
+            };
+            let (connect, run) = (connect.clone(), run.clone());
+            let (target, source, stats) =
+                (Arc::clone(&self.target), self.source(i), Arc::clone(&self.stats));
+            tokio::spawn(async move {
+                let t0 = Instant::now();
+                let result = tokio::time::timeout(eio::CONNECT_TIMEOUT, connect(target, source))
+                    .await
+                    .unwrap_or_else(|_| Err("connect timed out".into()));
+                drop(permit);
+                let client = match result {
+                    Ok(client) => {
+                        stats.connect_us.record(t0.elapsed().as_micros() as u64);
+                        stats.connected.fetch_add(1, Relaxed);
+                        stats.attempted.fetch_add(1, Relaxed);
+                        client
+                    }
+                    Err(e) => {
+                        stats.connect_errors.fetch_add(1, Relaxed);
+                        stats.error("connect", &e);
+                        stats.attempted.fetch_add(1, Relaxed);
+                        return;
+                    }
+                };
+                if let Err(e) = run(client, i).await {
+                    stats.dropped.fetch_add(1, Relaxed);
+                    stats.error("run", &e);
+                }
+            });
+        }
+        while self.stats.attempted.load(Relaxed) < base + n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        start.elapsed().as_secs_f64()
+    }
+}
+
+/// A WebSocket client that only stays connected: answers pings until the connection ends.
+async fn ws_idle(mut ws: Ws) -> Result<(), String> {
+    loop {
+        let text = eio::next_text(&mut ws).await?;
+        if eio::control(&text)? {
+            eio::send_text(&mut ws, "3").await?;
+        }
+    }
+}
+
+/// Caps `wanted` clients (plus `extra` connections) below the open-files limit.
+fn cap_clients(wanted: u64, extra: u64) -> (u64, Option<u64>) {
+    let limit = procfs::nofile_limit().unwrap_or(1024);
+    // stdio, the runtime's epoll and eventfd, /proc reads, and some headroom.
+    let max = limit.saturating_sub(64 + extra);
+    if wanted > max {
+        eprintln!("loadgen: open-files limit {limit}: capping {wanted} clients to {max}");
+        (max, Some(wanted))
+    } else {
+        (wanted, None)
+    }
+}
+
+struct ServerProbe {
+    pid: Option<u32>,
+}
+
+impl ServerProbe {
+    fn rss(&self) -> Option<u64> {
+        self.pid.and_then(|p| procfs::rss_kib(Some(p)))
+    }
+    fn cpu(&self) -> Option<f64> {
+        self.pid.and_then(|p| procfs::cpu_secs(Some(p)))
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let result = match cli.scenario {
+        Scenario::S1 { common, transport } => s1(common, transport).await,
+        Scenario::S2 {
+            common,
+            rate,
+            window,
+            drain,
+        } => s2(common, rate, window, drain).await,
+        Scenario::S3 { common } => s3(common).await,
+    };
+    let code = match result {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            println!("{}", json!({ "error": e }));
+            1
+        }
+    };
+    // The client tasks are still running; don't wait for them.
+    std::process::exit(code);
+}
+
+async fn setup(common: &Common) -> Result<Clients, String> {
+    let target = Target::resolve(&common.url, &common.path).await?;
+    Ok(Clients {
+        target: Arc::new(target),
+        sources: common.sources.iter().map(|&ip| IpAddr::V4(ip)).collect(),
+        concurrency: common.concurrency,
+        stats: Arc::new(Stats::default()),
+    })
+}
+
+fn base_json(scenario: &str, common: &Common, clients: u64, capped_from: Option<u64>) -> Value {
+    json!({
+        "scenario": scenario,
+        "url": common.url,
+        "clients": clients,
+        "clients_capped_from": capped_from,
+        "sources": common.sources.len().max(1),
+        "server_pid": common.pid,
+        "loadgen_rss_kib": procfs::rss_kib(None),
+        "loadgen_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    })
+}
+
+fn merge(into: &mut Value, from: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, from) {
+        a.extend(b);
+    }
+}
+
+async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
+    let (n, capped_from) = cap_clients(common.clients, 0);
+    let duration = common.duration.unwrap_or(30.0);
+    let clients = setup(&common).await?;
+    let server = ServerProbe { pid: common.pid };
+    let rss_before = server.rss();
+    let cpu_start = server.cpu();
+
+    eprintln!("s1: connecting {n} {transport:?} clients");
+    let connect_secs = match transport {
+        Transport::Websocket => {
+            clients
+                .spawn(
+                    n,
+                    |t, src| async move { eio::ws_connect(&t, src).await },
+                    |ws, _| ws_idle(ws),
+                )
+                .await
+        }
+        Transport::Polling => {
+            clients
+                .spawn(
+                    n,
+                    |t, src| async move { eio::polling_connect(&t, src).await },
+                    |mut p: eio::Polling, _| async move {
+                        loop {
+                            p.poll_once().await?;
+                        }
+                    },
+                )
+                .await
+        }
+    };
+    let cpu_connected = server.cpu();
+    let connected = clients.stats.connected.load(Relaxed);
+    eprintln!("s1: {connected} connected in {connect_secs:.2}s; settling");
+    tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
+
+    let rss_connected = server.rss();
+    let self_cpu0 = procfs::cpu_secs(None);
+    let cpu0 = server.cpu();
+    let t0 = Instant::now();
+    eprintln!("s1: idle window of {duration}s");
+    tokio::time::sleep(Duration::from_secs_f64(duration)).await;
+    let cpu1 = server.cpu();
+    let window = t0.elapsed().as_secs_f64();
+    let self_cpu1 = procfs::cpu_secs(None);
+    let rss_end = server.rss();
+
+    let mut out = base_json("s1", &common, n, capped_from);
+    merge(
+        &mut out,
+        json!({
+            "transport": format!("{transport:?}").to_lowercase(),
+            "connect_secs": round3(connect_secs),
+            "connects_per_s": round3(connected as f64 / connect_secs.max(1e-9)),
+            "server_cpu_connect_s": cpu_start.zip(cpu_connected).map(|(a, b)| round3(b - a)),
+            "server_rss_before_kib": rss_before,
+            "server_rss_connected_kib": rss_connected,
+            "server_rss_end_kib": rss_end,
+            "server_rss_per_conn_bytes": rss_before.zip(rss_connected).filter(|_| connected > 0)
+                .map(|(a, b)| ((b as f64 - a as f64) * 1024.0 / connected as f64).round()),
+            "server_hwm_kib": common.pid.and_then(|p| procfs::hwm_kib(Some(p))),
+            "idle_window_s": round3(window),
+            "server_cpu_idle_s_per_s": cpu0.zip(cpu1).map(|(a, b)| ((b - a) / window * 1e5).round() / 1e5),
+            "loadgen_cpu_idle_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| ((b - a) / window * 1e5).round() / 1e5),
+        }),
+    );
+    merge(&mut out, clients.stats.json());
+    Ok(out)
+}
+
+/// Deliveries of `tick`, for s2.
+#[derive(Default)]
+struct Fanout {
+    latency_us: Hist,
+    delivered: AtomicU64,
+    bad: AtomicU64,
+    last_us: AtomicU64,
+}
+
+/// Parses `42["tick",<stamp µs>,<seq>]`; returns the stamp.
+fn tick_stamp(text: &str) -> Option<u64> {
+    let rest = text.strip_prefix("42[\"tick\",")?;
+    let end = rest.find(|c: char| !c.is_ascii_digit())?;
+    rest[..end].parse().ok()
+}
+
+async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value, String> {
+    let (n, capped_from) = cap_clients(common.clients, 1);
+    let duration = common.duration.unwrap_or(10.0);
+    let clients = setup(&common).await?;
+    let server = ServerProbe { pid: common.pid };
+    let fanout = Arc::new(Fanout::default());
+
+    eprintln!("s2: connecting {n} receivers");
+    let f = Arc::clone(&fanout);
+    let connect_secs = clients
+        .spawn(
+            n,
+            |t, src| async move { eio::ws_connect(&t, src).await },
+            move |mut ws: Ws, _| {
+                let f = Arc::clone(&f);
+                async move {
+                    loop {
+                        let text = eio::next_text(&mut ws).await?;
+                        if text.starts_with("42[\"tick\",") {
+                            let now = now_us();
+                            match tick_stamp(&text) {
+                                Some(stamp) => {
+                                    f.latency_us.record(now.saturating_sub(stamp));
+                                    f.delivered.fetch_add(1, Relaxed);
+                                    f.last_us.fetch_max(now, Relaxed);
+                                }
+                                None => {
+                                    f.bad.fetch_add(1, Relaxed);
+                                }
+                            }
+                        } else if eio::control(&text)? {
+                            eio::send_text(&mut ws, "3").await?;
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+    let receivers = clients.stats.connected.load(Relaxed);
+    eprintln!("s2: {receivers} receivers in {connect_secs:.2}s; settling");
+    let mut bws = eio::ws_connect(&clients.target, clients.source(n))
+        .await
+        .map_err(|e| format!("broadcaster: {e}"))?;
+    tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
+
+    let rss0 = server.rss();
+    let cpu0 = server.cpu();
+    let self_cpu0 = procfs::cpu_secs(None);
+    let start_us = now_us();
+    let start = Instant::now();
+    let deadline = tokio::time::Instant::from_std(start + Duration::from_secs_f64(duration));
+    let mut sent: u64 = 0;
+    let mut own: u64 = 0;
+    let mut broadcaster_error: Option<String> = None;
+    eprintln!(
+        "s2: broadcasting for {duration}s at {}",
+        if rate > 0.0 { format!("{rate}/s") } else { format!("saturation, window {window}") }
+    );
+    let bcast = |seq: u64| format!("42[\"bcast\",{},{seq}]", now_us());
+    let result: Result<(), String> = async {
+        if rate > 0.0 {
+            let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            loop {
+                tokio::select! {
+                    at = interval.tick() => {
+                        if at >= deadline { break; }
+                        eio::send_text(&mut bws, bcast(sent)).await?;
+                        sent += 1;
+                    }
+                    text = eio::next_text(&mut bws) => {
+                        let text = text?;
+                        if text.starts_with("42[\"tick\",") { own += 1; }
+                        else if eio::control(&text)? { eio::send_text(&mut bws, "3").await?; }
+                    }
+                }
+            }
+        } else {
+            while sent < window.max(1) {
+                eio::send_text(&mut bws, bcast(sent)).await?;
+                sent += 1;
+            }
+            loop {
+                let text = tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    text = eio::next_text(&mut bws) => text?,
+                };
+                if text.starts_with("42[\"tick\",") {
+                    own += 1;
+                    if tokio::time::Instant::now() < deadline {
+                        eio::send_text(&mut bws, bcast(sent)).await?;
+                        sent += 1;
+                    }
+                } else if eio::control(&text)? {
+                    eio::send_text(&mut bws, "3").await?;
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        broadcaster_error = Some(e);
+    }
+    let send_secs = start.elapsed().as_secs_f64();
+    // Keep the broadcaster's connection alive (and read) while the deliveries drain.
+    tokio::spawn(async move {
+        let _ = ws_idle(bws).await;
+    });
+    let expected = sent * receivers;
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(drain);
+    while fanout.delivered.load(Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cpu1 = server.cpu();
+    let self_cpu1 = procfs::cpu_secs(None);
+    let wall = start.elapsed().as_secs_f64();
+    let rss1 = server.rss();
+    let delivered = fanout.delivered.load(Relaxed);
+    let last_us = fanout.last_us.load(Relaxed);
+    let delivery_secs = (last_us.saturating_sub(start_us) as f64 / 1e6).max(1e-9);
+
+    let mut out = base_json("s2", &common, n, capped_from);
+    merge(
+        &mut out,
+        json!({
+            "rate": if rate > 0.0 { json!(rate) } else { json!("saturation") },
+            "window": (rate <= 0.0).then_some(window),
+            "connect_secs": round3(connect_secs),
+            "connects_per_s": round3(receivers as f64 / connect_secs.max(1e-9)),
+            "receivers": receivers,
+            "broadcasts_sent": sent,
+            "broadcasts_per_s": round3(sent as f64 / send_secs),
+            "broadcaster_own_ticks": own,
+            "broadcaster_error": broadcaster_error,
+            "expected": expected,
+            "delivered": delivered,
+            "lost": expected.saturating_sub(delivered),
+            "unparsed_ticks": fanout.bad.load(Relaxed),
+            "send_secs": round3(send_secs),
+            "deliveries_per_s": round3(delivered as f64 / delivery_secs),
+            "latency": fanout.latency_us.summary_ms(),
+            "server_rss_start_kib": rss0,
+            "server_rss_end_kib": rss1,
+            "server_cpu_s_per_s": cpu0.zip(cpu1).map(|(a, b)| round3((b - a) / wall)),
+            "loadgen_cpu_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| round3((b - a) / wall)),
+        }),
+    );
+    merge(&mut out, clients.stats.json());
+    Ok(out)
+}
+
+/// Echo results, for s3.
+#[derive(Default)]
+struct Echo {
+    rtt_us: Hist,
+    round_trips: AtomicU64,
+    mismatched: AtomicU64,
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+async fn s3(common: Common) -> Result<Value, String> {
+    let (n, capped_from) = cap_clients(common.clients, 0);
+    let duration = common.duration.unwrap_or(10.0);
+    let clients = setup(&common).await?;
+    let server = ServerProbe { pid: common.pid };
+    let echo = Arc::new(Echo::default());
+    // The clients wait for the start signal, then echo until the deadline it carries.
+    let (go_tx, go_rx) = tokio::sync::watch::channel::<Option<Instant>>(None);
+
+    eprintln!("s3: connecting {n} clients");
+    let e = Arc::clone(&echo);
+    let connect_secs = clients
+        .spawn(
+            n,
+            |t, src| async move { eio::ws_connect(&t, src).await },
+            move |mut ws: Ws, _| {
+                let echo = Arc::clone(&e);
+                let mut go = go_rx.clone();
+                async move {
+                    // Stay responsive to pings while waiting for the start.
+                    let deadline = loop {
+                        if let Some(deadline) = *go.borrow_and_update() {
+                            break deadline;
+                        }
+                        tokio::select! {
+                            changed = go.changed() => { if changed.is_err() { return Ok(()); } }
+                            text = eio::next_text(&mut ws) => {
+                                if eio::control(&text?)? { eio::send_text(&mut ws, "3").await?; }
+                            }
+                        }
+                    };
+                    echo.started.fetch_add(1, Relaxed);
+                    let mut seq: u64 = 0;
+                    let result: Result<(), String> = async {
+                        while Instant::now() < deadline {
+                            let t0 = Instant::now();
+                            eio::send_text(&mut ws, format!("42[\"message\",{seq}]")).await?;
+                            let expect = format!("42[\"message-back\",{seq}]");
+                            loop {
+                                let text = eio::next_text(&mut ws).await?;
+                                if text.starts_with("42[\"message-back\",") {
+                                    if *text != *expect {
+                                        echo.mismatched.fetch_add(1, Relaxed);
+                                    }
+                                    break;
+                                }
+                                if eio::control(&text)? {
+                                    eio::send_text(&mut ws, "3").await?;
+                                }
+                            }
+                            echo.rtt_us.record(t0.elapsed().as_micros() as u64);
+                            echo.round_trips.fetch_add(1, Relaxed);
+                            seq += 1;
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    echo.finished.fetch_add(1, Relaxed);
+                    result?;
+                    // Stay connected (idle) until the process ends.
+                    ws_idle(ws).await
+                }
+            },
+        )
+        .await;
+    let connected = clients.stats.connected.load(Relaxed);
+    eprintln!("s3: {connected} connected in {connect_secs:.2}s; settling");
+    tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
+
+    let cpu0 = server.cpu();
+    let self_cpu0 = procfs::cpu_secs(None);
+    let start = Instant::now();
+    let _ = go_tx.send(Some(start + Duration::from_secs_f64(duration)));
+    eprintln!("s3: echoing for {duration}s");
+    tokio::time::sleep(Duration::from_secs_f64(duration)).await;
+    // Wait for the round trips in flight at the deadline (bounded).
+    let limit = Instant::now() + Duration::from_secs(5);
+    while echo.finished.load(Relaxed) < echo.started.load(Relaxed) && Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu1 = server.cpu();
+    let self_cpu1 = procfs::cpu_secs(None);
+    let round_trips = echo.round_trips.load(Relaxed);
+
+    let mut out = base_json("s3", &common, n, capped_from);
+    merge(
+        &mut out,
+        json!({
+            "connect_secs": round3(connect_secs),
+            "connects_per_s": round3(connected as f64 / connect_secs.max(1e-9)),
+            "duration_s": round3(wall),
+            "round_trips": round_trips,
+            "round_trips_per_s": round3(round_trips as f64 / wall),
+            "mismatched": echo.mismatched.load(Relaxed),
+            "rtt": echo.rtt_us.summary_ms(),
+            "server_rss_kib": server.rss(),
+            "server_cpu_s_per_s": cpu0.zip(cpu1).map(|(a, b)| round3((b - a) / wall)),
+            "loadgen_cpu_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| round3((b - a) / wall)),
+        }),
+    );
+    merge(&mut out, clients.stats.json());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tick_stamps() {
+        assert_eq!(tick_stamp("42[\"tick\",1700000000000000,5]"), Some(1_700_000_000_000_000));
+        assert_eq!(tick_stamp("42[\"tick\",\"x\"]"), None);
+        assert_eq!(tick_stamp("42[\"tock\",1,2]"), None);
+    }
+
+    #[test]
+    fn control_packets() {
+        assert_eq!(eio::control("2"), Ok(true));
+        assert_eq!(eio::control("40{\"sid\":\"x\"}"), Ok(false));
+        assert!(eio::control("1").is_err());
+        assert!(eio::control("41").is_err());
+    }
+}
