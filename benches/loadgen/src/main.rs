@@ -286,6 +286,7 @@ async fn main() {
 }
 
 async fn setup(common: &Common) -> Result<Clients, String> {
+    TIME_WAIT_AT_START.get_or_init(procfs::tcp_time_wait);
     let target = Target::resolve(&common.url, &common.path).await?;
     Ok(Clients {
         target: Arc::new(target),
@@ -294,6 +295,8 @@ async fn setup(common: &Common) -> Result<Clients, String> {
         stats: Arc::new(Stats::default()),
     })
 }
+
+static TIME_WAIT_AT_START: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
 
 fn base_json(scenario: &str, common: &Common, clients: u64, capped_from: Option<u64>) -> Value {
     json!({
@@ -304,6 +307,7 @@ fn base_json(scenario: &str, common: &Common, clients: u64, capped_from: Option<
         "sources": common.sources.len().max(1),
         "server_pid": common.pid,
         "loadgen_rss_kib": procfs::rss_kib(None),
+        "tcp_time_wait_at_start": TIME_WAIT_AT_START.get().copied().flatten(),
         "loadgen_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     })
 }

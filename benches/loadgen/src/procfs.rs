@@ -52,3 +52,17 @@ pub fn nofile_limit() -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// TCP sockets in TIME_WAIT on this host (from /proc/net/sockstat). Many of them (left by a
+/// previous run) slow down the kernel's choice of source ports, and so the connect rate.
+pub fn tcp_time_wait() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "tw" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
