@@ -47,7 +47,7 @@ async fn run(config: Config) {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+    let listener = match server::bind(config.listen) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("halley: cannot listen on {}: {error}", config.listen);
