@@ -10,10 +10,11 @@
 //! The page itself is `demo.html`, plain HTML/CSS and ES3, loading only Halley's client.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::bridge::now_ms;
 use crate::socketio::{Event, Halley, Socket};
 
 /// The page served at `/`.
@@ -21,13 +22,6 @@ pub const PAGE: &str = include_str!("demo.html");
 
 /// The namespace the demo uses.
 pub const NAMESPACE: &str = "/demo";
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
 
 /// Declares `/demo` on `io` and starts its feed (on the current tokio runtime).
 pub fn install(io: &Halley) {

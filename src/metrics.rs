@@ -6,10 +6,8 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use halley_transports::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
-use halley_transports::{Body, Engine, TransportKind};
-use http_body_util::{BodyExt, Full};
+use halley_transports::{full, Body, Engine, TransportKind};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
 use prometheus_client::collector::Collector;
@@ -264,7 +262,7 @@ impl Metrics {
 
     /// The `/metrics` response.
     pub fn response(&self) -> Response<Body> {
-        let mut res = Response::new(Full::new(Bytes::from(self.render())).boxed_unsync());
+        let mut res = Response::new(full(self.render()));
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

@@ -14,8 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use halley_transports::{Body, Engine};
-use http_body_util::{BodyExt, Full};
+use halley_transports::{full, Body, Engine};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -137,11 +136,11 @@ fn serve_page(req: &Request<Incoming>, page: &Page) -> Response<Body> {
         .iter()
         .any(|v| v == page.etag || v == "*");
     let mut res = if fresh {
-        let mut res = Response::new(Full::new(Bytes::new()).boxed_unsync());
+        let mut res = Response::new(full(Bytes::new()));
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         res
     } else {
-        let mut res = Response::new(Full::new(page.body.clone()).boxed_unsync());
+        let mut res = Response::new(full(page.body.clone()));
         res.headers_mut()
             .insert(header::CONTENT_TYPE, page.content_type.clone());
         res
@@ -159,7 +158,7 @@ fn serve_page(req: &Request<Incoming>, page: &Page) -> Response<Body> {
 
 fn status(code: StatusCode) -> Response<Body> {
     let reason = code.canonical_reason().unwrap_or("");
-    let mut res = Response::new(Full::new(Bytes::from(format!("{reason}\n"))).boxed_unsync());
+    let mut res = Response::new(full(format!("{reason}\n")));
     *res.status_mut() = code;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -11,8 +11,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use halley_transports::full;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -61,7 +61,7 @@ fn root() -> String {
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut res = Response::new(Full::new(Bytes::from(body.to_string())).boxed_unsync());
+    let mut res = Response::new(full(body.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,

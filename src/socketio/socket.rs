@@ -262,18 +262,25 @@ impl Socket {
         args: Vec<Value>,
         binary: Vec<Bytes>,
     ) -> Result<(), EmitError> {
-        check_event(event)?;
-        let frames = packet::encode_args(self.ns(), Some(event), None, &args, &binary);
-        self.push(&frames, false)
+        self.send_event(event, &args, &binary, false)
     }
 
     /// Emits `event` with one argument, dropped rather than queued when the client's outbox is
     /// full (for data that is stale by the time it would arrive).
     pub fn emit_volatile(&self, event: &str, data: &impl Serialize) -> Result<(), EmitError> {
+        self.send_event(event, &[serde_json::to_value(data)?], &[], true)
+    }
+
+    fn send_event(
+        &self,
+        event: &str,
+        args: &[Value],
+        binary: &[Bytes],
+        volatile: bool,
+    ) -> Result<(), EmitError> {
         check_event(event)?;
-        let args = [serde_json::to_value(data)?];
-        let frames = packet::encode_args(self.ns(), Some(event), None, &args, &[]);
-        self.push(&frames, true)
+        let frames = packet::encode_args(self.ns(), Some(event), None, args, binary);
+        self.push(&frames, volatile)
     }
 
     /// Emits `event` and waits for the client's ack, at most the configured ack timeout.

@@ -29,7 +29,8 @@ use crate::{framing, polling, streaming, websocket};
 /// The body of every response the engine produces.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
-pub(crate) fn full(data: impl Into<Bytes>) -> Body {
+/// A complete (non-streaming) response body.
+pub fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into()).boxed_unsync()
 }
 

@@ -46,7 +46,7 @@ pub mod stats;
 mod streaming;
 mod websocket;
 
-pub use engine::{Body, Cors, Engine, EngineConfig, EngineError, Handler};
+pub use engine::{full, Body, Cors, Engine, EngineConfig, EngineError, Handler};
 pub use packet::{Frame, Packet, Str};
 pub use session::{CloseReason, PushError, SessionConfig, TransportKind};
 pub use socket::{Handshake, Message, Socket};

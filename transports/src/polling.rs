@@ -41,7 +41,8 @@ impl Drop for Posting<'_> {
     }
 }
 
-fn refused(socket: &Socket, error: AttachError) -> EngineError {
+/// The response to a refused receiver or upstream request (shared by every HTTP transport).
+pub(crate) fn refused(socket: &Socket, error: AttachError) -> EngineError {
     match error {
         AttachError::Closed => EngineError::UnknownSid,
         AttachError::TransportMismatch => EngineError::BadRequest,

@@ -22,7 +22,8 @@ use hyper::Response;
 use crate::engine::{Body, EngineError, Framing, Shared};
 use crate::framing;
 use crate::packet::Frame;
-use crate::session::{AttachError, ReceiverId, TransportKind};
+use crate::polling;
+use crate::session::{ReceiverId, TransportKind};
 use crate::socket::Socket;
 use crate::stats::EngineStats;
 
@@ -35,14 +36,10 @@ pub(crate) fn attach(
     transport: TransportKind,
     framing: &Framing,
 ) -> Result<Response<Body>, EngineError> {
-    let id = socket.lock().attach(transport).map_err(|e| match e {
-        AttachError::Closed => EngineError::UnknownSid,
-        AttachError::TransportMismatch => EngineError::BadRequest,
-        AttachError::Overlap => {
-            socket.wake_all();
-            EngineError::BadRequest
-        }
-    })?;
+    let id = socket
+        .lock()
+        .attach(transport)
+        .map_err(|e| polling::refused(socket, e))?;
     let (prelude, content_type) = match framing {
         Framing::Html(index) => (framing::html_prelude(index), "text/html; charset=UTF-8"),
         Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
