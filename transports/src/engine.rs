@@ -76,8 +76,9 @@ pub struct EngineConfig {
     /// Packets per long-polling response at most; the rest wait for the next poll.
     /// python-engineio's client refuses a payload of more than 16 packets, so that is the default.
     pub max_poll_packets: usize,
-    /// Read buffer per WebSocket connection. Small: most frames are small, and idle connections
-    /// must stay cheap.
+    /// Read buffer per WebSocket connection, held for the connection's life. Small (1 KiB):
+    /// most Socket.IO frames are small and idle connections must stay cheap; a larger frame
+    /// grows the buffer while it is read, in reads of at most this size.
     pub ws_read_buffer: usize,
 }
 
@@ -92,7 +93,7 @@ impl Default for EngineConfig {
             jsonp: true,
             stream_limit: 128 * 1024,
             max_poll_packets: 16,
-            ws_read_buffer: 4096,
+            ws_read_buffer: 1024,
         }
     }
 }
@@ -364,7 +365,7 @@ impl Engine {
         }
         let handshake = Handshake {
             remote_addr,
-            headers: req.headers().clone(),
+            headers: owned_headers(req.headers()),
             query: query_string.clone(),
         };
         if transport == TransportKind::WebSocket {
@@ -516,6 +517,20 @@ pub(crate) fn open(
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
     shared.handler.on_open(&socket);
     Ok(socket)
+}
+
+/// A copy of the request's headers that owns its bytes. hyper parses header values as slices
+/// of the connection's 8 KiB read buffer, so keeping the request's own map for the session's
+/// life would pin that whole buffer to every connection (measured: 8 KiB per idle WebSocket).
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes())
+            .unwrap_or_else(|_| unreachable!("the bytes came from a valid HeaderValue"));
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 fn handshake_packet(config: &EngineConfig, sid: &Sid, transport: TransportKind) -> Packet {

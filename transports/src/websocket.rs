@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::upgrade::Upgraded;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -64,32 +64,20 @@ pub(crate) fn accept(
         .ok_or(EngineError::BadRequest)?;
     let accept_key = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
         .map_err(|_| EngineError::BadRequest)?;
-    let on_upgrade = hyper::upgrade::on(req);
-    let task_shared = Arc::clone(shared);
-    shared.tasks.spawn(async move {
-        let shared = task_shared;
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => {
-                tracing::debug!(%error, "websocket upgrade failed");
-                return;
-            }
-        };
-        let ws = Ws::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(ws_config(&shared)),
-        )
-        .await;
-        match target {
-            Target::Open(handshake) => open(shared, ws, handshake).await,
-            Target::Upgrade(socket) => {
+    // Only the box is captured: a parked connection's task holds `run` and nothing beside it.
+    let starting = Box::pin(start(Arc::clone(shared), hyper::upgrade::on(req), target));
+    let task = async move {
+        let running = match starting.await {
+            Some((shared, ws, socket)) => {
                 let span =
                     tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
-                probe(shared, ws, socket).instrument(span).await
+                run(shared, ws, socket).instrument(span)
             }
-        }
-    });
+            None => return,
+        };
+        running.await
+    };
+    shared.tasks.spawn(task);
     let mut res = Response::new(full(Bytes::new()));
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
@@ -108,24 +96,59 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
         .max_frame_size(Some(max))
 }
 
-async fn open(shared: Arc<Shared>, mut ws: Ws, handshake: Handshake) {
-    let socket = match engine::open(&shared, TransportKind::WebSocket, handshake) {
-        Ok(socket) => socket,
-        Err(_) => return close_ws(&mut ws, CloseCode::Again).await,
+/// Waits for the upgraded connection and binds it to its session: a new one, or the one it
+/// probes. `None` when the connection was closed instead.
+///
+/// An idle connection spends its life parked in [`run`], so the task's size is a
+/// per-connection cost: this setup and the rare, larger paths (probing an upgrade, writing,
+/// closing) run in boxes that exist only while they run.
+async fn start(
+    shared: Arc<Shared>,
+    on_upgrade: OnUpgrade,
+    target: Target,
+) -> Option<(Arc<Shared>, Ws, Arc<Socket>)> {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(error) => {
+            tracing::debug!(%error, "websocket upgrade failed");
+            return None;
+        }
     };
-    if socket.lock().attach(TransportKind::WebSocket).is_err() {
-        return close_ws(&mut ws, CloseCode::Normal).await;
+    let mut ws =
+        Ws::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&shared))).await;
+    match target {
+        Target::Open(handshake) => match open(&shared, handshake) {
+            Ok(socket) => Some((shared, ws, socket)),
+            Err(code) => {
+                close_ws(&mut ws, code).await;
+                None
+            }
+        },
+        Target::Upgrade(socket) => {
+            let span = tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
+            let upgraded = probe(&shared, &mut ws, &socket).instrument(span).await;
+            upgraded.then_some((shared, ws, socket))
+        }
     }
-    let span = tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
-    run(shared, ws, socket).instrument(span).await;
+}
+
+/// Opens a session whose first transport is this WebSocket.
+fn open(shared: &Arc<Shared>, handshake: Handshake) -> Result<Arc<Socket>, CloseCode> {
+    let socket = engine::open(shared, TransportKind::WebSocket, handshake)
+        .map_err(|_| CloseCode::Again)?;
+    if socket.lock().attach(TransportKind::WebSocket).is_err() {
+        return Err(CloseCode::Normal);
+    }
+    Ok(socket)
 }
 
 /// Serves an upgrade probe: answers `2probe` with `3probe`, takes the session over on `5`.
 /// Anything else, a timeout, or a session that cannot upgrade closes the probe and leaves the
 /// session on polling (or as it was, if it already upgraded).
-async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
+async fn probe(shared: &Shared, ws: &mut Ws, socket: &Socket) -> bool {
     if !socket.lock().can_upgrade() {
-        return close_ws(&mut ws, CloseCode::Normal).await;
+        close_ws(ws, CloseCode::Normal).await;
+        return false;
     }
     let mut probed = false;
     loop {
@@ -160,7 +183,7 @@ async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                         shared.stats.upgraded(from);
                         socket.wake_all();
                         tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
-                        return run(shared, ws, socket).await;
+                        return true;
                     }
                     _ => break,
                 }
@@ -169,7 +192,8 @@ async fn probe(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
         }
     }
     socket.lock().cancel_upgrade();
-    close_ws(&mut ws, CloseCode::Normal).await;
+    close_ws(ws, CloseCode::Normal).await;
+    false
 }
 
 /// Serves a session whose transport is this WebSocket, until either side closes it.
@@ -216,7 +240,9 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                 // one that cannot take a burst within a heartbeat period is gone.
                 let count = frames.len();
                 let bytes: usize = frames.iter().map(Frame::payload_len).sum();
-                let written = tokio::time::timeout(write_timeout, write_all(&mut ws, frames)).await;
+                // Boxed: the write's state exists only while a write is under way.
+                let written =
+                    Box::pin(tokio::time::timeout(write_timeout, write_all(&mut ws, frames))).await;
                 shared.stats.sent(TransportKind::WebSocket, count, bytes);
                 if !matches!(written, Ok(Ok(()))) {
                     socket.close(CloseReason::TransportClose);
@@ -253,8 +279,9 @@ async fn close_ws(ws: &mut Ws, code: CloseCode) {
         code,
         reason: Utf8Bytes::from_static(""),
     };
-    // A peer that stopped reading must not hold the task: the close is best effort.
-    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame))).await;
+    // A peer that stopped reading must not hold the task: the close is best effort. Boxed, like
+    // writes, so that a parked connection's future does not reserve room for it.
+    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame)))).await;
 }
 
 fn str_of(text: Utf8Bytes) -> Str {
