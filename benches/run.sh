@@ -54,7 +54,7 @@ server_cmd() {
   case "$1" in
     halley) echo "$ROOT/target/release/examples/bench_server" ;;
     socketio) echo "node $ROOT/benches/peers/socketio-node/server.js" ;;
-    socketioxide) echo "$ROOT/benches/peers/socketioxide/target/release/socketioxide-bench" ;;
+    socketioxide) echo "$ROOT/benches/peers/socketioxide/target/release/socketioxide-bench-server" ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
   esac
 }

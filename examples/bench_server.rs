@@ -1,6 +1,8 @@
 //! The benchmark app (the same behaviour is written for each peer under `benches/peers/`):
-//! namespace `/`: `message` → `message-back` with the same arguments to the sender; `bcast` →
-//! `tick` with the same arguments to every socket in `/`. Default heartbeat and limits.
+//! namespace `/`: `message` → `message-back` with the same arguments to the sender and, when
+//! the client asked for an ack, an ack with the same arguments; `bcast` → `tick` with the same
+//! arguments to every socket in `/`. Default heartbeat (pingInterval 25 s, pingTimeout 20 s) and
+//! limits (maxHttpBufferSize 1e6).
 //!
 //! Run: `cargo run --release --example bench_server` (PORT overrides 8092; PORT=0 picks a free
 //! port). The first line on stdout is `listening on http://127.0.0.1:<port>`.
@@ -23,7 +25,16 @@ async fn run() -> std::io::Result<()> {
     let io = Halley::builder().build();
     let root = io.ns("/", |_| {});
     root.on("message", |socket: &Arc<Socket>, event: Event| {
-        let _ = socket.emit_args("message-back", event.args, event.binary);
+        let (args, binary) = (event.args, event.binary);
+        match event.ack {
+            Some(ack) => {
+                let _ = socket.emit_args("message-back", args.clone(), binary.clone());
+                let _ = ack.send(args, binary);
+            }
+            None => {
+                let _ = socket.emit_args("message-back", args, binary);
+            }
+        }
     });
     let all = Arc::clone(&root);
     root.on("bcast", move |_socket: &Arc<Socket>, event: Event| {

@@ -150,7 +150,10 @@ pub async fn ws_connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, S
             .map_err(|e| format!("ws handshake: {e}"))?;
     let open = next_text(&mut ws).await?;
     if !open.starts_with('0') {
-        return Err(format!("eio: expected open packet, got {:?}", &open[..open.len().min(40)]));
+        return Err(format!(
+            "eio: expected open packet, got {:?}",
+            &open[..open.len().min(40)]
+        ));
     }
     send_text(&mut ws, "40").await?;
     loop {
@@ -175,10 +178,7 @@ pub struct Polling {
 
 impl Polling {
     async fn request(&mut self, post: Option<&'static str>) -> Result<Bytes, String> {
-        self.send
-            .ready()
-            .await
-            .map_err(|e| format!("http: {e}"))?;
+        self.send.ready().await.map_err(|e| format!("http: {e}"))?;
         let req = hyper::Request::builder()
             .method(if post.is_some() { "POST" } else { "GET" })
             .uri(&self.uri)
@@ -226,7 +226,10 @@ impl Polling {
         for _ in 0..pings {
             let ok = self.request(Some("3")).await?;
             if &ok[..] != b"ok" {
-                return Err(format!("eio: POST answered {:?}", String::from_utf8_lossy(&ok)));
+                return Err(format!(
+                    "eio: POST answered {:?}",
+                    String::from_utf8_lossy(&ok)
+                ));
             }
         }
         Ok(other)
@@ -247,9 +250,12 @@ pub async fn polling_connect(target: &Target, source: Option<IpAddr>) -> Result<
     };
     let open = polling.request(None).await?;
     let open = std::str::from_utf8(&open).map_err(|_| "eio: open packet not UTF-8")?;
-    let json = open
-        .strip_prefix('0')
-        .ok_or_else(|| format!("eio: expected open packet, got {:?}", &open[..open.len().min(40)]))?;
+    let json = open.strip_prefix('0').ok_or_else(|| {
+        format!(
+            "eio: expected open packet, got {:?}",
+            &open[..open.len().min(40)]
+        )
+    })?;
     let json: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("eio: open packet: {e}"))?;
     let sid = json["sid"].as_str().ok_or("eio: open packet without sid")?;
@@ -257,7 +263,10 @@ pub async fn polling_connect(target: &Target, source: Option<IpAddr>) -> Result<
     polling.uri.push_str(sid);
     let ok = polling.request(Some("40")).await?;
     if &ok[..] != b"ok" {
-        return Err(format!("eio: POST answered {:?}", String::from_utf8_lossy(&ok)));
+        return Err(format!(
+            "eio: POST answered {:?}",
+            String::from_utf8_lossy(&ok)
+        ));
     }
     loop {
         let body = polling.request(None).await?;

@@ -116,7 +116,10 @@ mod tests {
             assert!(i >= last);
             last = i;
             let back = value_of(i);
-            assert!(back.abs_diff(v) as f64 <= (v as f64 / 100.0).max(1.0), "{v} {back}");
+            assert!(
+                back.abs_diff(v) as f64 <= (v as f64 / 100.0).max(1.0),
+                "{v} {back}"
+            );
         }
         assert!(index(u64::MAX) < BUCKETS);
     }

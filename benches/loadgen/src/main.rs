@@ -7,7 +7,9 @@
 //! - `s2`: broadcast fan-out to N WebSocket clients: one extra client emits `bcast` with its
 //!   send time (µs since the epoch) at `--rate` per second, or closed-loop at saturation with
 //!   `--rate 0`; the receivers record arrival − stamp of every `tick`.
-//! - `s3`: echo: C clients each emit `message` and wait for `message-back` before the next.
+//! - `s3`: echo with acks: C clients each emit `message` with an ack id and wait for the ack
+//!   before the next (the `message-back` event that also arrives is ignored); `--no-ack`: emit
+//!   without an ack id and wait for `message-back` instead.
 
 mod eio;
 mod hist;
@@ -59,10 +61,14 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
     },
-    /// Echo round trips from C WebSocket clients.
+    /// Echo with acks: C WebSocket clients each emit `message` with an ack id and wait for the
+    /// ack before sending the next.
     S3 {
         #[command(flatten)]
         common: Common,
+        /// Emit without an ack id and wait for the `message-back` event instead of the ack.
+        #[arg(long)]
+        no_ack: bool,
     },
 }
 
@@ -187,8 +193,11 @@ impl Clients {
                 break;
             };
             let (connect, run) = (connect.clone(), run.clone());
-            let (target, source, stats) =
-                (Arc::clone(&self.target), self.source(i), Arc::clone(&self.stats));
+            let (target, source, stats) = (
+                Arc::clone(&self.target),
+                self.source(i),
+                Arc::clone(&self.stats),
+            );
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 let result = tokio::time::timeout(eio::CONNECT_TIMEOUT, connect(target, source))
@@ -269,7 +278,7 @@ async fn main() {
             window,
             drain,
         } => s2(common, rate, window, drain).await,
-        Scenario::S3 { common } => s3(common).await,
+        Scenario::S3 { common, no_ack } => s3(common, !no_ack).await,
     };
     let code = match result {
         Ok(line) => {
@@ -462,7 +471,11 @@ async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value,
     let mut broadcaster_error: Option<String> = None;
     eprintln!(
         "s2: broadcasting for {duration}s at {}",
-        if rate > 0.0 { format!("{rate}/s") } else { format!("saturation, window {window}") }
+        if rate > 0.0 {
+            format!("{rate}/s")
+        } else {
+            format!("saturation, window {window}")
+        }
     );
     let bcast = |seq: u64| format!("42[\"bcast\",{},{seq}]", now_us());
     let result: Result<(), String> = async {
@@ -563,11 +576,31 @@ struct Echo {
     rtt_us: Hist,
     round_trips: AtomicU64,
     mismatched: AtomicU64,
+    /// `message-back` events that arrived while waiting for acks (ack mode).
+    message_backs: AtomicU64,
     started: AtomicU64,
     finished: AtomicU64,
 }
 
-async fn s3(common: Common) -> Result<Value, String> {
+/// One s3 round trip: the packet to send, and the reply that completes it and its prefix.
+fn s3_round(seq: u64, ack: bool) -> (String, String, &'static str) {
+    if ack {
+        // Socket.IO v5 EVENT with an ack id, `42<id>[...]`, answered by ACK `43<id>[...]`.
+        (
+            format!("42{seq}[\"message\",{seq}]"),
+            format!("43{seq}[{seq}]"),
+            "43",
+        )
+    } else {
+        (
+            format!("42[\"message\",{seq}]"),
+            format!("42[\"message-back\",{seq}]"),
+            "42[\"message-back\",",
+        )
+    }
+}
+
+async fn s3(common: Common, ack: bool) -> Result<Value, String> {
     let (n, capped_from) = cap_clients(common.clients, 0);
     let duration = common.duration.unwrap_or(10.0);
     let clients = setup(&common).await?;
@@ -603,17 +636,19 @@ async fn s3(common: Common) -> Result<Value, String> {
                     let result: Result<(), String> = async {
                         while Instant::now() < deadline {
                             let t0 = Instant::now();
-                            eio::send_text(&mut ws, format!("42[\"message\",{seq}]")).await?;
-                            let expect = format!("42[\"message-back\",{seq}]");
+                            let (packet, expect, reply) = s3_round(seq, ack);
+                            eio::send_text(&mut ws, packet).await?;
                             loop {
                                 let text = eio::next_text(&mut ws).await?;
-                                if text.starts_with("42[\"message-back\",") {
+                                if text.starts_with(reply) {
                                     if *text != *expect {
                                         echo.mismatched.fetch_add(1, Relaxed);
                                     }
                                     break;
                                 }
-                                if eio::control(&text)? {
+                                if ack && text.starts_with("42[\"message-back\",") {
+                                    echo.message_backs.fetch_add(1, Relaxed);
+                                } else if eio::control(&text)? {
                                     eio::send_text(&mut ws, "3").await?;
                                 }
                             }
@@ -640,7 +675,10 @@ async fn s3(common: Common) -> Result<Value, String> {
     let self_cpu0 = procfs::cpu_secs(None);
     let start = Instant::now();
     let _ = go_tx.send(Some(start + Duration::from_secs_f64(duration)));
-    eprintln!("s3: echoing for {duration}s");
+    eprintln!(
+        "s3: echoing for {duration}s, waiting for {}",
+        if ack { "acks" } else { "message-back" }
+    );
     tokio::time::sleep(Duration::from_secs_f64(duration)).await;
     // Wait for the round trips in flight at the deadline (bounded).
     let limit = Instant::now() + Duration::from_secs(5);
@@ -659,8 +697,11 @@ async fn s3(common: Common) -> Result<Value, String> {
             "connect_secs": round3(connect_secs),
             "connects_per_s": round3(connected as f64 / connect_secs.max(1e-9)),
             "duration_s": round3(wall),
+            "mode": if ack { "ack" } else { "message-back" },
             "round_trips": round_trips,
             "round_trips_per_s": round3(round_trips as f64 / wall),
+            "acks_per_s": ack.then(|| round3(round_trips as f64 / wall)),
+            "message_backs_seen": ack.then(|| echo.message_backs.load(Relaxed)),
             "mismatched": echo.mismatched.load(Relaxed),
             "rtt": echo.rtt_us.summary_ms(),
             "server_rss_kib": server.rss(),
@@ -678,9 +719,24 @@ mod tests {
 
     #[test]
     fn parses_tick_stamps() {
-        assert_eq!(tick_stamp("42[\"tick\",1700000000000000,5]"), Some(1_700_000_000_000_000));
+        assert_eq!(
+            tick_stamp("42[\"tick\",1700000000000000,5]"),
+            Some(1_700_000_000_000_000)
+        );
         assert_eq!(tick_stamp("42[\"tick\",\"x\"]"), None);
         assert_eq!(tick_stamp("42[\"tock\",1,2]"), None);
+    }
+
+    #[test]
+    fn s3_packets() {
+        assert_eq!(
+            s3_round(7, true),
+            ("427[\"message\",7]".into(), "437[7]".into(), "43")
+        );
+        let (send, expect, reply) = s3_round(7, false);
+        assert_eq!(send, "42[\"message\",7]");
+        assert_eq!(expect, "42[\"message-back\",7]");
+        assert!(expect.starts_with(reply));
     }
 
     #[test]
