@@ -20,7 +20,12 @@
 //!   most 64 Ki), characters that every transport must escape: a downstream flood from a small
 //!   request, past the 128 KiB stream limit;
 //! - `status` `<socket id>, <Engine.IO session id>` → acked with
-//!   `{"socket": <whether that socket is connected to />, "session": <whether that session lives>}`.
+//!   `{"socket": <whether that socket is connected to />, "session": <whether that session lives>}`;
+//! - `set-data` `value` → stored as the socket's `data`, acked with `true`; `get-data` → acked
+//!   with the socket's `data`;
+//! - `drop-me-then-emit` `<Engine.IO session id>, room` → closes that connection like `drop-me`,
+//!   then emits `dropped` `<session id>` to every socket of `/` and `dropped-room` `<session id>`
+//!   to `room`: events the dropped client can only get through connection state recovery.
 //!
 //! Namespace `/admin`: a middleware refuses sockets whose `auth.token` is not `"secret"` with
 //! `{"message": "not authorized", "data": {"code": 401}}`; on connect `admin-welcome`
@@ -28,6 +33,10 @@
 //!
 //! Namespaces `/dyn-*` are created on demand; on connect `dyn-welcome` `<namespace path>`;
 //! `echo` as in `/`.
+//!
+//! With `RECOVERY_MS=<window>` in the environment, connection state recovery is on (recovered
+//! sockets skip middlewares, socket.io's default): CONNECT replies carry a `pid`, events their
+//! offset as a last argument, and `welcome` is `{"id": <socket id>, "recovered": <bool>}`.
 //!
 //! Run: `cargo run --release --example interop_server` (PORT overrides the port 3000; PORT=0
 //! picks a free one). The first line on stdout is `listening on http://127.0.0.1:<port>`.
@@ -125,6 +134,19 @@ fn disconnect_me(socket: &Arc<Socket>, _event: Event) {
     socket.disconnect();
 }
 
+fn set_data(socket: &Arc<Socket>, event: Event) {
+    socket.set_data(event.args.first().cloned().unwrap_or(Value::Null));
+    if let Some(ack) = event.ack {
+        let _ = ack.send_data(&true);
+    }
+}
+
+fn get_data(socket: &Arc<Socket>, event: Event) {
+    if let Some(ack) = event.ack {
+        let _ = ack.send_data(&socket.data());
+    }
+}
+
 fn admin_auth(socket: &Arc<Socket>) -> Result<(), ConnectError> {
     if socket.auth().get("token").and_then(Value::as_str) == Some("secret") {
         Ok(())
@@ -138,12 +160,19 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
-    let io = Halley::builder()
+    let recovery = std::env::var("RECOVERY_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
+    let mut builder = Halley::builder()
         .path("/socket.io/")
         .ping_interval(Duration::from_millis(300))
         .ping_timeout(Duration::from_millis(200))
-        .cors(Cors::AnyOrigin)
-        .build();
+        .cors(Cors::AnyOrigin);
+    if let Some(window) = recovery {
+        builder = builder.connection_state_recovery(window, true);
+    }
+    let io = builder.build();
 
     // The handlers that broadcast to the whole namespace hold a handle on the server (a
     // reference cycle that lives as long as the process anyway).
@@ -175,6 +204,21 @@ async fn main() -> std::io::Result<()> {
             }
         }
     };
+    let drop_me_then_emit = {
+        let io = io.clone();
+        move |_socket: &Arc<Socket>, event: Event| {
+            let sid = event.args.first().and_then(Value::as_str).unwrap_or("");
+            let Some(conn) = io.engine().socket(sid) else {
+                return;
+            };
+            conn.close(CloseReason::ServerClose);
+            // The connection is closed: nothing more reaches the client over it.
+            let _ = io.emit("dropped", &sid);
+            if let Some(room) = event.args.get(1).and_then(Value::as_str) {
+                let _ = io.to(room).emit("dropped-room", &sid);
+            }
+        }
+    };
     let status = {
         let io = io.clone();
         move |_socket: &Arc<Socket>, event: Event| {
@@ -187,8 +231,12 @@ async fn main() -> std::io::Result<()> {
         }
     };
 
-    io.ns("/", |socket| {
-        let _ = socket.emit("welcome", &json!({ "id": socket.id() }));
+    io.ns("/", move |socket| {
+        let welcome = match recovery {
+            Some(_) => json!({ "id": socket.id(), "recovered": socket.recovered() }),
+            None => json!({ "id": socket.id() }),
+        };
+        let _ = socket.emit("welcome", &welcome);
     })
     .on("echo", echo)
     .on("ack-me", ack_me)
@@ -201,6 +249,9 @@ async fn main() -> std::io::Result<()> {
     .on("disconnect-me", disconnect_me)
     .on("burst", burst)
     .on("drop-me", drop_me)
+    .on("drop-me-then-emit", drop_me_then_emit)
+    .on("set-data", set_data)
+    .on("get-data", get_data)
     .on("status", status);
 
     io.ns("/admin", |socket| {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use halley_transports::Cors;
+use halley_transports::{Cors, IpRange};
 
 use crate::server::ServerConfig;
 use crate::socketio::Builder;
@@ -52,6 +52,52 @@ pub struct Config {
     /// disconnect the client).
     #[arg(long, env = "HALLEY_MAX_OUTBOX", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_outbox: u64,
+
+    /// Sessions held at once, at most; handshakes beyond are answered 503.
+    #[arg(long, env = "HALLEY_MAX_SESSIONS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions: u64,
+
+    /// Sessions one client address (IPv6: one /64) holds at once, at most; 503 beyond. Behind
+    /// a reverse proxy, list it in --trusted-proxy so that clients are told apart.
+    #[arg(long, env = "HALLEY_MAX_SESSIONS_PER_IP", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions_per_ip: u64,
+
+    /// Reverse proxies (addresses or CIDR ranges; repeat, or comma-separate) whose
+    /// X-Forwarded-For names the client for --max-sessions-per-ip.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HALLEY_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_values_t = IpRange::LOOPBACK
+    )]
+    pub trusted_proxies: Vec<IpRange>,
+
+    /// Namespaces one connection may join at once; a CONNECT beyond gets CONNECT_ERROR.
+    #[arg(long, env = "HALLEY_MAX_NAMESPACES", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_namespaces: u64,
+
+    /// Binary attachments one Socket.IO packet may announce; more closes the connection.
+    #[arg(long, env = "HALLEY_MAX_ATTACHMENTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_attachments: u64,
+
+    /// Milliseconds a WebSocket has to complete an upgrade (`2probe` … `5`) from its connection.
+    #[arg(long, env = "HALLEY_UPGRADE_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upgrade_timeout: u64,
+
+    /// Milliseconds a client has to send a request's headers (slowloris guard); also how long an
+    /// idle keep-alive connection stays open.
+    #[arg(long, env = "HALLEY_HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+
+    /// Milliseconds a write may wait for a client to read before its connection is closed.
+    #[arg(long, env = "HALLEY_WRITE_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub write_timeout: u64,
+
+    /// Connection state recovery: milliseconds a client whose connection dropped has to come
+    /// back and get its socket (id, rooms, data) and the events it missed. Off by default, as
+    /// in Socket.IO; when on, events carry their offset as a last argument.
+    #[arg(long, env = "HALLEY_RECOVERY_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
+    pub recovery_window: Option<u64>,
 
     /// Origins allowed to connect cross-origin (repeat, or comma-separate); `*` allows any
     /// origin without credentials. Default: same origin only.
@@ -126,6 +172,34 @@ pub struct Config {
     #[arg(long, env = "HALLEY_AMQP_REPLY_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub amqp_reply_timeout: u64,
 
+    /// Join the cluster of Halley nodes sharing this RabbitMQ (needs --amqp-url): broadcasts,
+    /// room operations and publishes reach the sockets of every node, and requests for another
+    /// node's session are forwarded to it (no sticky sessions needed).
+    #[arg(long, env = "HALLEY_CLUSTER")]
+    pub cluster: bool,
+
+    /// This node's name in the cluster, the prefix of its session ids: 6 letters or digits,
+    /// unique in the cluster (default: random).
+    #[arg(long, env = "HALLEY_NODE_NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+
+    /// Address the other nodes forward requests for this node's sessions to (default: the
+    /// listen address, with 127.0.0.1 for an unspecified IP).
+    #[arg(long, env = "HALLEY_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<SocketAddr>,
+
+    /// Fanout exchange the nodes share.
+    #[arg(
+        long,
+        env = "HALLEY_CLUSTER_EXCHANGE",
+        default_value = "halley.cluster"
+    )]
+    pub cluster_exchange: String,
+
+    /// Milliseconds between cluster heartbeats; a node silent for three is dropped.
+    #[arg(long, env = "HALLEY_CLUSTER_HEARTBEAT", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub cluster_heartbeat: u64,
+
     /// Event emitted for a backend message without an `x-event` header.
     #[arg(long, env = "HALLEY_DEFAULT_EVENT", default_value = "news")]
     pub default_event: String,
@@ -141,6 +215,17 @@ pub struct Config {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "HALLEY_LOG_JSON")]
     pub log_json: bool,
+}
+
+fn parse_node_name(name: &str) -> Result<String, String> {
+    if crate::bridge::cluster::valid_node_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "expected {} letters or digits, got {name:?}",
+            crate::bridge::cluster::NODE_NAME_LEN
+        ))
+    }
 }
 
 impl Config {
@@ -165,14 +250,53 @@ impl Config {
             origins if origins.iter().any(|o| o == "*") => Cors::AnyOrigin,
             origins => Cors::Origins(origins.to_vec()),
         };
-        crate::Halley::builder()
+        let builder = crate::Halley::builder()
             .path(&self.path)
             .ping_interval(Duration::from_millis(self.ping_interval))
             .ping_timeout(Duration::from_millis(self.ping_timeout))
             .connect_timeout(Duration::from_millis(self.connect_timeout))
             .max_payload(self.max_payload as usize)
             .max_outbox(self.max_outbox as usize)
-            .cors(cors)
+            .max_sessions(self.max_sessions as usize)
+            .max_sessions_per_ip(self.max_sessions_per_ip as usize)
+            .trusted_proxies(&self.trusted_proxies)
+            .max_namespaces(self.max_namespaces as usize)
+            .max_attachments(self.max_attachments as usize)
+            .upgrade_timeout(Duration::from_millis(self.upgrade_timeout))
+            .cors(cors);
+        match self.recovery_window {
+            Some(ms) => builder.connection_state_recovery(Duration::from_millis(ms), true),
+            None => builder,
+        }
+    }
+
+    /// The cluster link's settings, when clustering is on; `listening` is the bound address.
+    /// Fails when clustering is on without a broker.
+    pub fn cluster(
+        &self,
+        listening: SocketAddr,
+    ) -> Result<Option<crate::bridge::cluster::ClusterConfig>, String> {
+        if !self.cluster {
+            return Ok(None);
+        }
+        let url = self
+            .amqp_url
+            .clone()
+            .ok_or("--cluster needs --amqp-url (the nodes meet on RabbitMQ)")?;
+        let advertise = self.cluster_advertise.unwrap_or_else(|| {
+            let mut addr = listening;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr
+        });
+        let mut config = crate::bridge::cluster::ClusterConfig::new(url, advertise);
+        if let Some(name) = &self.node_name {
+            config.node = name.clone();
+        }
+        config.exchange = self.cluster_exchange.clone();
+        config.heartbeat = Duration::from_millis(self.cluster_heartbeat);
+        Ok(Some(config))
     }
 
     /// The AMQP bridge settings, when a broker is configured.
@@ -204,8 +328,9 @@ impl Config {
 
     pub fn server(&self) -> ServerConfig {
         ServerConfig {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout),
+            write_timeout: Duration::from_millis(self.write_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
-            ..ServerConfig::default()
         }
     }
 }
@@ -289,6 +414,38 @@ mod tests {
             Some("b.toml".into())
         );
         assert_eq!(config_path(&args(&["halley", "--listen", "x"])), None);
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_reach_the_builder() {
+        let config = Config::try_parse_from(["halley"]).unwrap();
+        assert_eq!(config.max_sessions, 100_000);
+        assert_eq!(config.max_sessions_per_ip, 1_000);
+        assert_eq!(config.trusted_proxies, IpRange::LOOPBACK.to_vec());
+        assert_eq!(config.max_namespaces, 32);
+        assert_eq!(config.server().header_read_timeout, Duration::from_secs(10));
+        let config = Config::try_parse_from([
+            "halley",
+            "--max-sessions=5",
+            "--max-sessions-per-ip=2",
+            "--trusted-proxy=10.0.0.0/8,192.0.2.1",
+            "--upgrade-timeout=700",
+            "--header-read-timeout=800",
+            "--write-timeout=900",
+        ])
+        .unwrap();
+        let io = config.builder().build();
+        let engine = io.engine().config();
+        assert_eq!((engine.max_sessions, engine.max_sessions_per_ip), (5, 2));
+        assert_eq!(
+            engine.trusted_proxies,
+            vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.1".parse().unwrap()]
+        );
+        assert_eq!(engine.session.upgrade_timeout, Duration::from_millis(700));
+        let server = config.server();
+        assert_eq!(server.header_read_timeout, Duration::from_millis(800));
+        assert_eq!(server.write_timeout, Duration::from_millis(900));
+        assert!(Config::try_parse_from(["halley", "--trusted-proxy=nginx"]).is_err());
     }
 
     #[test]

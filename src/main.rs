@@ -54,7 +54,24 @@ async fn run(config: Config) {
             std::process::exit(1);
         }
     };
-    let io = config.builder().build();
+    let cluster = match listener.local_addr().map(|addr| config.cluster(addr)) {
+        Ok(Ok(cluster)) => cluster,
+        Ok(Err(message)) => {
+            eprintln!("halley: {message}");
+            std::process::exit(2);
+        }
+        Err(error) => {
+            eprintln!("halley: {error}");
+            std::process::exit(1);
+        }
+    };
+    let mut builder = config.builder();
+    if let Some(cluster) = &cluster {
+        builder = builder.node_name(&cluster.node);
+    }
+    let io = builder.build();
+    // Before the AMQP bridge: its work-queue messages go through the cluster.
+    let cluster = cluster.map(|cluster| halley::bridge::cluster::Cluster::spawn(&io, cluster));
     let policy = subscribe::SubscribePolicy {
         patterns: config.subscribe_patterns.clone(),
     };
@@ -83,7 +100,9 @@ async fn run(config: Config) {
         Arc::clone(&latency),
     ));
     let router = {
-        let (io_p, io_h) = (io.clone(), io.clone());
+        let (io_p, io_h, io_s) = (io.clone(), io.clone(), io.clone());
+        let publish_s = Arc::clone(&publish);
+        let cluster_h = cluster.clone();
         let (amqp_h, amqp_r) = (amqp.clone(), amqp.clone());
         let index = if config.demo {
             halley::demo::PAGE
@@ -101,8 +120,15 @@ async fn run(config: Config) {
                     remote,
                 )
             })
+            .endpoint("/sockets", move |req, remote| {
+                publish::sockets(io_s.clone(), Arc::clone(&publish_s), req, remote)
+            })
             .endpoint("/healthz", move |_, _| {
-                std::future::ready(publish::healthz(&io_h, amqp_h.as_deref()))
+                std::future::ready(publish::healthz(
+                    &io_h,
+                    amqp_h.as_deref(),
+                    cluster_h.as_deref(),
+                ))
             })
             .endpoint("/readyz", move |_, _| {
                 std::future::ready(publish::readyz(amqp_r.as_deref()))

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use halley_transports::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
-use halley_transports::{full, Body, Engine, TransportKind};
+use halley_transports::{full, Body, Engine, Refusal, TransportKind};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
 use prometheus_client::collector::Collector;
@@ -141,6 +141,29 @@ impl Collector for Collect {
                 MetricType::Counter,
             )?;
             counter(&mut m, load(&stats.outbox_dropped))?;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_handshakes_refused",
+                "Handshakes refused with 503 by a session limit (max_sessions, max_sessions_per_ip)",
+                None,
+                MetricType::Counter,
+            )?;
+            for limit in Refusal::ALL {
+                counter(
+                    &mut m.encode_family(&[("limit", limit.as_str())])?,
+                    stats.refusals(limit),
+                )?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_write_timeouts",
+                "HTTP connections closed because the client stopped reading (write timeout)",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, load(&stats.write_timeouts))?;
         }
         {
             let mut m = encoder.encode_descriptor(

@@ -4,13 +4,20 @@
 //! Routing is deliberately small: the Engine.IO path goes to the engine, a few fixed pages are
 //! served from memory, everything else is 404. Shutdown stops accepting, closes every session
 //! (so clients reconnect elsewhere), lets in-flight requests finish, and gives up at a deadline.
+//!
+//! Two timeouts guard each connection against clients that hold it without using it: one for
+//! a request's headers (slowloris, and idle keep-alive connections), and one for writes that
+//! make no progress (a client that stopped reading a stream; TCP alone would keep such a
+//! connection, and its buffers, for as long as the peer acknowledges window probes).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,6 +28,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
@@ -28,8 +36,12 @@ use tokio_util::task::TaskTracker;
 /// Server-level settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// How long a client may take to send a request's headers (slowloris guard).
+    /// How long a client may take to send a request's headers (slowloris guard); also how long
+    /// an idle keep-alive connection stays open.
     pub header_read_timeout: Duration,
+    /// How long a write may wait for the client to read before the connection is closed (a
+    /// client that stopped reading a streaming response, or a WebSocket).
+    pub write_timeout: Duration,
     /// How long shutdown waits for sessions and requests to finish.
     pub shutdown_grace: Duration,
 }
@@ -38,6 +50,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -197,7 +210,9 @@ pub async fn serve(
         let router = Arc::clone(&router);
         let mut stop = stop_rx.clone();
         let header_timeout = config.header_read_timeout;
+        let stream = WriteDeadline::new(stream, config.write_timeout);
         connections.spawn(async move {
+            let stats_router = Arc::clone(&router);
             let service = service_fn(move |req| {
                 let router = Arc::clone(&router);
                 async move { Ok::<_, Infallible>(router.route(req, remote).await) }
@@ -216,6 +231,13 @@ pub async fn serve(
                 }
             };
             if let Err(error) = result {
+                if write_stalled(&error) {
+                    stats_router
+                        .engine()
+                        .stats()
+                        .write_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }
         });
@@ -231,6 +253,123 @@ pub async fn serve(
         .is_ok();
     if !(sessions_done && connections_done) {
         tracing::warn!("shutdown deadline reached with work still running");
+    }
+}
+
+/// A connection whose writes fail with [`WriteStalled`] once one of them has waited `timeout`
+/// for the peer to read. Reads are untouched (the header timeout and the heartbeat watch them),
+/// and the timer exists only once a write has had to wait.
+struct WriteDeadline<T> {
+    io: T,
+    timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+/// The error of a write that waited too long for the client to read.
+#[derive(Debug, thiserror::Error)]
+#[error("write stalled: the client stopped reading")]
+struct WriteStalled;
+
+/// Whether a connection ended because a write stalled.
+fn write_stalled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|e| e.get_ref())
+            .is_some_and(|inner| inner.is::<WriteStalled>())
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(io: T, timeout: Duration) -> Self {
+        WriteDeadline {
+            io,
+            timeout,
+            timer: None,
+            waiting: false,
+        }
+    }
+
+    /// Passes on a write's outcome; a pending one starts (or keeps) the clock.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if poll.is_ready() {
+            self.waiting = false;
+            return poll;
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let expired = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if expired {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                WriteStalled,
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, poll)
     }
 }
 

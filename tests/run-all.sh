@@ -56,6 +56,12 @@ cargo clippy --all-targets --quiet -- -D warnings
 step "cargo test --workspace"
 cargo test --workspace 2>&1 | tee "$log_dir/cargo.log"
 
+# Every decoder of client input under libFuzzer, briefly (longer: bash tests/fuzz/run.sh 300).
+# No sanitizer, so plain stable builds it; a crash counts as a failure in the tally below.
+step "fuzz: cargo-fuzz targets, ${FUZZ_SECONDS:-20} s each (tests/fuzz/run.sh)"
+fuzz_rc=0
+bash tests/fuzz/run.sh --sanitizer none "${FUZZ_SECONDS:-20}" 2>&1 | tee "$log_dir/fuzz.log" || fuzz_rc=$?
+
 # --- 4. Node interop (official clients) -------------------------------------------------------
 step "node interop tests"
 (
@@ -91,6 +97,9 @@ failed=0
 add() { passed=$((passed + ${1:-0})); failed=$((failed + ${2:-0})); }
 while read -r p f; do add "$p" "$f"; done < <(
   sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log_dir/cargo.log")
+# One per fuzz target; a run that died before its tally line (build failure) is one failure.
+fuzz_tally=$(sed -n 's/^fuzz: \([0-9]*\) passed, \([0-9]*\) failed$/\1 \2/p' "$log_dir/fuzz.log" | tail -1)
+if [ -n "$fuzz_tally" ]; then add $fuzz_tally; elif [ "$fuzz_rc" -ne 0 ]; then add 0 1; fi
 add "$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)" \
     "$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$log_dir/node.log" | tail -1)"
 if [ -f "$log_dir/python.log" ]; then

@@ -1052,17 +1052,30 @@ async fn full_outbox_drops_volatile_emits_and_disconnects_on_others() {
         [r#"42["e",0]"#, r#"42["e",1]"#, r#"42["e",2]"#]
     );
 
-    // Room again: a volatile emit goes out. Then a non-volatile one beyond capacity
-    // disconnects the client.
+    // Room again: a volatile emit is queued. A non-volatile one beyond capacity makes room by
+    // dropping that volatile packet; the next, with nothing volatile left to drop, disconnects
+    // the client.
     socket.emit_volatile("v", &2).unwrap();
     for i in 3..6 {
         socket.emit("e", &i).unwrap();
     }
-    assert!(matches!(socket.emit("e", &6), Err(EmitError::OutboxFull)));
+    socket.emit("e", &6).unwrap();
+    assert!(matches!(socket.emit("e", &7), Err(EmitError::OutboxFull)));
     let left = probe.left.next("the disconnection").await;
     assert_eq!(left.reason, DisconnectReason::ForcedServerClose);
     assert!(!socket.connected());
     assert_eq!(ns.len(), 0);
+    // The client reads what was queued, without the dropped packet, then the close.
+    assert_eq!(
+        server.poll(&sid).await,
+        [
+            r#"42["e",3]"#,
+            r#"42["e",4]"#,
+            r#"42["e",5]"#,
+            r#"42["e",6]"#,
+            "1"
+        ]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,11 @@
    connection (with `auth`), buffers emits until then, numbers acks, and reconnects with the
    Manager.
 
+   Connection state recovery, as socket.io-client does it: a server that recovers connections
+   sends a private id `pid` with CONNECT and each event's offset as its last argument; the socket
+   keeps both and sends them back in the auth of its next CONNECT, and `recovered` says whether
+   the server gave the same session back (its missed events arrive before 'connect').
+
    Events: 'connect', 'connect_error' (err, with err.data from the server), 'disconnect'
    (reason: 'io server disconnect', 'io client disconnect', 'transport close',
    'transport error', 'ping timeout', 'parse error'), and the server's events. */
@@ -22,6 +27,7 @@ function Socket(io, nsp, opts) {
   this.connected = false;
   this.disconnected = true;
   this.active = false;
+  this.recovered = false;
   if (opts && opts.auth) this.auth = opts.auth;
   var self = this;
   // socket.volatile.emit(...): dropped unless it can be sent now.
@@ -71,18 +77,24 @@ Socket.prototype.onopen = function () {
   var self = this;
   if (typeof this.auth === 'function') {
     this.auth(function (data) {
-      self.packet({ type: CONNECT, data: data });
+      self.sendConnect(data);
     });
   } else {
-    this.packet({ type: CONNECT, data: this.auth });
+    this.sendConnect(this.auth);
   }
+};
+
+Socket.prototype.sendConnect = function (data) {
+  // The application's auth keys win, as with socket.io-client's Object.assign.
+  if (this._pid) data = extend({ pid: this._pid, offset: this._lastOffset }, data || {});
+  this.packet({ type: CONNECT, data: data });
 };
 
 Socket.prototype.onpacket = function (p) {
   var err;
   switch (p.type) {
     case CONNECT:
-      if (p.data && p.data.sid) this.onconnect(p.data.sid);
+      if (p.data && p.data.sid) this.onconnect(p.data.sid, p.data.pid);
       else fire.call(this, 'connect_error', new Error('invalid CONNECT packet'));
       break;
     case EVENT:
@@ -105,9 +117,11 @@ Socket.prototype.onpacket = function (p) {
   }
 };
 
-Socket.prototype.onconnect = function (id) {
+Socket.prototype.onconnect = function (id, pid) {
   var i, recv = this.receiveBuffer, send = this.sendBuffer;
   this.id = id;
+  this.recovered = !!pid && this._pid === pid;
+  this._pid = pid;
   this.connected = true;
   this.disconnected = false;
   this.receiveBuffer = [];
@@ -125,9 +139,10 @@ Socket.prototype.onevent = function (p) {
 };
 
 Socket.prototype.emitEvent = function (args) {
-  var any = (this.anyListeners || []).slice(0), i;
+  var any = (this.anyListeners || []).slice(0), i, last = args[args.length - 1];
   for (i = 0; i < any.length; i++) any[i].apply(this, args);
   fire.apply(this, args);
+  if (this._pid && typeof last === 'string') this._lastOffset = last;
 };
 
 /* The function the application calls to answer an event the server sent with an ack id. */

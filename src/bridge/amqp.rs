@@ -241,7 +241,7 @@ async fn run(
 
 /// 200 ms doubling up to 10 s, times a random factor in [0.5, 1.5) so that many nodes do not
 /// reconnect in lockstep after a broker restart.
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let base = 200u64.saturating_mul(1 << failures.min(6)).min(10_000);
     let mut r = [0u8; 2];
     let _ = getrandom::fill(&mut r);
@@ -282,7 +282,9 @@ async fn session(
         .basic_qos(config.prefetch, BasicQosOptions::default())
         .await?;
 
-    let mut consumers: Vec<Consumer> = Vec::new();
+    // Each consumer with the reach of its messages: the work queue's go to the whole cluster
+    // (one node takes each), a binding's stay local (every node has its own binding).
+    let mut consumers: Vec<(super::Reach, Consumer)> = Vec::new();
     if let Some(queue) = &config.queue {
         // A queue that exists is used as it is (it may carry a dead-letter exchange or other
         // arguments that a plain declare would conflict with); a missing one is declared durable.
@@ -308,7 +310,10 @@ async fn session(
                 .queue_declare(queue.as_str().into(), durable, FieldTable::default())
                 .await?;
         }
-        consumers.push(consume(&channel, queue.as_str().into(), false).await?);
+        consumers.push((
+            super::Reach::Cluster,
+            consume(&channel, queue.as_str().into(), false).await?,
+        ));
     }
     for binding in &config.bindings {
         declare_exchange(&channel, &binding.exchange).await?;
@@ -329,7 +334,10 @@ async fn session(
                 FieldTable::default(),
             )
             .await?;
-        consumers.push(consume(&channel, queue.name().clone(), false).await?);
+        consumers.push((
+            super::Reach::Local,
+            consume(&channel, queue.name().clone(), false).await?,
+        ));
     }
 
     let publisher = conn.create_channel().await?;
@@ -360,15 +368,16 @@ async fn session(
     // Each consumer ends with a `None`: one the broker cancels (its queue deleted, say) ends the
     // session, so that the reconnect declares and consumes everything again instead of going on
     // without that queue.
-    let mut inbound = futures_util::stream::select_all(consumers.into_iter().map(|consumer| {
-        consumer
-            .map(Some)
-            .chain(futures_util::stream::once(std::future::ready(None)))
-    }));
+    let mut inbound =
+        futures_util::stream::select_all(consumers.into_iter().map(|(reach, consumer)| {
+            consumer
+                .map(move |delivery| Some((reach, delivery)))
+                .chain(futures_util::stream::once(std::future::ready(None)))
+        }));
     loop {
         tokio::select! {
             delivery = inbound.next(), if !inbound.is_empty() => match delivery {
-                Some(Some(delivery)) => handle_delivery(io, config, stats, latency, delivery?).await?,
+                Some(Some((reach, delivery))) => handle_delivery(io, config, stats, latency, reach, delivery?).await?,
                 Some(None) | None => return Err(SessionError::ConsumerCancelled),
             },
             reply = replies.next() => match reply {
@@ -416,6 +425,7 @@ async fn handle_delivery(
     config: &AmqpConfig,
     stats: &BridgeStats,
     latency: &super::Latency,
+    reach: super::Reach,
     delivery: lapin::message::Delivery,
 ) -> Result<(), lapin::Error> {
     stats.consumed.fetch_add(1, Ordering::Relaxed);
@@ -427,9 +437,10 @@ async fn handle_delivery(
         .as_ref()
         .map(|ct| ct.as_str().to_owned());
     let body = Bytes::from(delivery.data);
-    let delivered = mapping::map(&config.defaults, target, content_type.as_deref(), body)
-        .map_err(|refusal| refusal.to_string())
-        .and_then(|emit| super::deliver(io, emit).map_err(|e| e.to_string()));
+    let delivered = match mapping::map(&config.defaults, target, content_type.as_deref(), body) {
+        Ok(emit) => super::deliver(io, emit, reach).await,
+        Err(refusal) => Err(refusal.into()),
+    };
     match delivered {
         Ok(sockets) => {
             if let Some(at) = published_at {
@@ -439,6 +450,15 @@ async fn handle_delivery(
             delivery.acker.ack(BasicAckOptions::default()).await?;
             stats.acked.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(sockets, "amqp message delivered");
+        }
+        Err(error @ super::DeliverError::Cluster { .. }) => {
+            // Back to the queue: the other nodes must get it (this node's sockets may get it
+            // twice; nothing is lost).
+            tracing::warn!(%error, "amqp message not confirmed by the cluster; requeued");
+            delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: true })
+                .await?;
         }
         Err(reason) => {
             tracing::warn!(%reason, routing_key = %delivery.routing_key, "amqp message rejected");

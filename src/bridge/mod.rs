@@ -18,10 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod amqp;
 pub mod auth;
+pub mod cluster;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;
 
+use crate::socketio::adapter::RemoteOp;
 use crate::socketio::{EmitError, Halley};
 use mapping::Emit;
 
@@ -106,18 +108,54 @@ pub enum DeliverError {
     UnknownNamespace(String),
     #[error(transparent)]
     Emit(#[from] EmitError),
+    #[error(transparent)]
+    Malformed(#[from] mapping::Refusal),
+    /// Delivered to this node's sockets, but the cluster did not take it.
+    #[error("delivered to {local} local sockets, but not to the cluster: {reason}")]
+    Cluster { local: usize, reason: String },
 }
 
-/// Queues `emit` into the outbox of every socket it targets; returns how many.
-pub fn deliver(io: &Halley, emit: Emit) -> Result<usize, DeliverError> {
+/// Who a backend message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Every node: delivered here, then handed to the cluster, waiting for the broker's
+    /// confirm (a work-queue message, an HTTP publish).
+    Cluster,
+    /// This node only (every node receives the message itself, e.g. from its own binding).
+    Local,
+}
+
+/// Queues `emit` into the outbox of every socket it targets on this node and, in a cluster
+/// with [`Reach::Cluster`], hands it to the other nodes and waits for the broker to confirm.
+/// Returns how many local sockets it reached.
+pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<usize, DeliverError> {
     let ns = io
         .of(&emit.namespace)
         .ok_or_else(|| DeliverError::UnknownNamespace(emit.namespace.clone()))?;
-    let mut op = ns.broadcast();
+    let mut op = ns.broadcast().local();
     for room in emit.rooms {
         op = op.to(room);
     }
-    Ok(op.emit_args(&emit.event, emit.args, emit.binary)?)
+    let adapter = match reach {
+        Reach::Cluster => ns.adapter().cloned(),
+        Reach::Local => None,
+    };
+    let Some(adapter) = adapter else {
+        return Ok(op.emit_args(&emit.event, emit.args, emit.binary)?);
+    };
+    let remote = RemoteOp::Emit {
+        to: op.selection(),
+        event: emit.event.clone(),
+        args: emit.args.clone(),
+        binary: emit.binary.clone(),
+        volatile: false,
+    };
+    let local = op.emit_args(&emit.event, emit.args, emit.binary)?;
+    adapter
+        .publish_confirmed(remote)
+        .await
+        .map_err(|reason| DeliverError::Cluster { local, reason })?;
+    Ok(local)
 }
 
 #[cfg(test)]

@@ -7,6 +7,12 @@
 //! `{"delivered": <sockets>}`. With a token configured it requires `Authorization: Bearer
 //! <token>`; without one it only accepts clients on the loopback interface. Errors are 4xx with
 //! `{"error": "..."}` saying what to fix.
+//!
+//! `POST /sockets` (same authorization) acts on the sockets a selection names, on every node of
+//! a cluster: `{"namespace": "/", "room": "r" | "rooms": [..] | "socket": "id", "except": [..],
+//! "action": "list" | "join" | "leave" | "disconnect", "target": "room"}`. `list` answers
+//! `{"sockets": [{"id", "ns", "rooms", "node"}]}` (nodes that do not answer within the cluster's
+//! request timeout are left out); the others answer `{"ok": true}`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -93,6 +99,113 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SocketsRequest {
+    #[serde(default = "root")]
+    namespace: String,
+    action: Action,
+    #[serde(default)]
+    room: Option<String>,
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    socket: Option<String>,
+    #[serde(default)]
+    except: Vec<String>,
+    /// The room to join or leave.
+    #[serde(default)]
+    target: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Action {
+    List,
+    Join,
+    Leave,
+    Disconnect,
+}
+
+/// Reads an authorized JSON request body, or answers why not.
+async fn json_request<T: serde::de::DeserializeOwned>(
+    config: &PublishConfig,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Result<T, Response<Body>> {
+    if req.method() != Method::POST {
+        return Err(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+    }
+    if !authorized(config, &req, remote) {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+        );
+        res.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(res);
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {MAX_BODY} bytes"),
+            ))
+        }
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+}
+
+/// Serves `POST /sockets`: list the selected sockets, or make them join, leave or disconnect,
+/// across the cluster.
+pub async fn sockets(
+    io: Halley,
+    config: Arc<PublishConfig>,
+    req: Request<Incoming>,
+    remote: SocketAddr,
+) -> Response<Body> {
+    let request: SocketsRequest = match json_request(&config, req, remote).await {
+        Ok(request) => request,
+        Err(res) => return res,
+    };
+    let Some(ns) = io.of(&request.namespace) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("namespace {:?} is not served", request.namespace),
+        );
+    };
+    let mut op = ns.broadcast();
+    for room in request
+        .rooms
+        .into_iter()
+        .chain(request.room)
+        .chain(request.socket)
+    {
+        op = op.to(room);
+    }
+    for room in request.except {
+        op = op.except(room);
+    }
+    let target = match (request.action, request.target) {
+        (Action::Join | Action::Leave, None) => {
+            return error(StatusCode::BAD_REQUEST, "join and leave need a target room")
+        }
+        (_, target) => target.unwrap_or_default(),
+    };
+    match request.action {
+        Action::List => {
+            let sockets = op.fetch_sockets().await;
+            return json_response(StatusCode::OK, &json!({ "sockets": sockets }));
+        }
+        Action::Join => op.join(&target),
+        Action::Leave => op.leave(&target),
+        Action::Disconnect => op.disconnect(),
+    }
+    json_response(StatusCode::OK, &json!({ "ok": true }))
+}
+
 /// Serves `POST /publish`.
 pub async fn handle(
     io: Halley,
@@ -101,30 +214,9 @@ pub async fn handle(
     req: Request<Incoming>,
     remote: SocketAddr,
 ) -> Response<Body> {
-    if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
-    if !authorized(&config, &req, remote) {
-        let mut res = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        );
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return res;
-    }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body over 1000000 bytes"),
-    };
-    let request: PublishRequest = match serde_json::from_slice(&body) {
+    let request: PublishRequest = match json_request(&config, req, remote).await {
         Ok(request) => request,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid publish request: {e}"),
-            )
-        }
+        Err(res) => return res,
     };
     let args = match (request.args, request.data) {
         (Some(_), Some(_)) => {
@@ -148,7 +240,7 @@ pub async fn handle(
         args,
         binary: Vec::new(),
     };
-    match super::deliver(&io, emit) {
+    match super::deliver(&io, emit, super::Reach::Cluster).await {
         Ok(delivered) => {
             if let Some(at) = published_at {
                 latency.record(super::Source::Http, at);
@@ -156,18 +248,28 @@ pub async fn handle(
             json_response(StatusCode::OK, &json!({ "delivered": delivered }))
         }
         Err(e @ DeliverError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e @ DeliverError::Cluster { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 
 /// `/healthz`: the process is alive; says how many sessions it holds and how the broker link is.
-pub fn healthz(io: &Halley, amqp: Option<&BridgeStats>) -> Response<Body> {
+pub fn healthz(
+    io: &Halley,
+    amqp: Option<&BridgeStats>,
+    cluster: Option<&super::cluster::Cluster>,
+) -> Response<Body> {
     json_response(
         StatusCode::OK,
         &json!({
             "status": "ok",
             "sessions": io.engine().session_count(),
             "amqp": amqp.map(BridgeStats::snapshot),
+            "cluster": cluster.map(|c| json!({
+                "node": c.name(),
+                "connected": c.stats().connected.load(std::sync::atomic::Ordering::Acquire),
+                "members": c.members(),
+            })),
         }),
     )
 }

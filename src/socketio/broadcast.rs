@@ -1,7 +1,13 @@
 //! Broadcasts: select sockets by rooms, encode the packet once, share its bytes.
 //!
 //! Fan-out cost per recipient is one `Bytes` clone per frame and one outbox push; nothing is
-//! re-encoded per socket.
+//! re-encoded per socket. With connection state recovery on, an event that is not volatile is
+//! logged with its offset before it fans out (see [`super::recovery`]).
+//!
+//! In a cluster, every operation also goes to the other nodes through the [`Adapter`]
+//! (unless made [`local`](BroadcastOperator::local)); each node applies it to its own sockets.
+//!
+//! [`Adapter`]: super::adapter::Adapter
 
 use std::sync::Arc;
 
@@ -10,8 +16,9 @@ use halley_transports::sid::Sid;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::adapter::{RemoteOp, Selection, SocketInfo};
 use super::ns::Namespace;
-use super::packet;
+use super::recovery::Target;
 use super::socket::{check_event, EmitError, Socket};
 
 /// Selects recipients in one namespace: `to` rooms (all sockets when none), minus `except`
@@ -23,6 +30,7 @@ pub struct BroadcastOperator {
     except: Vec<String>,
     exclude: Option<Sid>,
     volatile: bool,
+    local: bool,
 }
 
 impl BroadcastOperator {
@@ -33,6 +41,7 @@ impl BroadcastOperator {
             except: Vec::new(),
             exclude: None,
             volatile: false,
+            local: false,
         }
     }
 
@@ -59,7 +68,61 @@ impl BroadcastOperator {
         self
     }
 
-    /// The selected sockets.
+    /// Acts on this node's sockets only (in a cluster, the other nodes are not told).
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// What this operator selects, as the other nodes of a cluster are told.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            ns: self.ns.path().to_owned(),
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            exclude: self.exclude.as_ref().map(|id| id.as_str().to_owned()),
+        }
+    }
+
+    /// Hands `op` to the cluster, unless this operator is local or there is no cluster.
+    fn tell_cluster(&self, op: impl FnOnce(Selection) -> RemoteOp) {
+        if self.local {
+            return;
+        }
+        if let Some(adapter) = self.ns.adapter() {
+            adapter.publish(op(self.selection()));
+        }
+    }
+
+    /// This node's selected sockets, as cross-node queries report them.
+    pub fn local_sockets(&self) -> Vec<SocketInfo> {
+        let node = self
+            .ns
+            .adapter()
+            .map(|a| a.node().to_owned())
+            .unwrap_or_default();
+        self.sockets()
+            .iter()
+            .map(|socket| SocketInfo {
+                id: socket.id().to_owned(),
+                ns: socket.ns().to_owned(),
+                rooms: socket.rooms(),
+                node: node.clone(),
+            })
+            .collect()
+    }
+
+    /// The selected sockets on every node of the cluster (this node's alone without one, or
+    /// when [`local`](Self::local)). Nodes that do not answer in time are left out.
+    pub async fn fetch_sockets(&self) -> Vec<SocketInfo> {
+        let mut sockets = self.local_sockets();
+        if let (false, Some(adapter)) = (self.local, self.ns.adapter()) {
+            sockets.extend(adapter.fetch_sockets(self.selection()).await);
+        }
+        sockets
+    }
+
+    /// The selected sockets of this node.
     pub fn sockets(&self) -> Vec<Arc<Socket>> {
         self.ns
             .select(&self.rooms, &self.except, self.exclude.as_ref())
@@ -79,12 +142,24 @@ impl BroadcastOperator {
         binary: Vec<Bytes>,
     ) -> Result<usize, EmitError> {
         check_event(event)?;
-        let frames = packet::encode_args(self.ns.path(), Some(event), None, &args, &binary);
-        let sent = self
-            .sockets()
-            .iter()
-            .filter(|socket| socket.push(&frames, self.volatile).is_ok())
-            .count();
+        let target = (!self.volatile && self.ns.recovers()).then(|| Target {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            exclude: self.exclude.clone(),
+        });
+        let sent = self.ns.send_event(event, &args, &binary, target, |frames| {
+            self.sockets()
+                .iter()
+                .filter(|socket| socket.push(frames, self.volatile).is_ok())
+                .count()
+        });
+        self.tell_cluster(|to| RemoteOp::Emit {
+            to,
+            event: event.to_owned(),
+            args,
+            binary,
+            volatile: self.volatile,
+        });
         Ok(sent)
     }
 
@@ -93,6 +168,10 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.join(room);
         }
+        self.tell_cluster(|to| RemoteOp::Join {
+            to,
+            room: room.to_owned(),
+        });
     }
 
     /// Makes every selected socket leave `room`.
@@ -100,6 +179,10 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.leave(room);
         }
+        self.tell_cluster(|to| RemoteOp::Leave {
+            to,
+            room: room.to_owned(),
+        });
     }
 
     /// Disconnects every selected socket from the namespace.
@@ -107,5 +190,6 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.disconnect();
         }
+        self.tell_cluster(|to| RemoteOp::Disconnect { to });
     }
 }

@@ -2,7 +2,8 @@
 //! packet being reassembled. Implements the engine's [`Handler`]: decode, validate, dispatch.
 //!
 //! Protocol violations close the whole connection (as socket.io does), with the reason logged;
-//! an unknown namespace only gets a CONNECT_ERROR.
+//! an unknown namespace only gets a CONNECT_ERROR. A CONNECT carrying `pid` and `offset` may
+//! recover a dropped session (connection state recovery, [`super::recovery`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +33,9 @@ pub(crate) struct Client {
     connecting: Mutex<HashSet<String>>,
     partial: Mutex<Option<Partial>>,
     ever_connected: AtomicBool,
+    /// The connect-timeout task, cancelled by the first CONNECT so that it does not stay
+    /// parked (with its timer) for the life of every connection.
+    connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +91,7 @@ impl Handler for IoShared {
             connecting: Mutex::default(),
             partial: Mutex::default(),
             ever_connected: AtomicBool::new(false),
+            connect_timer: Mutex::default(),
         });
         if conn.set_ext(Arc::clone(&client)).is_err() {
             return;
@@ -94,15 +99,17 @@ impl Handler for IoShared {
         // A connection that joins no namespace in time is closed (socket.io's connectTimeout).
         let weak = Arc::downgrade(conn);
         let timeout = self.config.connect_timeout;
-        tokio::spawn(async move {
+        let timer = Arc::clone(&client);
+        let task = tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             if let Some(conn) = weak.upgrade() {
-                if !client.ever_connected.load(Ordering::Acquire) {
+                if !timer.ever_connected.load(Ordering::Acquire) {
                     tracing::debug!(sid = %conn.sid(), "no namespace joined in time, closing");
                     conn.close(CloseReason::ServerClose);
                 }
             }
         });
+        *lock(&client.connect_timer) = Some(task.abort_handle());
     }
 
     fn on_message(&self, conn: &Conn, message: Message) {
@@ -239,6 +246,17 @@ impl IoShared {
         if client.socket(&ns).is_some() || lock(&client.connecting).contains(&ns) {
             return Err(Violation::AlreadyConnected(ns));
         }
+        // Checked before the namespace is looked up, so that it creates no dynamic namespace.
+        let joined = lock(&client.sockets).len();
+        let joining = lock(&client.connecting).len();
+        if joined + joining >= self.config.max_namespaces {
+            let error = json!({ "message": "too many namespaces" });
+            let _ = conn.send(
+                packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)),
+                false,
+            );
+            return Ok(());
+        }
         let Some(namespace) = self.namespace(&ns) else {
             let error = json!({ "message": "Invalid namespace" });
             let _ = conn.send(
@@ -247,14 +265,37 @@ impl IoShared {
             );
             return Ok(());
         };
-        let socket = match Socket::new(namespace, Arc::clone(conn), auth, self.config.ack_timeout) {
-            Ok(socket) => socket,
-            Err(error) => {
-                tracing::error!(%error, "no entropy for a socket id");
-                conn.close(CloseReason::ServerClose);
-                return Ok(());
-            }
+        let recovery = namespace.recovery_config();
+        // socket.io restores only when both are strings; anything else is a fresh session.
+        let restored = recovery.as_ref().and_then(|_| {
+            let pid = auth.get("pid")?.as_str()?;
+            let offset = auth.get("offset")?.as_str()?;
+            namespace.take_session(pid, offset)
+        });
+        let ack_timeout = self.config.ack_timeout;
+        let socket = match restored {
+            Some((session, after)) => Socket::restored(
+                namespace,
+                Arc::clone(conn),
+                auth,
+                ack_timeout,
+                session,
+                after,
+            ),
+            None => match Socket::new(namespace, Arc::clone(conn), auth, ack_timeout) {
+                Ok(socket) => socket,
+                Err(error) => {
+                    tracing::error!(%error, "no entropy for a socket id");
+                    conn.close(CloseReason::ServerClose);
+                    return Ok(());
+                }
+            },
         };
+        // A recovered socket passed the middlewares and hooks when it first connected.
+        if socket.recovered() && recovery.is_some_and(|r| r.skip_middlewares) {
+            establish(conn, client, socket);
+            return Ok(());
+        }
         if let Err(refusal) = socket.namespace().run_middlewares(&socket) {
             refuse(conn, &socket, &refusal);
             return Ok(());
@@ -282,7 +323,14 @@ impl IoShared {
             lock(&client.connecting).remove(&ns);
             match verdict {
                 Err(refusal) => refuse(&conn, &socket, &refusal),
-                Ok(()) if conn.is_closed() => socket.abandon(),
+                Ok(()) if conn.is_closed() => {
+                    // A recovered session whose new connection dropped meanwhile stays
+                    // recoverable, as its first connection was.
+                    if socket.recovered() {
+                        socket.persist();
+                    }
+                    socket.abandon();
+                }
                 Ok(()) => establish(&conn, client, socket),
             }
         });
@@ -302,18 +350,62 @@ fn refuse(conn: &Conn, socket: &Socket, refusal: &ConnectError) {
     let _ = conn.send(frame, false);
 }
 
-/// Connects a socket that passed every middleware: registers it, answers CONNECT, runs the
-/// namespace's connect handler.
+/// Connects a socket that passed every middleware: registers it, answers CONNECT (after
+/// replaying what a recovered socket missed), runs the namespace's connect handler.
 fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
-    client.ever_connected.store(true, Ordering::Release);
-    socket.set_connected();
-    lock(&client.sockets).insert(socket.ns().to_owned(), Arc::clone(&socket));
-    socket.namespace().add(&socket);
-    let reply = json!({ "sid": socket.id() });
-    let _ = conn.send(
-        packet::encode(PacketKind::Connect, socket.ns(), None, Some(&reply)),
-        false,
+    let mut reply = serde_json::Map::new();
+    reply.insert("sid".into(), Value::from(socket.id()));
+    if let Some(pid) = socket.pid() {
+        reply.insert("pid".into(), Value::from(pid.as_str()));
+    }
+    let reply = packet::encode(
+        PacketKind::Connect,
+        socket.ns(),
+        None,
+        Some(&Value::Object(reply)),
     );
-    tracing::debug!(sid = %conn.sid(), id = socket.id(), ns = socket.ns(), "socket connected");
+    let register = |missed: &[halley_transports::Frame]| {
+        if !client.ever_connected.swap(true, Ordering::AcqRel) {
+            if let Some(timer) = lock(&client.connect_timer).take() {
+                timer.abort();
+            }
+        }
+        socket.set_connected();
+        lock(&client.sockets).insert(socket.ns().to_owned(), Arc::clone(&socket));
+        socket.namespace().add(&socket);
+        // The missed events go before the CONNECT reply, as socket.io sends them; the client
+        // holds them until it has connected.
+        if !missed.is_empty() {
+            let _ = conn.send_all(missed, false);
+        }
+        let _ = conn.send(reply.clone(), false);
+    };
+    match socket.restore_after() {
+        None => register(&[]),
+        Some(after) => {
+            let replayed =
+                socket
+                    .namespace()
+                    .replay(socket.sid(), &socket.rooms(), after, |missed| {
+                        register(&missed)
+                    });
+            if !replayed {
+                // Events it missed left the log while its middlewares or hooks ran. Claiming a
+                // recovery now would hide the gap: end the connection, and the client's next
+                // CONNECT (its session is taken) gets a fresh one.
+                tracing::debug!(sid = %conn.sid(), id = socket.id(), "recovery came too late, closing");
+                socket.abandon();
+                conn.close(CloseReason::ServerClose);
+                return;
+            }
+        }
+    }
+    tracing::debug!(
+        sid = %conn.sid(),
+        id = socket.id(),
+        ns = socket.ns(),
+        recovered = socket.recovered(),
+        "socket connected"
+    );
     socket.namespace().connected(&socket);
 }

@@ -7,6 +7,8 @@
 //! - [`ns`]: namespaces, their middlewares and handlers, sockets, and the room index.
 //! - [`socket`]: one client in one namespace: emit, acks, rooms, disconnect.
 //! - [`broadcast`]: room selection and fan-out, encoding once.
+//! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes.
+//! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
 //!
 //! ```no_run
 //! use halley::socketio::Halley;
@@ -24,36 +26,46 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adapter;
 pub mod broadcast;
 mod client;
 pub mod ns;
 pub mod packet;
+pub mod recovery;
 pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use halley_transports::{Cors, Engine, EngineConfig, TransportKind};
+use halley_transports::{Cors, Engine, EngineConfig, IpRange, TransportKind};
 use serde::Serialize;
 
 pub use broadcast::BroadcastOperator;
 pub use ns::{ConnectError, Namespace};
+pub use recovery::RecoveryConfig;
 pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Event, Socket};
 
 use crate::client_js;
 use crate::server::Router;
-use ns::{ConnectHandler, Fallback};
+use adapter::{Adapter, RemoteOp, Selection, SocketInfo};
+use ns::{AdapterSlot, ConnectHandler, Fallback, Recovery};
 
 /// Socket.IO settings beyond the engine's.
 #[derive(Debug, Clone)]
 pub struct SocketIoConfig {
     /// How long a new connection may take to join a namespace before it is closed.
     pub connect_timeout: Duration,
-    /// The most binary attachments one packet may announce.
+    /// The most binary attachments one packet may announce; a packet announcing more closes
+    /// the connection.
     pub max_attachments: usize,
+    /// The most namespaces one connection may join at once; a CONNECT beyond is answered
+    /// CONNECT_ERROR `{"message":"too many namespaces"}` and the connection stays.
+    pub max_namespaces: usize,
     /// How long [`Socket::emit_with_ack`] waits.
     pub ack_timeout: Duration,
+    /// Connection state recovery; off (`None`) by default, as in socket.io.
+    pub recovery: Option<RecoveryConfig>,
 }
 
 impl Default for SocketIoConfig {
@@ -61,7 +73,9 @@ impl Default for SocketIoConfig {
         Self {
             connect_timeout: Duration::from_secs(45),
             max_attachments: 10,
+            max_namespaces: 32,
             ack_timeout: Duration::from_secs(10),
+            recovery: None,
         }
     }
 }
@@ -85,9 +99,18 @@ pub(crate) struct IoShared {
     dynamic: RwLock<Vec<(Predicate, ConnectHandler)>>,
     fallback: Fallback,
     hooks: RwLock<Vec<ConnectHook>>,
+    /// The engine's outbox length, which bounds a recovery replay.
+    max_outbox: usize,
+    adapter: AdapterSlot,
 }
 
 impl IoShared {
+    /// A new namespace's recovery log, when recovery is on.
+    fn recovery(&self) -> Option<Recovery> {
+        let config = self.config.recovery.clone()?;
+        Some(Recovery::new(config, self.max_outbox))
+    }
+
     fn hooks(&self) -> Vec<ConnectHook> {
         self.hooks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -111,7 +134,13 @@ impl IoShared {
             .map(|(_, on_connect)| Arc::clone(on_connect))?;
         let mut namespaces = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
         let ns = namespaces.entry(path.to_owned()).or_insert_with(|| {
-            Namespace::new(path.to_owned(), on_connect, Arc::clone(&self.fallback))
+            Namespace::new(
+                path.to_owned(),
+                on_connect,
+                Arc::clone(&self.fallback),
+                self.recovery(),
+                Arc::clone(&self.adapter),
+            )
         });
         Some(Arc::clone(ns))
     }
@@ -172,8 +201,76 @@ impl Builder {
         self
     }
 
+    /// The most binary attachments one packet may announce (default 10).
     pub fn max_attachments(mut self, n: usize) -> Self {
         self.socketio.max_attachments = n;
+        self
+    }
+
+    /// Names this node in a cluster: every session id it hands out starts with `name`, so that
+    /// any node can tell where a session lives (see `crate::bridge::cluster`).
+    pub fn node_name(mut self, name: &str) -> Self {
+        self.engine.sid_prefix = name.to_owned();
+        self
+    }
+
+    /// The most namespaces one connection may join at once (default 32).
+    pub fn max_namespaces(mut self, n: usize) -> Self {
+        self.socketio.max_namespaces = n;
+        self
+    }
+
+    /// Sessions held at once, at most (default 100,000); handshakes beyond get 503.
+    pub fn max_sessions(mut self, n: usize) -> Self {
+        self.engine.max_sessions = n;
+        self
+    }
+
+    /// Sessions one client address (IPv6: one /64) holds at once, at most (default 1,000).
+    pub fn max_sessions_per_ip(mut self, n: usize) -> Self {
+        self.engine.max_sessions_per_ip = n;
+        self
+    }
+
+    /// Peers whose `X-Forwarded-For` names the client, for `max_sessions_per_ip` (default:
+    /// loopback, a proxy on the same host).
+    pub fn trusted_proxies(mut self, proxies: &[IpRange]) -> Self {
+        self.engine.trusted_proxies = proxies.to_vec();
+        self
+    }
+
+    /// Turns on connection state recovery (socket.io's `connectionStateRecovery`): a client
+    /// whose connection drops (closed, failed, ping timeout, closed by the server; not a
+    /// deliberate namespace disconnect) and that reconnects within `max_disconnection` gets its
+    /// socket back, with the same id, rooms and data, and the events it missed;
+    /// [`Socket::recovered`] tells. `skip_middlewares` lets a recovered socket skip the connect
+    /// middlewares and hooks (socket.io's default: true). The CONNECT reply then carries a
+    /// `pid`, and every event without an ack that is not volatile carries its offset as its
+    /// last argument. Per-namespace bounds: [`Builder::recovery_limits`].
+    pub fn connection_state_recovery(
+        mut self,
+        max_disconnection: Duration,
+        skip_middlewares: bool,
+    ) -> Self {
+        let recovery = self.socketio.recovery.get_or_insert_with(Default::default);
+        recovery.max_disconnection = max_disconnection;
+        recovery.skip_middlewares = skip_middlewares;
+        self
+    }
+
+    /// What one namespace keeps for recovery: at most `max_packets` events and `max_bytes` of
+    /// them (defaults 50,000 and 32 MiB), and `max_sessions` dropped sessions (50,000). Turns
+    /// recovery on with socket.io's defaults if it was off.
+    pub fn recovery_limits(
+        mut self,
+        max_packets: usize,
+        max_bytes: usize,
+        max_sessions: usize,
+    ) -> Self {
+        let recovery = self.socketio.recovery.get_or_insert_with(Default::default);
+        recovery.max_packets = max_packets;
+        recovery.max_bytes = max_bytes;
+        recovery.max_sessions = max_sessions;
         self
     }
 
@@ -207,6 +304,8 @@ impl Builder {
             dynamic: RwLock::default(),
             fallback: Fallback::default(),
             hooks: RwLock::default(),
+            max_outbox: self.engine.session.max_outbox,
+            adapter: AdapterSlot::default(),
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -253,6 +352,8 @@ impl Halley {
             path.to_owned(),
             on_connect,
             Arc::clone(&self.shared.fallback),
+            self.shared.recovery(),
+            Arc::clone(&self.shared.adapter),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
@@ -319,6 +420,8 @@ impl Halley {
                 "/".into(),
                 Arc::new(|_: &Arc<Socket>| {}),
                 Fallback::default(),
+                None,
+                Arc::clone(&self.shared.adapter),
             )
             .broadcast(),
         }
@@ -341,6 +444,62 @@ impl Halley {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Joins a cluster: from now on every broadcast and room operation is also handed to
+    /// `adapter` for the other nodes. Set once; later calls are ignored.
+    pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) {
+        let _ = self.shared.adapter.set(adapter);
+    }
+
+    /// Applies an operation another node published, to this node's sockets only.
+    pub fn apply_remote(&self, op: RemoteOp) {
+        let selection = |to: &Selection| {
+            let ns = self.of(&to.ns)?;
+            let mut op = ns.broadcast().local();
+            for room in &to.rooms {
+                op = op.to(room.as_str());
+            }
+            // A socket id is also the name of that socket's own room.
+            for room in to.except.iter().chain(&to.exclude) {
+                op = op.except(room.as_str());
+            }
+            Some(op)
+        };
+        match op {
+            RemoteOp::Emit {
+                to,
+                event,
+                args,
+                binary,
+                volatile,
+            } => {
+                if let Some(op) = selection(&to) {
+                    let op = if volatile { op.volatile() } else { op };
+                    if let Err(error) = op.emit_args(&event, args, binary) {
+                        tracing::debug!(%error, "remote emit refused");
+                    }
+                }
+            }
+            RemoteOp::Join { to, room } => selection(&to).map_or((), |op| op.join(&room)),
+            RemoteOp::Leave { to, room } => selection(&to).map_or((), |op| op.leave(&room)),
+            RemoteOp::Disconnect { to } => selection(&to).map_or((), |op| op.disconnect()),
+        }
+    }
+
+    /// This node's sockets that `to` selects.
+    pub fn local_sockets(&self, to: &Selection) -> Vec<SocketInfo> {
+        let Some(ns) = self.of(&to.ns) else {
+            return Vec::new();
+        };
+        let mut op = ns.broadcast().local();
+        for room in &to.rooms {
+            op = op.to(room.as_str());
+        }
+        for room in to.except.iter().chain(&to.exclude) {
+            op = op.except(room.as_str());
+        }
+        op.local_sockets()
     }
 
     /// A router serving this server's path and the browser client (at `<path>socket.io.js`

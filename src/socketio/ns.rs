@@ -4,15 +4,28 @@
 //! The index is the only place rooms live besides each socket's own set; both change together in
 //! [`Socket::join`](super::Socket::join) / `leave` / `close`. Map guards are never held while
 //! calling a handler or sending.
+//!
+//! With connection state recovery on, the namespace also owns its recovery log
+//! ([`super::recovery`]). Logged events are encoded with their offset and delivered under the
+//! log's lock, and a restored socket is registered, replayed and answered under it too: so every
+//! client sees logged events in offset order, and a restore gets each event either in its replay
+//! or live, never both and never neither. Nothing under that lock calls application code or
+//! waits (pushing into an outbox never blocks).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use halley_transports::sid::Sid;
+use halley_transports::Frame;
 use serde_json::Value;
 
+use super::adapter::Adapter;
 use super::broadcast::BroadcastOperator;
+use super::packet::{self, OpenEvent};
+use super::recovery::{Persisted, RecoveryConfig, Store, Target};
 use super::socket::{Event, EventHandler, Socket};
 
 pub(crate) type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
@@ -53,6 +66,33 @@ impl ConnectError {
     }
 }
 
+/// A namespace's recovery log, and the most frames one replay may queue (half the client's
+/// outbox, so live traffic still fits behind it).
+pub(crate) struct Recovery {
+    store: Mutex<Store>,
+    replay_limit: usize,
+}
+
+impl Recovery {
+    pub(crate) fn new(config: RecoveryConfig, max_outbox: usize) -> Self {
+        // The tag only tells this log's offsets from others': a clock fallback is good enough.
+        let tag = getrandom::u32().unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        });
+        Recovery {
+            store: Mutex::new(Store::new(config, tag)),
+            replay_limit: (max_outbox / 2).max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // Every `Store` method leaves it consistent before anything that could panic.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A Socket.IO namespace.
 pub struct Namespace {
     path: String,
@@ -62,7 +102,12 @@ pub struct Namespace {
     fallback: Fallback,
     sockets: DashMap<Sid, Arc<Socket>>,
     rooms: DashMap<String, HashSet<Sid>>,
+    recovery: Option<Recovery>,
+    adapter: AdapterSlot,
 }
+
+/// The cluster adapter, once installed; shared by every namespace of a server.
+pub(crate) type AdapterSlot = Arc<OnceLock<Arc<dyn Adapter>>>;
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -73,7 +118,13 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(path: String, on_connect: ConnectHandler, fallback: Fallback) -> Arc<Self> {
+    pub(crate) fn new(
+        path: String,
+        on_connect: ConnectHandler,
+        fallback: Fallback,
+        recovery: Option<Recovery>,
+        adapter: AdapterSlot,
+    ) -> Arc<Self> {
         Arc::new(Namespace {
             path,
             on_connect: RwLock::new(on_connect),
@@ -82,7 +133,14 @@ impl Namespace {
             handlers: RwLock::default(),
             sockets: DashMap::new(),
             rooms: DashMap::new(),
+            recovery,
+            adapter,
         })
+    }
+
+    /// The cluster adapter, when this server is part of a cluster.
+    pub(crate) fn adapter(&self) -> Option<&Arc<dyn Adapter>> {
+        self.adapter.get()
     }
 
     pub fn path(&self) -> &str {
@@ -231,5 +289,123 @@ impl Namespace {
     /// A broadcast to `room`.
     pub fn to(self: &Arc<Self>, room: impl Into<String>) -> BroadcastOperator {
         self.broadcast().to(room)
+    }
+
+    /// The recovery settings, when connection state recovery is on.
+    pub(crate) fn recovery_config(&self) -> Option<RecoveryConfig> {
+        Some(self.recovery.as_ref()?.lock().config().clone())
+    }
+
+    pub(crate) fn recovers(&self) -> bool {
+        self.recovery.is_some()
+    }
+
+    /// Sends EVENT `event` through `deliver`. With recovery on and a `target` (an event without
+    /// an ack id, not volatile), the event gets the next offset as its last argument and is
+    /// logged for `target`, and `deliver` runs under the log's lock.
+    pub(crate) fn send_event<R>(
+        self: &Arc<Self>,
+        event: &str,
+        args: &[Value],
+        binary: &[Bytes],
+        target: Option<Target>,
+        deliver: impl FnOnce(&[Frame]) -> R,
+    ) -> R {
+        let (Some(recovery), Some(target)) = (&self.recovery, target) else {
+            return deliver(&packet::encode_args(
+                &self.path,
+                Some(event),
+                None,
+                args,
+                binary,
+            ));
+        };
+        let open = OpenEvent::new(&self.path, event, args, binary);
+        let mut store = recovery.lock();
+        let frames = open.close(&store.next_offset());
+        store.append(target, frames.clone(), Instant::now());
+        let result = deliver(&frames);
+        let sweep = store.claim_sweeper();
+        drop(store);
+        if sweep {
+            self.start_sweeper();
+        }
+        result
+    }
+
+    /// Keeps the state of a socket that dropped, for the recovery window.
+    pub(crate) fn persist(self: &Arc<Self>, session: Persisted) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let mut store = recovery.lock();
+        store.persist(session, Instant::now());
+        let sweep = store.claim_sweeper();
+        drop(store);
+        if sweep {
+            self.start_sweeper();
+        }
+    }
+
+    /// Takes the kept session `pid` when every event after `offset` can be replayed; returns
+    /// it with the position to replay after.
+    pub(crate) fn take_session(&self, pid: &str, offset: &str) -> Option<(Persisted, u64)> {
+        let recovery = self.recovery.as_ref()?;
+        recovery
+            .lock()
+            .take(pid, offset, recovery.replay_limit, Instant::now())
+    }
+
+    /// Runs `connect` with the frames of every event socket `id` in `rooms` missed after
+    /// `after`, under the log's lock (see the module docs). Returns false, without running it,
+    /// when some of them can no longer be replayed (dropped from the log since the session was
+    /// taken, while middlewares or hooks ran).
+    pub(crate) fn replay(
+        &self,
+        id: &Sid,
+        rooms: &[String],
+        after: u64,
+        connect: impl FnOnce(Vec<Frame>),
+    ) -> bool {
+        let Some(recovery) = &self.recovery else {
+            return false;
+        };
+        let store = recovery.lock();
+        match store.missed(id, rooms, after, recovery.replay_limit) {
+            Some(missed) => {
+                connect(missed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Expires the log and kept sessions while they hold anything (lookups expire them too;
+    /// this releases the memory of a namespace that went quiet).
+    fn start_sweeper(self: &Arc<Self>) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // An emit from outside the runtime: the next call from inside starts it.
+            recovery.lock().sweeper_stopped();
+            return;
+        };
+        let every = recovery
+            .lock()
+            .config()
+            .max_disconnection
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
+        let ns = Arc::downgrade(self);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(ns) = ns.upgrade() else { return };
+                let Some(recovery) = &ns.recovery else { return };
+                if !recovery.lock().sweep(Instant::now()) {
+                    return;
+                }
+            }
+        });
     }
 }

@@ -205,23 +205,23 @@ pub fn encode(kind: PacketKind, ns: &str, id: Option<u64>, data: Option<&Value>)
     finish(out)
 }
 
-/// Encodes an EVENT (or ACK when `event` is `None`) with `args`, and its binary attachments as
-/// the frames that follow. Returns every frame of the packet, in order.
-pub fn encode_args(
+/// Writes an EVENT (or ACK when `event` is `None`) up to its last argument: the array is left
+/// open.
+fn write_open_args(
     ns: &str,
     event: Option<&str>,
     id: Option<u64>,
     args: &[Value],
-    binary: &[Bytes],
-) -> Vec<Frame> {
-    let kind = match (event.is_some(), binary.is_empty()) {
+    attachments: usize,
+) -> BytesMut {
+    let kind = match (event.is_some(), attachments == 0) {
         (true, true) => PacketKind::Event,
         (true, false) => PacketKind::BinaryEvent,
         (false, true) => PacketKind::Ack,
         (false, false) => PacketKind::BinaryAck,
     };
     let mut out = BytesMut::with_capacity(64);
-    write_header(&mut out, kind, ns, binary.len(), id);
+    write_header(&mut out, kind, ns, attachments, id);
     out.put_u8(b'[');
     let mut first = true;
     if let Some(event) = event {
@@ -235,11 +235,57 @@ pub fn encode_args(
         first = false;
         write_json(&mut out, arg);
     }
-    out.put_u8(b']');
+    out
+}
+
+fn with_attachments(text: BytesMut, binary: &[Bytes]) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(1 + binary.len());
-    frames.push(finish(out));
+    frames.push(finish(text));
     frames.extend(binary.iter().cloned().map(Frame::Binary));
     frames
+}
+
+/// Encodes an EVENT (or ACK when `event` is `None`) with `args`, and its binary attachments as
+/// the frames that follow. Returns every frame of the packet, in order.
+pub fn encode_args(
+    ns: &str,
+    event: Option<&str>,
+    id: Option<u64>,
+    args: &[Value],
+    binary: &[Bytes],
+) -> Vec<Frame> {
+    let mut out = write_open_args(ns, event, id, args, binary.len());
+    out.put_u8(b']');
+    with_attachments(out, binary)
+}
+
+/// An EVENT encoded but for one last string argument, the offset connection state recovery
+/// appends (socket.io's `SessionAwareAdapter` pushes it onto the arguments, so old clients see
+/// one more argument and recovering clients read it back as their position). The arguments are
+/// serialized once, outside any lock; [`OpenEvent::close`] only copies them.
+#[derive(Debug, Clone)]
+pub struct OpenEvent {
+    head: BytesMut,
+    binary: Vec<Bytes>,
+}
+
+impl OpenEvent {
+    pub fn new(ns: &str, event: &str, args: &[Value], binary: &[Bytes]) -> Self {
+        OpenEvent {
+            head: write_open_args(ns, Some(event), None, args, binary.len()),
+            binary: binary.to_vec(),
+        }
+    }
+
+    /// The packet's frames with `last` as its last argument.
+    pub fn close(&self, last: &str) -> Vec<Frame> {
+        let mut out = BytesMut::with_capacity(self.head.len() + last.len() + 4);
+        out.extend_from_slice(&self.head);
+        out.put_u8(b',');
+        write_json(&mut out, &Value::from(last));
+        out.put_u8(b']');
+        with_attachments(out, &self.binary)
+    }
 }
 
 fn write_json(out: &mut BytesMut, value: &Value) {
@@ -454,5 +500,21 @@ mod tests {
         );
         let frames = encode_args("/", None, Some(456), &[json!(1)], &[]);
         assert_eq!(text(&frames[0]), "43456[1]");
+    }
+
+    #[test]
+    fn open_event_appends_its_last_argument_after_placeholders() {
+        let open = OpenEvent::new("/", "tick", &[json!(1)], &[]);
+        assert_eq!(text(&open.close("ab.1")[0]), "42[\"tick\",1,\"ab.1\"]");
+        let open = OpenEvent::new("/chat", "none", &[], &[]);
+        assert_eq!(text(&open.close("x")[0]), "42/chat,[\"none\",\"x\"]");
+        let bin = Bytes::from_static(&[7]);
+        let open = OpenEvent::new("/", "bin", &[placeholder(0)], std::slice::from_ref(&bin));
+        let frames = open.close("o");
+        assert_eq!(
+            text(&frames[0]),
+            "451-[\"bin\",{\"_placeholder\":true,\"num\":0},\"o\"]"
+        );
+        assert_eq!(frames[1], Frame::Binary(bin));
     }
 }

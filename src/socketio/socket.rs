@@ -2,7 +2,8 @@
 //!
 //! It sends through its Engine.IO connection, keeps its rooms (mirrored in the namespace's room
 //! index), its own event handlers if any were set, and the acks it awaits. It leaves its
-//! namespace in exactly one place, [`Socket::close`], with a [`DisconnectReason`].
+//! namespace in exactly one place, [`Socket::close`], with a [`DisconnectReason`]; with
+//! connection state recovery on, a recoverable reason keeps its state for the window first.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use super::broadcast::BroadcastOperator;
 use super::ns::Namespace;
 use super::packet::{self, PacketKind, RESERVED_EVENTS};
+use super::recovery::{Persisted, Target};
 
 /// Why a socket left its namespace; the strings are Socket.IO's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +56,20 @@ impl DisconnectReason {
             Self::ServerShuttingDown => "server shutting down",
             Self::ForcedServerClose => "forced server close",
         }
+    }
+
+    /// Whether connection state recovery keeps the socket's state: the connection went away
+    /// without the client or the application meaning to (socket.io's
+    /// `RECOVERABLE_DISCONNECT_REASONS`).
+    pub fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::TransportClose
+                | Self::TransportError
+                | Self::PingTimeout
+                | Self::ServerShuttingDown
+                | Self::ForcedServerClose
+        )
     }
 }
 
@@ -135,6 +151,10 @@ type DisconnectHandler = Box<dyn FnOnce(&Arc<Socket>, DisconnectReason) + Send>;
 /// One client in one namespace.
 pub struct Socket {
     id: Sid,
+    /// The private session id of connection state recovery (none when it is off).
+    pid: Option<Sid>,
+    /// Where the replay of a recovered socket starts (after this event of the log).
+    restore_after: Option<u64>,
     ns: Arc<Namespace>,
     conn: Arc<halley_transports::Socket>,
     auth: Value,
@@ -163,14 +183,76 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Socket {
+    /// A new socket (with a private session id when the namespace recovers connections).
     pub(crate) fn new(
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
         auth: Value,
         ack_timeout: Duration,
     ) -> Result<Arc<Self>, getrandom::Error> {
-        Ok(Arc::new(Socket {
-            id: Sid::random()?,
+        let pid = if ns.recovers() {
+            Some(Sid::random()?)
+        } else {
+            None
+        };
+        Ok(Arc::new(Self::build(
+            Sid::random()?,
+            pid,
+            None,
+            ns,
+            conn,
+            auth,
+            ack_timeout,
+        )))
+    }
+
+    /// The socket of a recovered session: its id, private id, rooms and data; the events it
+    /// missed after `after` are replayed when it connects.
+    pub(crate) fn restored(
+        ns: Arc<Namespace>,
+        conn: Arc<halley_transports::Socket>,
+        auth: Value,
+        ack_timeout: Duration,
+        session: Persisted,
+        after: u64,
+    ) -> Arc<Self> {
+        let Persisted {
+            id,
+            pid,
+            rooms,
+            data,
+        } = session;
+        let socket = Arc::new(Self::build(
+            id,
+            Some(pid),
+            Some(after),
+            ns,
+            conn,
+            auth,
+            ack_timeout,
+        ));
+        // Joined now, as socket.io does, so middlewares see them. Broadcasts do not reach the
+        // socket before it is registered in the namespace.
+        for room in rooms {
+            socket.join(room);
+        }
+        socket.set_data(data);
+        socket
+    }
+
+    fn build(
+        id: Sid,
+        pid: Option<Sid>,
+        restore_after: Option<u64>,
+        ns: Arc<Namespace>,
+        conn: Arc<halley_transports::Socket>,
+        auth: Value,
+        ack_timeout: Duration,
+    ) -> Self {
+        Socket {
+            id,
+            pid,
+            restore_after,
             ns,
             conn,
             auth,
@@ -182,7 +264,7 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
             data: Mutex::new(Value::Null),
-        }))
+        }
     }
 
     /// The socket id (distinct from the Engine.IO session id, and the name of its own room).
@@ -192,6 +274,21 @@ impl Socket {
 
     pub(crate) fn sid(&self) -> &Sid {
         &self.id
+    }
+
+    pub(crate) fn pid(&self) -> Option<&Sid> {
+        self.pid.as_ref()
+    }
+
+    /// Whether this socket is a session recovered after its connection dropped (connection
+    /// state recovery): same id, rooms and data as before, and the events it missed were
+    /// replayed before it connected.
+    pub fn recovered(&self) -> bool {
+        self.restore_after.is_some()
+    }
+
+    pub(crate) fn restore_after(&self) -> Option<u64> {
+        self.restore_after
     }
 
     /// The namespace path.
@@ -250,7 +347,8 @@ impl Socket {
         lock(&self.on_disconnect).push(Box::new(handler));
     }
 
-    /// Emits `event` with one argument.
+    /// Emits `event` with one argument. With connection state recovery on, the event is
+    /// logged and carries its offset as a last argument, like every broadcast.
     pub fn emit(&self, event: &str, data: &impl Serialize) -> Result<(), EmitError> {
         self.emit_args(event, vec![serde_json::to_value(data)?], Vec::new())
     }
@@ -266,7 +364,7 @@ impl Socket {
     }
 
     /// Emits `event` with one argument, dropped rather than queued when the client's outbox is
-    /// full (for data that is stale by the time it would arrive).
+    /// full (for data that is stale by the time it would arrive). Never logged for recovery.
     pub fn emit_volatile(&self, event: &str, data: &impl Serialize) -> Result<(), EmitError> {
         self.send_event(event, &[serde_json::to_value(data)?], &[], true)
     }
@@ -279,8 +377,17 @@ impl Socket {
         volatile: bool,
     ) -> Result<(), EmitError> {
         check_event(event)?;
-        let frames = packet::encode_args(self.ns(), Some(event), None, args, binary);
-        self.push(&frames, volatile)
+        if !self.connected() {
+            return Err(EmitError::Disconnected);
+        }
+        // socket.io logs a socket's own emits as a broadcast to its room.
+        let target = (!volatile && self.ns.recovers()).then(|| Target {
+            rooms: vec![self.id.as_str().to_owned()],
+            ..Target::default()
+        });
+        self.ns.send_event(event, args, binary, target, |frames| {
+            self.push(frames, volatile)
+        })
     }
 
     /// Emits `event` and waits for the client's ack, at most the configured ack timeout.
@@ -368,6 +475,19 @@ impl Socket {
         self.close(DisconnectReason::ServerNamespaceDisconnect);
     }
 
+    /// Keeps the socket's id, rooms and data for connection state recovery (when its namespace
+    /// recovers connections).
+    pub(crate) fn persist(self: &Arc<Self>) {
+        if let Some(pid) = &self.pid {
+            self.ns.persist(Persisted {
+                id: self.id.clone(),
+                pid: pid.clone(),
+                rooms: self.rooms(),
+                data: self.data(),
+            });
+        }
+    }
+
     /// Undoes what connect middlewares did (rooms joined) for a socket that was refused.
     pub(crate) fn abandon(&self) {
         let rooms = std::mem::take(&mut *lock(&self.rooms));
@@ -389,6 +509,9 @@ impl Socket {
     pub(crate) fn close(self: &Arc<Self>, reason: DisconnectReason) {
         if !self.connected.swap(false, Ordering::AcqRel) {
             return;
+        }
+        if reason.is_recoverable() {
+            self.persist();
         }
         self.abandon();
         self.ns.remove(&self.id);

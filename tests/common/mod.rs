@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -88,6 +89,15 @@ impl TestServer {
 
     /// Starts a server with `config` and `handler`.
     pub async fn start_with(config: EngineConfig, handler: Arc<dyn Handler>) -> Self {
+        Self::start_full(config, handler, ServerConfig::default()).await
+    }
+
+    /// Starts a server with `config`, `handler` and the listener's own settings (timeouts).
+    pub async fn start_full(
+        config: EngineConfig,
+        handler: Arc<dyn Handler>,
+        server_config: ServerConfig,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
@@ -98,12 +108,7 @@ impl TestServer {
         let shutdown = async move {
             let _ = rx.await;
         };
-        let join = tokio::spawn(server::serve(
-            listener,
-            router,
-            ServerConfig::default(),
-            shutdown,
-        ));
+        let join = tokio::spawn(server::serve(listener, router, server_config, shutdown));
         TestServer {
             addr,
             engine,
@@ -382,6 +387,91 @@ pub async fn ws_expect_close_frame(ws: &mut Ws) {
         Some(Ok(WsMessage::Close(_))) => {}
         other => panic!("expected a close frame, got {other:?}"),
     }
+}
+
+/// Polls `condition` until it holds, under the hang guard: for what the server does on a timer
+/// (reaping sessions, cutting connections), where there is no event to wait on.
+pub async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Asserts the server still serves: a fresh polling session echoes a message.
+pub async fn assert_healthy(server: &TestServer) {
+    let sid = server.handshake().await.sid;
+    assert_eq!(server.post(&sid, "4alive").await.text(), "ok");
+    assert_eq!(server.poll(&sid).await.text(), "4alive");
+}
+
+/// Sends `request` one byte every `pace` until the server closes the connection; returns how
+/// many bytes were sent and what the server wrote.
+pub async fn dribble(addr: SocketAddr, request: &[u8], pace: Duration) -> (usize, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let mut sent = 0;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut tick = tokio::time::interval(pace);
+    within("the server to close a dribbling connection", async {
+        loop {
+            tokio::select! {
+                read = tcp.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                },
+                _ = tick.tick(), if sent < request.len() => {
+                    if tcp.write_all(&request[sent..=sent]).await.is_err() {
+                        break;
+                    }
+                    sent += 1;
+                }
+            }
+        }
+    })
+    .await;
+    (sent, received)
+}
+
+/// Opens an Engine.IO session with a GET of `/engine.io/?<query>` over `tcp` and returns its
+/// sid, leaving the connection open (a streaming transport's receiver stays attached).
+pub async fn open_raw_on(tcp: &mut TcpStream, addr: SocketAddr, query: &str) -> String {
+    let head = format!("GET /engine.io/?{query} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    within("the open packet", async {
+        loop {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed before the open packet: {seen:?}");
+            seen.extend_from_slice(&buf[..n]);
+            if let Some(sid) = sid_in(&seen) {
+                return sid;
+            }
+        }
+    })
+    .await
+}
+
+/// [`open_raw_on`] a new connection.
+pub async fn open_raw(addr: SocketAddr, query: &str) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    let sid = open_raw_on(&mut tcp, addr, query).await;
+    (sid, tcp)
+}
+
+/// The session id of an open packet, however it is framed (as JSON, or inside a JSON string).
+pub fn sid_in(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let rest = &text[text.find("sid")? + 3..];
+    let rest = rest.trim_start_matches(['\\', '"', ':']);
+    let sid: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    (sid.len() == 22).then_some(sid)
 }
 
 pub mod sio;

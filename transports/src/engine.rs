@@ -6,7 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,8 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::admission::{self, Admission, IpRange};
+use crate::forward::{self, Locator};
 use crate::packet::{Packet, Str};
 use crate::registry::Registry;
 use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
@@ -80,6 +82,18 @@ pub struct EngineConfig {
     /// most Socket.IO frames are small and idle connections must stay cheap; a larger frame
     /// grows the buffer while it is read, in reads of at most this size.
     pub ws_read_buffer: usize,
+    /// Sessions held at once, at most; a handshake beyond is refused with 503 (WebSocket
+    /// handshakes before the upgrade). Lingering sessions (closed, their close packet not yet
+    /// read) count until they are gone.
+    pub max_sessions: usize,
+    /// Sessions one client address holds at once, at most (IPv6: one /64); 503 beyond. See
+    /// [`crate::admission`] for the address a request counts against.
+    pub max_sessions_per_ip: usize,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies); loopback by default.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Put before every session id: a cluster node's name, so that every node can tell which
+    /// one owns a session. Empty outside a cluster.
+    pub sid_prefix: String,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +108,10 @@ impl Default for EngineConfig {
             stream_limit: 128 * 1024,
             max_poll_packets: 16,
             ws_read_buffer: 1024,
+            max_sessions: 100_000,
+            max_sessions_per_ip: 1_000,
+            trusted_proxies: IpRange::LOOPBACK.to_vec(),
+            sid_prefix: String::new(),
         }
     }
 }
@@ -207,6 +225,8 @@ pub(crate) struct Shared {
     pub handler: Arc<dyn Handler>,
     pub tasks: TaskTracker,
     pub stats: Arc<EngineStats>,
+    pub admission: Admission,
+    pub locator: OnceLock<Arc<dyn Locator>>,
 }
 
 /// The Engine.IO server: hand it every request under its path.
@@ -233,8 +253,29 @@ impl Engine {
                 handler,
                 tasks: TaskTracker::new(),
                 stats: Arc::default(),
+                admission: Admission::default(),
+                locator: OnceLock::new(),
             }),
         }
+    }
+
+    /// Joins a cluster: requests for sessions that `locator` places on another node are
+    /// forwarded there (see [`crate::forward`]). Set once; later calls are ignored.
+    pub fn set_locator(&self, locator: Arc<dyn Locator>) {
+        let _ = self.shared.locator.set(locator);
+    }
+
+    /// The node that owns the session this request names, when that is another node.
+    fn owner_elsewhere<B>(&self, req: &Request<B>) -> Option<SocketAddr> {
+        let locator = self.shared.locator.get()?;
+        if forward::is_forwarded(req) {
+            return None;
+        }
+        let sid = Query::parse(req.uri().query()?).sid?;
+        if self.shared.registry.get(sid).is_some() {
+            return None;
+        }
+        locator.owner(sid)
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -264,6 +305,12 @@ impl Engine {
 
     /// Serves one request for this engine's path.
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+        if let Some(owner) = self.owner_elsewhere(&req) {
+            // The owner answers with its own headers (CORS included).
+            return forward::forward(req, owner, remote_addr)
+                .await
+                .unwrap_or_else(EngineError::into_response);
+        }
         let origin = req.headers().get(header::ORIGIN).cloned();
         let msie = is_msie(req.headers());
         let mut res = if req.method() == Method::OPTIONS {
@@ -369,6 +416,12 @@ impl Engine {
             query: query_string.clone(),
         };
         if transport == TransportKind::WebSocket {
+            // Refused with a status while that is still possible; `open` decides for good.
+            let client = client_of(config, &handshake);
+            self.shared
+                .admission
+                .check(client, config.max_sessions, config.max_sessions_per_ip)
+                .map_err(|limit| refused(&self.shared, limit, client))?;
             return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
         }
         let socket = open(&self.shared, transport, handshake)?;
@@ -490,10 +543,17 @@ pub(crate) fn open(
     if shared.tasks.is_closed() {
         return Err(EngineError::Unavailable);
     }
-    let sid = Sid::random().map_err(|error| {
+    let sid = Sid::random_with_prefix(&shared.config.sid_prefix).map_err(|error| {
         tracing::error!(%error, "no entropy for a session id");
         EngineError::Unavailable
     })?;
+    let config = &shared.config;
+    let client = client_of(config, &handshake);
+    // The place is given back where the session ends, in `socket::drive`.
+    shared
+        .admission
+        .admit(client, config.max_sessions, config.max_sessions_per_ip)
+        .map_err(|limit| refused(shared, limit, client))?;
     let open = handshake_packet(&shared.config, &sid, transport);
     let session = Session::new(
         transport,
@@ -504,6 +564,7 @@ pub(crate) fn open(
     let socket = Arc::new(Socket::new(
         sid,
         handshake,
+        client,
         session,
         Arc::clone(&shared.stats),
     ));
@@ -517,6 +578,26 @@ pub(crate) fn open(
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
     shared.handler.on_open(&socket);
     Ok(socket)
+}
+
+/// The address a handshake counts against for `max_sessions_per_ip`.
+fn client_of(config: &EngineConfig, handshake: &Handshake) -> Option<std::net::IpAddr> {
+    admission::client_address(
+        handshake.remote_addr.ip(),
+        &handshake.headers,
+        &config.trusted_proxies,
+    )
+}
+
+/// A handshake refused by a session limit: counted, logged, answered 503.
+fn refused(
+    shared: &Shared,
+    limit: admission::Refusal,
+    client: Option<std::net::IpAddr>,
+) -> EngineError {
+    shared.stats.refused(limit);
+    tracing::debug!(limit = limit.as_str(), client = ?client, "handshake refused");
+    EngineError::Unavailable
 }
 
 /// A copy of the request's headers that owns its bytes. hyper parses header values as slices
@@ -635,6 +716,8 @@ mod tests {
                 "Unsupported protocol version",
                 400,
             ),
+            (EngineError::PayloadTooLarge, 3, "Payload too large", 413),
+            (EngineError::Unavailable, 3, "Service unavailable", 503),
         ];
         for (error, code, message, status) in cases {
             assert_eq!(error.code(), code);

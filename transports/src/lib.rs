@@ -6,6 +6,8 @@
 //!   heartbeat, upgrade.
 //! - [`sid`]: random session ids.
 //! - [`registry`]: the one sid → session map every transport shares.
+//! - [`admission`]: the session limits (total, per client address) and which address a
+//!   handshake counts against (trusted proxies, `X-Forwarded-For`).
 //! - [`stats`]: per-transport counters (atomics) for metrics.
 //! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
 //!   place a session ends.
@@ -34,7 +36,9 @@
 //! let engine = Engine::new(EngineConfig::default(), Arc::new(Echo));
 //! ```
 
+pub mod admission;
 pub mod engine;
+pub mod forward;
 pub mod framing;
 pub mod packet;
 mod polling;
@@ -46,6 +50,7 @@ pub mod stats;
 mod streaming;
 mod websocket;
 
+pub use admission::{IpRange, Refusal};
 pub use engine::{full, Body, Cors, Engine, EngineConfig, EngineError, Handler};
 pub use packet::{Frame, Packet, Str};
 pub use session::{CloseReason, PushError, SessionConfig, TransportKind};

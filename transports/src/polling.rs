@@ -127,7 +127,14 @@ pub(crate) async fn post(
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
     });
-    let mut body = read_body(req, shared.config.max_payload).await?;
+    // A client that stops sending mid-body holds its connection only as long as its session
+    // lives (and the session only as long as its heartbeat): no timer of its own is needed.
+    let mut body = tokio::select! {
+        body = read_body(req, shared.config.max_payload) => body?,
+        () = socket.wait_until(|s| s.is_closed().then_some(())) => {
+            return Err(EngineError::UnknownSid);
+        }
+    };
     if form {
         // A hidden-form POST (JSONP, and old IE's forever-frame clients): the payload is `d`.
         body = match framing::form_payload(&body) {

@@ -194,6 +194,13 @@ pub struct Session {
     state: State,
     config: SessionConfig,
     outbox: VecDeque<Frame>,
+    /// The volatile packets wholly queued, oldest first, as (position of their first frame
+    /// counted from the session's first frame, frames): what may be dropped to make room.
+    volatile: VecDeque<(u64, usize)>,
+    /// Frames taken from the front of the outbox so far (turns a position into an index).
+    taken: u64,
+    /// Volatile packets dropped from the queue since [`Self::take_evicted`] last ran.
+    evicted: usize,
     receiver: Option<ReceiverId>,
     next_receiver: u64,
     posting: bool,
@@ -213,6 +220,9 @@ impl Session {
             state: State::Open,
             config,
             outbox: VecDeque::from([open]),
+            volatile: VecDeque::new(),
+            taken: 0,
+            evicted: 0,
             receiver: None,
             next_receiver: 0,
             posting: false,
@@ -242,27 +252,92 @@ impl Session {
         matches!(self.state, State::Upgrading { .. })
     }
 
-    /// Queues a frame for the client. A full outbox drops a volatile frame, and closes the
-    /// session for any other: losing it silently would break the delivery promise.
+    /// Queues a frame for the client. When the outbox is full (`max_outbox` frames), volatile
+    /// packets go first: a new volatile frame is dropped, and any other frame makes room by
+    /// dropping the oldest queued volatile packets. If that is not enough room, the session is
+    /// closed ([`CloseReason::OutboxFull`]): losing the frame silently would break the delivery
+    /// promise, and queueing it would let a client that stopped reading grow memory without
+    /// bound.
     pub fn push(&mut self, frame: Frame, volatile: bool) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame), volatile)
     }
 
     /// Queues frames that must travel together (a Socket.IO packet and its binary
-    /// attachments): all of them or none.
+    /// attachments): all of them or none, and a volatile group is dropped whole.
     pub fn push_all(&mut self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
         if self.is_closed() {
             return Err(PushError::Closed);
         }
-        if self.outbox.len() + frames.len() > self.config.max_outbox {
+        let excess = (self.outbox.len() + frames.len()).saturating_sub(self.config.max_outbox);
+        if excess > 0 {
             if volatile {
                 return Err(PushError::Dropped);
             }
-            self.close(CloseReason::OutboxFull);
-            return Err(PushError::Overflow);
+            if !self.evict_volatile(excess) {
+                self.close(CloseReason::OutboxFull);
+                return Err(PushError::Overflow);
+            }
+        }
+        if volatile && !frames.is_empty() {
+            let position = self.taken + self.outbox.len() as u64;
+            self.volatile.push_back((position, frames.len()));
         }
         self.outbox.extend(frames.iter().cloned());
         Ok(())
+    }
+
+    /// Drops the oldest queued volatile packets until `frames` frames are free; false (and
+    /// nothing dropped) if all of them would not free as many.
+    fn evict_volatile(&mut self, frames: usize) -> bool {
+        let mut freed = 0;
+        let mut groups = 0;
+        for &(_, len) in &self.volatile {
+            if freed >= frames {
+                break;
+            }
+            freed += len;
+            groups += 1;
+        }
+        if freed < frames {
+            return false;
+        }
+        let taken = self.taken;
+        let doomed = self.volatile.range(..groups);
+        let mut doomed = doomed
+            .map(|&(at, len)| (at - taken, at - taken + len as u64))
+            .peekable();
+        let mut index = 0u64;
+        self.outbox.retain(|_| {
+            let i = index;
+            index += 1;
+            while doomed.next_if(|&(_, end)| end <= i).is_some() {}
+            !doomed.peek().is_some_and(|&(start, _)| start <= i)
+        });
+        self.volatile.drain(..groups);
+        // Every dropped packet was queued before those that remain.
+        for (at, _) in &mut self.volatile {
+            *at -= freed as u64;
+        }
+        self.evicted += groups;
+        true
+    }
+
+    /// Volatile packets dropped from the queue (to make room) since the last call.
+    pub fn take_evicted(&mut self) -> usize {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Counts `n` frames taken from the front: a volatile packet partly or wholly on its way
+    /// can no longer be dropped.
+    fn took(&mut self, n: usize) {
+        self.taken += n as u64;
+        while self
+            .volatile
+            .front()
+            .is_some_and(|&(at, _)| at < self.taken)
+        {
+            self.volatile.pop_front();
+        }
     }
 
     pub fn has_outbound(&self) -> bool {
@@ -271,12 +346,14 @@ impl Session {
 
     /// Takes every queued frame, in order.
     pub fn drain(&mut self) -> VecDeque<Frame> {
+        self.took(self.outbox.len());
         std::mem::take(&mut self.outbox)
     }
 
     /// Takes at most `max` queued frames (at least one, if any is queued), in order.
     pub fn drain_at_most(&mut self, max: usize, out: &mut Vec<Frame>) {
         let n = max.max(1).min(self.outbox.len());
+        self.took(n);
         out.extend(self.outbox.drain(..n));
     }
 
@@ -518,6 +595,7 @@ pub struct Timeout {
 mod tests {
     use super::*;
     use crate::packet::Str;
+    use bytes::Bytes;
 
     fn config() -> SessionConfig {
         SessionConfig {
@@ -732,6 +810,59 @@ mod tests {
             assert_eq!(TransportKind::from_name(t.name()), Some(t));
         }
         assert_eq!(TransportKind::from_name("flashsocket"), None);
+    }
+
+    #[test]
+    fn full_outbox_drops_queued_volatile_packets_first_oldest_first() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        s.push(Frame::message("v1"), true).unwrap();
+        s.push_all(&[Frame::message("v2"), Frame::Binary(Bytes::new())], true)
+            .unwrap();
+        // Full: a non-volatile frame drops the oldest volatile packet.
+        s.push(Frame::message("a"), false).unwrap();
+        assert_eq!(s.take_evicted(), 1);
+        // Two more frames: the next volatile packet is dropped whole (both of its frames).
+        s.push(Frame::message("b"), false).unwrap();
+        assert_eq!(s.take_evicted(), 1);
+        assert_eq!(s.take_evicted(), 0);
+        assert_eq!(
+            Vec::from(s.drain()),
+            vec![Frame::message("a"), Frame::message("b")]
+        );
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn volatile_packet_on_its_way_is_not_dropped() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        s.push(Frame::message("x"), false).unwrap();
+        s.push_all(&[Frame::message("v"), Frame::Binary(Bytes::new())], true)
+            .unwrap();
+        let mut out = Vec::new();
+        s.drain_at_most(2, &mut out);
+        assert_eq!(out, vec![Frame::message("x"), Frame::message("v")]);
+        // Its attachment is still queued, and must follow it: only a later volatile packet
+        // may go.
+        s.push(Frame::message("w"), true).unwrap();
+        s.push(Frame::message("y"), false).unwrap();
+        s.push(Frame::message("z"), false).unwrap();
+        assert_eq!(s.take_evicted(), 1);
+        assert_eq!(
+            Vec::from(s.drain()),
+            vec![
+                Frame::Binary(Bytes::new()),
+                Frame::message("y"),
+                Frame::message("z")
+            ]
+        );
+        // Nothing volatile left to drop: full means closed.
+        for text in ["1", "2", "3"] {
+            s.push(Frame::message(text), false).unwrap();
+        }
+        assert_eq!(s.push(Frame::message("4"), false), Err(PushError::Overflow));
+        assert_eq!(s.close_reason(), Some(CloseReason::OutboxFull));
     }
 
     #[test]

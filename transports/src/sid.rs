@@ -19,6 +19,16 @@ impl Sid {
         Ok(Sid(text.into_boxed_str()))
     }
 
+    /// A fresh random id after `prefix` (a cluster node's name, so that any node can tell
+    /// which one owns a session).
+    pub fn random_with_prefix(prefix: &str) -> Result<Self, getrandom::Error> {
+        let random = Self::random()?;
+        if prefix.is_empty() {
+            return Ok(random);
+        }
+        Ok(Sid(format!("{prefix}{random}").into_boxed_str()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -56,5 +66,13 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_prefix_goes_first() {
+        let a = Sid::random_with_prefix("Node01").unwrap();
+        assert_eq!(a.as_str().len(), 28);
+        assert!(a.as_str().starts_with("Node01"));
+        assert_eq!(Sid::random_with_prefix("").unwrap().as_str().len(), 22);
     }
 }

@@ -9,7 +9,7 @@
 //! removes the session from the registry and tells the application, once.
 
 use std::any::Any;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
@@ -54,6 +54,8 @@ pub struct Handshake {
 pub struct Socket {
     sid: Sid,
     handshake: Handshake,
+    /// The address the session counts against in the session limits.
+    client: Option<IpAddr>,
     stats: Arc<EngineStats>,
     session: Mutex<Session>,
     receiver_wake: Notify,
@@ -71,12 +73,14 @@ impl Socket {
     pub(crate) fn new(
         sid: Sid,
         handshake: Handshake,
+        client: Option<IpAddr>,
         session: Session,
         stats: Arc<EngineStats>,
     ) -> Self {
         Socket {
             sid,
             handshake,
+            client,
             stats,
             session: Mutex::new(session),
             receiver_wake: Notify::new(),
@@ -124,14 +128,24 @@ impl Socket {
     }
 
     /// Queues an encoded frame. `volatile` frames are dropped, rather than closing the session,
-    /// when the outbox is full.
+    /// when the outbox is full, and queued ones are dropped to make room for others (see
+    /// [`Session::push`]).
     pub fn send(&self, frame: Frame, volatile: bool) -> Result<(), PushError> {
         self.send_all(std::slice::from_ref(&frame), volatile)
     }
 
     /// Queues frames that travel together, all or none.
     pub fn send_all(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
-        let result = self.lock().push_all(frames, volatile);
+        let (result, evicted) = {
+            let mut session = self.lock();
+            let result = session.push_all(frames, volatile);
+            (result, session.take_evicted())
+        };
+        if evicted > 0 {
+            self.stats
+                .outbox_dropped
+                .fetch_add(evicted as u64, Ordering::Relaxed);
+        }
         match result {
             Ok(()) => self.receiver_wake.notify_waiters(),
             Err(PushError::Overflow) => self.wake_all(),
@@ -278,5 +292,7 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
             _ = &mut notified => {}
         }
     }
+    // Its place first: once the registry no longer shows it, a new session may take it.
+    shared.admission.release(socket.client);
     shared.registry.remove(&socket.sid);
 }

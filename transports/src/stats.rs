@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::admission::Refusal;
 use crate::session::{CloseReason, TransportKind};
 
 /// Counters of one transport.
@@ -49,15 +50,28 @@ pub struct EngineStats {
     transports: [TransportStats; 6],
     /// Fallbacks clients reported, by transport given up and [`FALLBACK_REASONS`].
     fallbacks: [[AtomicU64; 3]; 6],
-    /// Volatile frames dropped because an outbox was full.
+    /// Volatile packets dropped because an outbox was full: new ones that found it full, and
+    /// queued ones dropped to make room for a packet that may not be dropped.
     pub outbox_dropped: AtomicU64,
     closes: [AtomicU64; 7],
+    /// Handshakes refused by a session limit, by [`Refusal::ALL`].
+    refusals: [AtomicU64; 2],
+    /// HTTP connections cut because the client stopped reading a response (counted by the
+    /// server hosting the engine).
+    pub write_timeouts: AtomicU64,
 }
 
 fn index(t: TransportKind) -> usize {
     TransportKind::ALL
         .iter()
         .position(|&k| k == t)
+        .unwrap_or_default()
+}
+
+fn refusal_index(limit: Refusal) -> usize {
+    Refusal::ALL
+        .iter()
+        .position(|&r| r == limit)
         .unwrap_or_default()
 }
 
@@ -75,6 +89,15 @@ impl EngineStats {
         self.closes[i].load(Ordering::Relaxed)
     }
 
+    /// Handshakes refused so far because of `limit`.
+    pub fn refusals(&self, limit: Refusal) -> u64 {
+        self.refusals[refusal_index(limit)].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn refused(&self, limit: Refusal) {
+        self.refusals[refusal_index(limit)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Fallbacks reported away from `t` for `reason` (one of [`FALLBACK_REASONS`]).
     pub fn fallbacks(&self, t: TransportKind, reason: &str) -> u64 {
         FALLBACK_REASONS
@@ -85,7 +108,9 @@ impl EngineStats {
 
     /// Counts a handshake's `tried` report: `name:reason` pairs, comma-separated. Anything not
     /// a known transport and reason is ignored, and at most 8 pairs are read.
-    pub(crate) fn fallback_report(&self, tried: &str) {
+    /// (Public only for the fuzz targets in `tests/fuzz/`.)
+    #[doc(hidden)]
+    pub fn fallback_report(&self, tried: &str) {
         for pair in tried.split(',').take(8) {
             let Some((name, reason)) = pair.split_once(':') else {
                 continue;

@@ -114,8 +114,12 @@ async fn start(
             return None;
         }
     };
-    let mut ws =
-        Ws::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config(&shared))).await;
+    let mut ws = Ws::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Server,
+        Some(ws_config(&shared)),
+    )
+    .await;
     match target {
         Target::Open(handshake) => match open(&shared, handshake) {
             Ok(socket) => Some((shared, ws, socket)),
@@ -134,8 +138,8 @@ async fn start(
 
 /// Opens a session whose first transport is this WebSocket.
 fn open(shared: &Arc<Shared>, handshake: Handshake) -> Result<Arc<Socket>, CloseCode> {
-    let socket = engine::open(shared, TransportKind::WebSocket, handshake)
-        .map_err(|_| CloseCode::Again)?;
+    let socket =
+        engine::open(shared, TransportKind::WebSocket, handshake).map_err(|_| CloseCode::Again)?;
     if socket.lock().attach(TransportKind::WebSocket).is_err() {
         return Err(CloseCode::Normal);
     }
@@ -150,6 +154,10 @@ async fn probe(shared: &Shared, ws: &mut Ws, socket: &Socket) -> bool {
         close_ws(ws, CloseCode::Normal).await;
         return false;
     }
+    // engine.io's upgradeTimeout runs from the connection, not from `2probe`: a probe that
+    // never speaks must not hold its connection for as long as the session lives.
+    let expired = tokio::time::sleep(shared.config.session.upgrade_timeout);
+    tokio::pin!(expired);
     let mut probed = false;
     loop {
         tokio::select! {
@@ -189,6 +197,7 @@ async fn probe(shared: &Shared, ws: &mut Ws, socket: &Socket) -> bool {
                 }
             }
             () = socket.wait_until(|s| (s.is_closed() || (probed && !s.is_upgrading())).then_some(())) => break,
+            () = &mut expired => break,
         }
     }
     socket.lock().cancel_upgrade();
@@ -222,6 +231,11 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                         tracing::debug!(sid = %socket.sid(), %error, "oversize message, closing");
                         socket.close(CloseReason::ProtocolError);
                         break CloseCode::Size;
+                    }
+                    Some(Err(WsError::Utf8(error))) => {
+                        tracing::debug!(sid = %socket.sid(), %error, "text frame is not UTF-8, closing");
+                        socket.close(CloseReason::ProtocolError);
+                        break CloseCode::Invalid;
                     }
                     Some(Err(error)) => {
                         tracing::debug!(sid = %socket.sid(), %error, "websocket error");
