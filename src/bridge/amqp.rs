@@ -193,11 +193,7 @@ fn outbound(socket: &Arc<Socket>, name: &str, event: Event, forward_cookie: bool
         headers.push(("x-user", user.to_owned()));
     }
     if forward_cookie {
-        if let Some(cookie) = handshake
-            .headers
-            .get(hyper::header::COOKIE)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(cookie) = handshake.headers.get(hyper::header::COOKIE.as_str()) {
             headers.push(("x-cookie", cookie.to_owned()));
         }
     }

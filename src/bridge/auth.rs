@@ -112,13 +112,7 @@ async fn ask(url: &Uri, socket: &Socket) -> Result<Answer, AskError> {
     tokio::spawn(connection);
 
     let handshake = socket.handshake();
-    let header = |name: header::HeaderName| {
-        handshake
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: header::HeaderName| handshake.headers.get(name.as_str()).map(str::to_owned);
     let body = json!({
         "namespace": socket.ns(),
         "socket": socket.id(),

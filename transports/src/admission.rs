@@ -18,9 +18,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::socket::Headers;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use hyper::header::HeaderMap;
 
 /// An address range in CIDR notation: `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +99,7 @@ impl std::fmt::Display for IpRange {
 /// The address a request from `peer` counts against: the peer itself, or, when the peer is a
 /// trusted proxy, the client it names in `X-Forwarded-For`; `None` when a trusted proxy names
 /// no usable client.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) -> Option<IpAddr> {
+pub fn client_address(peer: IpAddr, headers: &Headers, trusted: &[IpRange]) -> Option<IpAddr> {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
     if !is_trusted(peer) {
         return Some(per_client(peer));
@@ -109,7 +109,7 @@ pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpRange]) ->
     // own say, and could be anything.
     let mut entries: Vec<&str> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
-        entries.extend(value.to_str().ok()?.split(','));
+        entries.extend(std::str::from_utf8(value).ok()?.split(','));
     }
     for entry in entries.into_iter().rev() {
         let ip: IpAddr = entry.trim().parse().ok()?;
@@ -221,6 +221,7 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderMap;
     use hyper::header::HeaderValue;
 
     fn ip(s: &str) -> IpAddr {
@@ -268,11 +269,15 @@ mod tests {
     fn untrusted_peer_counts_as_itself_whatever_it_forwards() {
         let headers = forwarded(&["10.9.9.9"]);
         assert_eq!(
-            client_address(ip("203.0.113.5"), &headers, &IpRange::LOOPBACK),
+            client_address(
+                ip("203.0.113.5"),
+                &Headers::from_map(&headers),
+                &IpRange::LOOPBACK
+            ),
             Some(ip("203.0.113.5"))
         );
         assert_eq!(
-            client_address(ip("127.0.0.1"), &headers, &[]),
+            client_address(ip("127.0.0.1"), &Headers::from_map(&headers), &[]),
             Some(ip("127.0.0.1"))
         );
     }
@@ -283,20 +288,28 @@ mod tests {
         // The client prepended a lie; the proxies appended what they saw.
         let headers = forwarded(&["1.1.1.1, 198.51.100.7", "10.0.0.2"]);
         assert_eq!(
-            client_address(ip("127.0.0.1"), &headers, &trusted),
+            client_address(ip("127.0.0.1"), &Headers::from_map(&headers), &trusted),
             Some(ip("198.51.100.7"))
         );
         // A trusted proxy that names nobody (or only proxies): the total limit only.
         assert_eq!(
-            client_address(ip("127.0.0.1"), &HeaderMap::new(), &trusted),
+            client_address(ip("127.0.0.1"), &Headers::default(), &trusted),
             None
         );
         assert_eq!(
-            client_address(ip("127.0.0.1"), &forwarded(&["127.0.0.1"]), &trusted),
+            client_address(
+                ip("127.0.0.1"),
+                &Headers::from_map(&forwarded(&["127.0.0.1"])),
+                &trusted
+            ),
             None
         );
         assert_eq!(
-            client_address(ip("127.0.0.1"), &forwarded(&["garbage"]), &trusted),
+            client_address(
+                ip("127.0.0.1"),
+                &Headers::from_map(&forwarded(&["garbage"])),
+                &trusted
+            ),
             None
         );
     }
@@ -304,11 +317,11 @@ mod tests {
     #[test]
     fn ipv6_clients_count_per_64() {
         assert_eq!(
-            client_address(ip("2001:db8:1:2:aaaa::1"), &HeaderMap::new(), &[]),
+            client_address(ip("2001:db8:1:2:aaaa::1"), &Headers::default(), &[]),
             Some(ip("2001:db8:1:2::"))
         );
         assert_eq!(
-            client_address(ip("::ffff:192.0.2.1"), &HeaderMap::new(), &[]),
+            client_address(ip("::ffff:192.0.2.1"), &Headers::default(), &[]),
             Some(ip("192.0.2.1"))
         );
     }

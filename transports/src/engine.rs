@@ -24,7 +24,7 @@ use crate::packet::{Packet, Str};
 use crate::registry::Registry;
 use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
 use crate::sid::Sid;
-use crate::socket::{self, Handshake, Message, Socket};
+use crate::socket::{self, Handshake, Headers, Message, Socket};
 use crate::stats::EngineStats;
 use crate::{framing, polling, streaming, websocket};
 
@@ -412,7 +412,7 @@ impl Engine {
         }
         let handshake = Handshake {
             remote_addr,
-            headers: owned_headers(req.headers()),
+            headers: Headers::from_map(req.headers()),
             query: query_string.clone(),
         };
         if transport == TransportKind::WebSocket {
@@ -598,20 +598,6 @@ fn refused(
     shared.stats.refused(limit);
     tracing::debug!(limit = limit.as_str(), client = ?client, "handshake refused");
     EngineError::Unavailable
-}
-
-/// A copy of the request's headers that owns its bytes. hyper parses header values as slices
-/// of the connection's 8 KiB read buffer, so keeping the request's own map for the session's
-/// life would pin that whole buffer to every connection (measured: 8 KiB per idle WebSocket).
-fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes())
-            .unwrap_or_else(|_| unreachable!("the bytes came from a valid HeaderValue"));
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
 }
 
 fn handshake_packet(config: &EngineConfig, sid: &Sid, transport: TransportKind) -> Packet {

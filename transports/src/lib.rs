@@ -54,4 +54,4 @@ pub use admission::{IpRange, Refusal};
 pub use engine::{full, Body, Cors, Engine, EngineConfig, EngineError, Handler};
 pub use packet::{Frame, Packet, Str};
 pub use session::{CloseReason, PushError, SessionConfig, TransportKind};
-pub use socket::{Handshake, Message, Socket};
+pub use socket::{Handshake, Headers, Message, Socket};
