@@ -94,10 +94,11 @@ async fn run(config: Config) {
     let publish = Arc::new(publish::PublishConfig {
         token: config.publish_token.clone(),
     });
-    let metrics = Arc::new(halley::metrics::Metrics::new(
+    let metrics = Arc::new(halley::metrics::Metrics::with_cluster(
         io.engine().clone(),
         amqp.clone(),
         Arc::clone(&latency),
+        cluster.clone(),
     ));
     let router = {
         let (io_p, io_h, io_s) = (io.clone(), io.clone(), io.clone());

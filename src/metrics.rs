@@ -16,6 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::bridge::amqp::BridgeStats;
+use crate::bridge::cluster::Cluster;
 use crate::bridge::{Latency, Source};
 
 /// Everything `/metrics` shows.
@@ -28,6 +29,7 @@ struct Collect {
     engine: Engine,
     amqp: Option<Arc<BridgeStats>>,
     latency: Arc<Latency>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 fn counter(m: &mut prometheus_client::encoding::MetricEncoder<'_>, v: u64) -> fmt::Result {
@@ -260,17 +262,71 @@ impl Collector for Collect {
                 counter(&mut m, value)?;
             }
         }
+        if let Some(cluster) = &self.cluster {
+            let stats = cluster.stats();
+            for (name, help, value) in [
+                (
+                    "halley_cluster_connected",
+                    "1 while the cluster link to RabbitMQ is up",
+                    i64::from(stats.connected.load(Ordering::Acquire)),
+                ),
+                (
+                    "halley_cluster_members",
+                    "Other nodes heard from within three heartbeats",
+                    cluster.members().len() as i64,
+                ),
+            ] {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                m.encode_gauge(&value)?;
+            }
+            for (name, help, value) in [
+                (
+                    "halley_cluster_published",
+                    "Cluster messages the broker confirmed",
+                    load(&stats.published),
+                ),
+                (
+                    "halley_cluster_received",
+                    "Cluster messages received (own included)",
+                    load(&stats.received),
+                ),
+                (
+                    "halley_cluster_dropped",
+                    "Cluster messages dropped: outbox full or refused by the broker",
+                    load(&stats.dropped),
+                ),
+                (
+                    "halley_cluster_malformed",
+                    "Cluster messages that could not be read",
+                    load(&stats.malformed),
+                ),
+            ] {
+                let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                counter(&mut m, value)?;
+            }
+        }
         Ok(())
     }
 }
 
 impl Metrics {
     pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>, latency: Arc<Latency>) -> Self {
+        Self::with_cluster(engine, amqp, latency, None)
+    }
+
+    /// The metrics of a node, with its cluster link's when it has one.
+    pub fn with_cluster(
+        engine: Engine,
+        amqp: Option<Arc<BridgeStats>>,
+        latency: Arc<Latency>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Collect {
             engine,
             amqp,
             latency,
+            cluster,
         }));
         Metrics { registry }
     }

@@ -363,6 +363,15 @@ impl Cluster {
     }
 }
 
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.config.node)
+            .field("members", &self.members())
+            .finish()
+    }
+}
+
 impl halley_transports::forward::Locator for Cluster {
     fn owner(&self, sid: &str) -> Option<SocketAddr> {
         Cluster::owner(self, sid)
