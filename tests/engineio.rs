@@ -376,6 +376,33 @@ async fn websocket_binary_message_is_echoed_as_binary_frame() {
     assert_eq!(ws_binary(&mut ws).await, data);
 }
 
+/// The server reads the socket in 8 KiB chunks and hands tungstenite small pieces: a message
+/// many chunks long, and a burst of small ones in one segment, arrive whole and in order.
+#[tokio::test]
+async fn websocket_large_messages_and_bursts_arrive_intact() {
+    let server = start().await;
+    let (mut ws, _) = server.ws_handshake().await;
+    let text: String = (0..600_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    ws_send(&mut ws, &format!("4{text}")).await;
+    assert_eq!(ws_text(&mut ws).await, format!("4{text}"));
+    let data: Bytes = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    within("send", ws.send(WsMessage::Binary(data.clone())))
+        .await
+        .unwrap();
+    assert_eq!(ws_binary(&mut ws).await, data);
+    for i in 0..500 {
+        within("feed", ws.feed(WsMessage::text(format!("4m{i}"))))
+            .await
+            .unwrap();
+    }
+    within("flush", ws.flush()).await.unwrap();
+    for i in 0..500 {
+        assert_eq!(ws_text(&mut ws).await, format!("4m{i}"));
+    }
+}
+
 #[tokio::test]
 async fn websocket_invalid_packet_closes_socket() {
     let server = start().await;

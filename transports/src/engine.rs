@@ -78,9 +78,9 @@ pub struct EngineConfig {
     /// Packets per long-polling response at most; the rest wait for the next poll.
     /// python-engineio's client refuses a payload of more than 16 packets, so that is the default.
     pub max_poll_packets: usize,
-    /// Read buffer per WebSocket connection, held for the connection's life. Small (1 KiB):
-    /// most Socket.IO frames are small and idle connections must stay cheap; a larger frame
-    /// grows the buffer while it is read, in reads of at most this size.
+    /// tungstenite's read buffer per WebSocket connection, held for the connection's life.
+    /// Small (128 bytes) so idle connections stay cheap: the socket itself is read in 8 KiB
+    /// chunks through a stack buffer, and tungstenite takes its pieces from that in memory.
     pub ws_read_buffer: usize,
     /// Sessions held at once, at most; a handshake beyond is refused with 503 (WebSocket
     /// handshakes before the upgrade). Lingering sessions (closed, their close packet not yet
@@ -107,7 +107,7 @@ impl Default for EngineConfig {
             jsonp: true,
             stream_limit: 128 * 1024,
             max_poll_packets: 16,
-            ws_read_buffer: 1024,
+            ws_read_buffer: 128,
             max_sessions: 100_000,
             max_sessions_per_ip: 1_000,
             trusted_proxies: IpRange::LOOPBACK.to_vec(),

@@ -5,7 +5,9 @@
 //! (handshake over WebSocket) or probes an existing polling session to take it over (`2probe`,
 //! `3probe`, `5`). Frames are read through a small buffer: idle connections must stay cheap.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -27,7 +30,7 @@ use crate::packet::{decode_text, Frame, Packet, Str};
 use crate::session::{CloseReason, TransportKind};
 use crate::socket::{Handshake, Socket};
 
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
+type Ws = WebSocketStream<Chunked<TokioIo<Upgraded>>>;
 
 /// What an accepted WebSocket connection is for.
 pub(crate) enum Target {
@@ -115,7 +118,7 @@ async fn start(
         }
     };
     let mut ws = Ws::from_raw_socket(
-        TokioIo::new(upgraded),
+        Chunked::new(TokioIo::new(upgraded)),
         Role::Server,
         Some(ws_config(&shared)),
     )
@@ -310,5 +313,122 @@ fn utf8_of(text: Str) -> Utf8Bytes {
     #[allow(unsafe_code)]
     unsafe {
         Utf8Bytes::from_bytes_unchecked(text.into_bytes())
+    }
+}
+
+/// Reads from the connection in chunks of [`CHUNK`] bytes through a buffer on the stack, and
+/// hands tungstenite the small pieces it asks for (its read buffer is set small, and it keeps
+/// that buffer for the connection's life). Bytes read beyond the piece asked for wait in a
+/// leftover that exists only until tungstenite has taken them: an idle connection holds no
+/// read buffer here, and a burst of small frames still costs one read syscall.
+struct Chunked<S> {
+    inner: S,
+    leftover: Option<Bytes>,
+}
+
+/// Bytes read from the socket at most per syscall.
+const CHUNK: usize = 8192;
+
+impl<S> Chunked<S> {
+    fn new(inner: S) -> Self {
+        Chunked {
+            inner,
+            leftover: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Chunked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if let Some(leftover) = &mut self.leftover {
+            let n = leftover.len().min(buf.remaining());
+            buf.put_slice(&leftover.split_to(n));
+            if leftover.is_empty() {
+                self.leftover = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= CHUNK {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let mut storage = [std::mem::MaybeUninit::<u8>::uninit(); CHUNK];
+        let mut chunk = ReadBuf::uninit(&mut storage);
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut chunk))?;
+        let read = chunk.filled();
+        let n = read.len().min(buf.remaining());
+        buf.put_slice(&read[..n]);
+        if n < read.len() {
+            self.leftover = Some(Bytes::copy_from_slice(&read[n..]));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Chunked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn small_reads_are_served_from_one_chunk_and_nothing_is_lost() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reader = Chunked::new(&data[..]);
+        let mut out = Vec::new();
+        let mut piece = [0u8; 100];
+        loop {
+            let n = reader.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&piece[..n]);
+            // Between pieces, at most the rest of one chunk waits.
+            assert!(reader.leftover.as_ref().map_or(0, Bytes::len) < CHUNK);
+        }
+        assert_eq!(out, data);
+        assert!(reader.leftover.is_none(), "nothing held once drained");
+    }
+
+    #[tokio::test]
+    async fn large_reads_go_straight_through() {
+        let data = vec![7u8; 3 * CHUNK];
+        let mut reader = Chunked::new(&data[..]);
+        let mut out = vec![0u8; 3 * CHUNK];
+        reader.read_exact(&mut out).await.unwrap();
+        assert_eq!(out, data);
+        assert!(reader.leftover.is_none());
     }
 }
