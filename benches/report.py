@@ -22,6 +22,7 @@ NAMES = {
     "halley": "Halley",
     "socketio": "Socket.IO (Node)",
     "socketioxide": "socketioxide",
+    "ceiling": "lapin consumer (ceiling)",
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,6 +103,41 @@ def table(runs, labels, columns, servers):
     return "\n".join(lines)
 
 
+def amqp_table(runs, labels, columns):
+    """S6: Halley's rows (one per receiver count), the ceiling's row, then Halley / ceiling."""
+    lines = []
+    head = ["scenario", "consumer", "runs"] + [c[0] for c in columns]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    ceiling = None
+    results = runs.get("s6-amqp-ceiling", {}).get("ceiling")
+    if results:
+        ceiling = [median(results, c[1]) for c in columns]
+    halley_rows = []
+    for label in labels:
+        results = runs[label].get("halley")
+        if label == "s6-amqp-ceiling" or not results:
+            continue
+        medians = [median(results, c[1]) for c in columns]
+        halley_rows.append((label, medians))
+        cells = [label, NAMES["halley"], str(len(results))]
+        cells += [fmt(v, c[2]) for v, c in zip(medians, columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if ceiling is not None:
+        results = runs["s6-amqp-ceiling"]["ceiling"]
+        cells = ["s6-amqp-ceiling", NAMES["ceiling"], str(len(results))]
+        cells += [fmt(v, c[2]) for v, c in zip(ceiling, columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+        for label, medians in halley_rows:
+            cells = [label, "ratio Halley / ceiling", ""]
+            cells += [
+                ratio(h, p) if c[1] == "messages_per_s" else ""
+                for h, p, c in zip(medians, ceiling, columns)
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def labels_like(runs, prefix):
     def key(label):
         numbers = [int(n) for n in re.findall(r"\d+", label)]
@@ -136,6 +172,11 @@ def versions():
             m = re.search(rf'name = "{name}"\nversion = "([^"]+)"', text)
             if m:
                 out[f"crate {name} (peer)"] = m.group(1)
+    loadgen_lock = os.path.join(ROOT, "benches/loadgen/Cargo.lock")
+    if os.path.exists(loadgen_lock):
+        m = re.search(r'name = "lapin"\nversion = "([^"]+)"', open(loadgen_lock, encoding="utf-8").read())
+        if m:
+            out["crate lapin (load generator)"] = m.group(1)
     return out
 
 
@@ -171,6 +212,9 @@ def main():
     out.append(f"- Machine: {machine()}")
     for name, version in versions().items():
         out.append(f"- {name}: {version}")
+    if any(l.startswith("s6-") for l in runs):
+        rabbitmq = command(["rabbitmq-diagnostics", "-q", "server_version", "-t", "5"])
+        out.append(f"- RabbitMQ: {rabbitmq or '?'}")
     out.append(f"- Raw results: `{os.path.relpath(folder, ROOT)}`")
     out.append("")
 
@@ -245,6 +289,29 @@ def main():
             ],
             ["halley"],
         ),
+        (
+            "S6 — RabbitMQ to WebSocket clients (AMQP bridge)",
+            "Halley only: the `halley` binary with `--amqp-url`/`--amqp-queue`; the load generator "
+            "publishes JSON messages (with their send time) to the queue as fast as the broker's "
+            "confirms allow (64 unconfirmed), and 1, 100 or 1,000 WebSocket clients receive each "
+            "as an event. messages/s counts a message once every client got it, from the first "
+            "delivery to the last; lost = published × clients − delivered. Latency is publish → "
+            "client, so at this saturation it is mostly the queue's backlog. The ceiling is a plain "
+            "lapin consumer (prefetch 256, one manual ack per message, as the bridge does) on the "
+            "same broker. RabbitMQ itself is not pinned: it shares both cores.",
+            "s6-",
+            [
+                ("clients", "receivers", 0),
+                ("messages", "published", 0),
+                ("messages/s", "messages_per_s", 0),
+                ("deliveries/s", "deliveries_per_s", 0),
+                ("p50 ms", "latency.p50_ms", 2),
+                ("p99 ms", "latency.p99_ms", 2),
+                ("lost", "lost", 0),
+                ("server CPU s/s", "server_cpu_s_per_s", 2),
+            ],
+            ["halley"],
+        ),
     ]
     for title, text, prefix, columns, section_servers in sections:
         labels = labels_like(runs, prefix)
@@ -254,7 +321,10 @@ def main():
         out.append("")
         out.append(text)
         out.append("")
-        out.append(table(runs, labels, columns, section_servers))
+        if prefix == "s6-":
+            out.append(amqp_table(runs, labels, columns))
+        else:
+            out.append(table(runs, labels, columns, section_servers))
         out.append("")
     if failures:
         out.append("## Failed runs")

@@ -6,6 +6,7 @@
 #   bash benches/run.sh                 # everything, 3 runs per figure (medians)
 #   RUNS=1 QUICK=1 bash benches/run.sh  # a smoke run: small client counts, short windows
 #   SCENARIOS="s1 s3" SERVERS="halley socketioxide" bash benches/run.sh
+#   SCENARIOS=s6 bash benches/run.sh    # RabbitMQ → Halley's AMQP bridge (Halley only)
 #
 # Each measurement starts a fresh server pinned to core 0 (`taskset -c 0`) and the load
 # generator pinned to core 1; raw JSON lines go to benches/results/<stamp>/, and
@@ -17,18 +18,25 @@ cd "$ROOT"
 
 RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
-SCENARIOS="${SCENARIOS:-s1 s2 s3 s4 s5}"
+SCENARIOS="${SCENARIOS:-s1 s2 s3 s4 s5 s6}"
 SERVERS="${SERVERS:-halley socketio socketioxide}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/benches/results/$STAMP}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
+# s6: the broker (a local RabbitMQ, started if it is not running) and the queue Halley's bridge
+# consumes; not the seed's `socket.io`, so that a run never purges a test's queue.
+AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+AMQP_QUEUE="${AMQP_QUEUE:-halley-bench}"
 mkdir -p "$OUT"
 
 if [ "$QUICK" = 1 ]; then
   BIG=1000 MID=300 SMALL=20 IDLE=5 WINDOW=4
+  AMQP_MESSAGES_1=5000 AMQP_MESSAGES_100=2000 AMQP_MESSAGES_1000=500
 else
   BIG=10000 MID=1000 SMALL=100 IDLE=30 WINDOW=10
+  # About 5 s each on the reference machine (≈10k, 3.5k and 900 messages/s).
+  AMQP_MESSAGES_1=50000 AMQP_MESSAGES_100=20000 AMQP_MESSAGES_1000=5000
 fi
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -41,6 +49,9 @@ if ! need node || ! need npm; then
 fi
 log "building halley bench_server, the load generator and the peers"
 cargo build --release --quiet --example bench_server
+if [[ " $SCENARIOS " == *" s6 "* ]]; then
+  cargo build --release --quiet --bin halley
+fi
 (cd benches/loadgen && cargo build --release --quiet)
 if [[ " $SERVERS " == *" socketioxide "* ]]; then
   (cd benches/peers/socketioxide && cargo build --release --quiet)
@@ -50,9 +61,35 @@ if [[ " $SERVERS " == *" socketio "* ]]; then
 fi
 LOADGEN="$ROOT/benches/loadgen/target/release/halley-loadgen"
 
+# s6 needs RabbitMQ: installed if missing, started if not running (and left running, as
+# tests/run-all.sh does), then waited for: `ping` answers while the node still boots, the AMQP
+# listener comes up last.
+rabbitmq_up() {
+  rabbitmq-diagnostics -q ping -t 5 >/dev/null 2>&1 &&
+    rabbitmq-diagnostics -q check_running -t 5 >/dev/null 2>&1 &&
+    rabbitmq-diagnostics -q check_port_connectivity -t 5 >/dev/null 2>&1
+}
+if [[ " $SCENARIOS " == *" s6 "* ]]; then
+  if ! need rabbitmq-server; then
+    log "installing rabbitmq-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  fi
+  if ! rabbitmq-diagnostics -q ping -t 5 >/dev/null 2>&1; then
+    log "starting rabbitmq-server -detached"
+    rabbitmq-server -detached || true
+  fi
+  deadline=$((SECONDS + 90))
+  until rabbitmq_up; do
+    if [ "$SECONDS" -ge "$deadline" ]; then log "RabbitMQ not up after 90 s"; exit 1; fi
+    sleep 1
+  done
+fi
+
 server_cmd() {
   case "$1" in
     halley) echo "$ROOT/target/release/examples/bench_server" ;;
+    # The real binary with its AMQP bridge on (port 0: it prints the one it got).
+    halley-amqp) echo "$ROOT/target/release/halley --listen 127.0.0.1:0 --demo false --amqp-url $AMQP_URL --amqp-queue $AMQP_QUEUE --max-sessions-per-ip 1000000" ;;
     socketio) echo "node $ROOT/benches/peers/socketio-node/server.js" ;;
     socketioxide) echo "$ROOT/benches/peers/socketioxide/target/release/socketioxide-bench-server" ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
@@ -73,7 +110,7 @@ SERVER_PID=""
 start_server() {
   local name="$1" log_file="$OUT/$1.server.log" port_line
   # shellcheck disable=SC2046
-  PORT=0 taskset -c "$SERVER_CPU" $(server_cmd "$name") >"$log_file" 2>&1 &
+  PORT=0 HALLEY_LOG=warn taskset -c "$SERVER_CPU" $(server_cmd "$name") >"$log_file" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
     port_line="$(grep -m1 -o 'listening on http://[0-9.]*:[0-9]*' "$log_file" || true)"
@@ -107,6 +144,33 @@ measure() {
   stop_server
 }
 
+# measure_amqp <label> <run> <loadgen args...>: `amqp` against a fresh halley-amqp; the results
+# file names the server `halley`.
+measure_amqp() {
+  local label="$1" run="$2"; shift 2
+  local file="$OUT/$label.halley.$run.json"
+  start_server halley-amqp
+  log "$label halley run $run: $*"
+  if ! taskset -c "$LOAD_CPU" "$LOADGEN" amqp "$@" --amqp-url "$AMQP_URL" --queue "$AMQP_QUEUE" \
+      --url "$URL" --pid "$SERVER_PID" --sources "$(sources)" \
+      >"$file" 2>"$OUT/$label.halley.$run.err"; then
+    log "$label halley run $run failed (kept its output in $file)"
+  fi
+  stop_server
+}
+
+# measure_ceiling <run> <loadgen args...>: `amqp-ceiling` (no server; a lapin consumer in the
+# load generator), results under the server name `ceiling`.
+measure_ceiling() {
+  local run="$1"; shift
+  local file="$OUT/s6-amqp-ceiling.ceiling.$run.json"
+  log "s6-amqp-ceiling run $run: $*"
+  if ! taskset -c "$LOAD_CPU" "$LOADGEN" amqp-ceiling "$@" --amqp-url "$AMQP_URL" \
+      --queue "$AMQP_QUEUE" >"$file" 2>"$OUT/s6-amqp-ceiling.ceiling.$run.err"; then
+    log "s6-amqp-ceiling run $run failed (kept its output in $file)"
+  fi
+}
+
 for run in $(seq 1 "$RUNS"); do
   for scenario in $SCENARIOS; do
     case "$scenario" in
@@ -134,10 +198,19 @@ for run in $(seq 1 "$RUNS"); do
       s5)
         # Halley only: its streaming and legacy transports against its own WebSocket path.
         if [[ " $SERVERS " == *" halley "* ]]; then
-          for t in websocket sse xhr-streaming iframe jsonp; do
+          for t in websocket polling sse xhr-streaming iframe jsonp; do
             measure "s5-idle-$t-$MID" halley "$run" s1 --transport "$t" --clients "$MID" --duration 5
             measure "s5-saturation-$t-$MID" halley "$run" s2 --transport "$t" --clients "$MID" --rate 0 --duration "$WINDOW"
           done
+        fi ;;
+      s6)
+        # Halley only: RabbitMQ → the AMQP bridge → 1, 100 and 1,000 WebSocket clients, messages
+        # published as fast as the broker confirms them; the ceiling is a plain lapin consumer.
+        if [[ " $SERVERS " == *" halley "* ]]; then
+          measure_amqp "s6-amqp-1" "$run" --clients 1 --messages "$AMQP_MESSAGES_1"
+          measure_amqp "s6-amqp-100" "$run" --clients 100 --messages "$AMQP_MESSAGES_100"
+          measure_amqp "s6-amqp-1000" "$run" --clients 1000 --messages "$AMQP_MESSAGES_1000"
+          measure_ceiling "$run" --messages "$AMQP_MESSAGES_1"
         fi ;;
       *) log "unknown scenario $scenario"; exit 2 ;;
     esac

@@ -1,20 +1,28 @@
 //! Minimal Engine.IO v4 / Socket.IO v5 clients for the namespace `/`: over WebSocket
-//! (tokio-tungstenite) and over HTTP long-polling (hyper 1, one keep-alive connection per client).
+//! (tokio-tungstenite), HTTP long-polling and JSONP (hyper 1, one keep-alive connection per
+//! client), and Halley's streaming transports (`sse`, `xhr-streaming`, `iframe`, `htmlfile`: a
+//! streaming GET plus a keep-alive connection for POSTs; framings in [`crate::frames`]).
 //! Each TCP connection can be bound to a chosen loopback source address first, so that more
 //! clients than one address's ephemeral ports can connect.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+use crate::frames::{self, StreamFraming};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -167,32 +175,136 @@ pub async fn ws_connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, S
     }
 }
 
-/// A long-polling session: one HTTP/1.1 keep-alive connection, used strictly in turn (GET,
-/// then the POSTs its answer calls for, then the next GET), so one socket per client suffices.
-pub struct Polling {
-    send: SendRequest<Full<Bytes>>,
-    /// The request target up to and including `sid=`.
-    uri: String,
-    authority: String,
+/// The transports a client can use.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum Transport {
+    Websocket,
+    /// Long-polling (XHR framing): `GET` waits for a payload, `POST` sends one.
+    Polling,
+    /// Long-polling answered as scripts (`polling` with `j=N`); form POSTs.
+    Jsonp,
+    /// Server-sent events (Halley): one streaming GET, POSTs on a second connection.
+    Sse,
+    /// One streaming XHR GET (Halley), POSTs on a second connection.
+    XhrStreaming,
+    /// The forever frame (Halley), POSTs on a second connection.
+    Iframe,
+    /// The forever frame in an ActiveX `htmlfile` (Halley); the same bytes as `iframe`.
+    Htmlfile,
 }
 
-impl Polling {
-    async fn request(&mut self, post: Option<&'static str>) -> Result<Bytes, String> {
-        self.send.ready().await.map_err(|e| format!("http: {e}"))?;
-        let req = hyper::Request::builder()
-            .method(if post.is_some() { "POST" } else { "GET" })
-            .uri(&self.uri)
-            .header("host", &self.authority)
-            .header("content-type", "text/plain;charset=UTF-8")
-            .body(Full::new(Bytes::from_static(
-                post.unwrap_or_default().as_bytes(),
-            )))
-            .map_err(|e| format!("http request: {e}"))?;
-        let res = self
-            .send
-            .send_request(req)
+impl Transport {
+    /// TCP connections one client holds.
+    pub fn connections(self) -> u64 {
+        match self {
+            Transport::Websocket | Transport::Polling | Transport::Jsonp => 1,
+            _ => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Websocket => "websocket",
+            Transport::Polling => "polling",
+            Transport::Jsonp => "jsonp",
+            Transport::Sse => "sse",
+            Transport::XhrStreaming => "xhr-streaming",
+            Transport::Iframe => "iframe",
+            Transport::Htmlfile => "htmlfile",
+        }
+    }
+}
+
+/// The callback index the JSONP and forever-frame clients send (`j`); any 1-6 digits do.
+const CALLBACK_INDEX: &str = "0";
+
+/// HTTP requests sent by the HTTP clients (long-poll GETs, POSTs, stream GETs), for requests/s.
+pub static HTTP_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// New connections an HTTP client opened because the server had closed its keep-alive one
+/// (Halley closes a connection idle for `--header-read-timeout`, 10 s, e.g. a streaming
+/// client's POST connection between pings).
+pub static HTTP_RECONNECTS: AtomicU64 = AtomicU64::new(0);
+/// Streams that the server ended (after `stream_limit` bytes) and the client reopened.
+pub static STREAM_REOPENS: AtomicU64 = AtomicU64::new(0);
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// An HTTP/1.1 client on one keep-alive connection, reopened when the server has closed it.
+pub struct Http {
+    send: Sender,
+    target: Target,
+    source: Option<IpAddr>,
+}
+
+impl Http {
+    pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Self, String> {
+        Ok(Self {
+            send: Self::handshake(target, source).await?,
+            target: target.clone(),
+            source,
+        })
+    }
+
+    async fn handshake(target: &Target, source: Option<IpAddr>) -> Result<Sender, String> {
+        let stream = tcp_connect(target, source).await?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("http: {e}"))?;
+            .map_err(|e| format!("http handshake: {e}"))?;
+        tokio::spawn(conn);
+        Ok(send)
+    }
+
+    async fn reconnect(&mut self) -> Result<(), String> {
+        self.send = Self::handshake(&self.target, self.source).await?;
+        HTTP_RECONNECTS.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Sends a request and returns the response with its body unread.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, String> {
+        let mut retried = false;
+        loop {
+            if self.send.ready().await.is_err() {
+                self.reconnect().await?;
+            }
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header(HOST, &self.target.authority);
+            if let Some(content_type) = content_type {
+                req = req.header(CONTENT_TYPE, content_type);
+            }
+            let req = req
+                .body(Full::new(body.clone()))
+                .map_err(|e| format!("http request: {e}"))?;
+            HTTP_REQUESTS.fetch_add(1, Relaxed);
+            match self.send.send_request(req).await {
+                Ok(res) => return Ok(res),
+                // The server closed the idle connection as the request went out: once more.
+                Err(e) if !retried && (e.is_canceled() || e.is_incomplete_message()) => {
+                    retried = true;
+                    self.reconnect().await?;
+                }
+                Err(e) => return Err(format!("http: {e}")),
+            }
+        }
+    }
+
+    /// A request whose whole body is read; an error for a status other than 2xx.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Bytes, String> {
+        let res = self.send(method, uri, content_type, body).await?;
         let status = res.status();
         let body = res
             .into_body()
@@ -208,79 +320,314 @@ impl Polling {
         }
         Ok(body)
     }
-
-    /// One long-poll: the packets of the payload, pings answered. Returns the number of packets
-    /// that were neither pings nor noops.
-    pub async fn poll_once(&mut self) -> Result<usize, String> {
-        let body = self.request(None).await?;
-        let mut pings = 0;
-        let mut other = 0;
-        for packet in body.split(|&b| b == 0x1e) {
-            let text = std::str::from_utf8(packet).map_err(|_| "eio: binary payload")?;
-            if control(text)? {
-                pings += 1;
-            } else if text != "6" {
-                other += 1;
-            }
-        }
-        for _ in 0..pings {
-            let ok = self.request(Some("3")).await?;
-            if &ok[..] != b"ok" {
-                return Err(format!(
-                    "eio: POST answered {:?}",
-                    String::from_utf8_lossy(&ok)
-                ));
-            }
-        }
-        Ok(other)
-    }
 }
 
-/// Opens a polling session and connects the namespace `/`.
-pub async fn polling_connect(target: &Target, source: Option<IpAddr>) -> Result<Polling, String> {
-    let stream = tcp_connect(target, source).await?;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    tokio::spawn(conn);
-    let mut polling = Polling {
-        send,
-        uri: format!("{}?EIO=4&transport=polling", target.path),
-        authority: target.authority.clone(),
-    };
-    let open = polling.request(None).await?;
-    let open = std::str::from_utf8(&open).map_err(|_| "eio: open packet not UTF-8")?;
-    let json = open.strip_prefix('0').ok_or_else(|| {
+/// Gives the packets of `payload` other than pings and noops to `f`; returns how many pings
+/// there were (each wants a `3`), or an error when the server closed the session.
+fn packets(payload: &str, f: &mut impl FnMut(&str)) -> Result<usize, String> {
+    let mut pings = 0;
+    for packet in payload.split('\x1e') {
+        if control(packet)? {
+            pings += 1;
+        } else if packet != "6" {
+            f(packet);
+        }
+    }
+    Ok(pings)
+}
+
+/// The sid of an open packet `0{"sid":…}`.
+fn open_sid(payload: &str) -> Result<String, String> {
+    let json = payload.strip_prefix('0').ok_or_else(|| {
         format!(
             "eio: expected open packet, got {:?}",
-            &open[..open.len().min(40)]
+            &payload[..payload.len().min(40)]
         )
     })?;
     let json: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("eio: open packet: {e}"))?;
-    let sid = json["sid"].as_str().ok_or("eio: open packet without sid")?;
-    polling.uri.push_str("&sid=");
-    polling.uri.push_str(sid);
-    let ok = polling.request(Some("40")).await?;
-    if &ok[..] != b"ok" {
-        return Err(format!(
+    json["sid"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "eio: open packet without sid".into())
+}
+
+fn check_ok(answer: &[u8]) -> Result<(), String> {
+    if answer == b"ok" {
+        Ok(())
+    } else {
+        Err(format!(
             "eio: POST answered {:?}",
-            String::from_utf8_lossy(&ok)
-        ));
+            String::from_utf8_lossy(&answer[..answer.len().min(80)])
+        ))
     }
-    loop {
-        let body = polling.request(None).await?;
-        let mut connected = false;
-        for packet in body.split(|&b| b == 0x1e) {
-            let text = std::str::from_utf8(packet).map_err(|_| "eio: binary payload")?;
-            if text.starts_with("40") {
-                connected = true;
-            } else if control(text)? {
-                let _ = polling.request(Some("3")).await?;
+}
+
+/// A long-polling session: one HTTP/1.1 keep-alive connection, used strictly in turn (GET,
+/// then the POSTs its answer calls for, then the next GET), so one socket per client suffices.
+/// With a callback index it is JSONP: answers are `___eio[j]("…");`, POSTs forms `d=…`.
+pub struct Polling {
+    http: Http,
+    /// The request target, with `sid=` once known.
+    uri: String,
+    jsonp: Option<&'static str>,
+}
+
+impl Polling {
+    async fn get(&mut self) -> Result<String, String> {
+        let body = self
+            .http
+            .request(Method::GET, &self.uri, None, Bytes::new())
+            .await?;
+        match self.jsonp {
+            Some(j) => frames::jsonp(&body, j),
+            None => String::from_utf8(body.into()).map_err(|_| "eio: binary payload".into()),
+        }
+    }
+
+    async fn post(&mut self, payload: &str) -> Result<(), String> {
+        let (content_type, body) = match self.jsonp {
+            Some(_) => (
+                "application/x-www-form-urlencoded",
+                Bytes::from(frames::form_body(payload)),
+            ),
+            None => (
+                "text/plain;charset=UTF-8",
+                Bytes::copy_from_slice(payload.as_bytes()),
+            ),
+        };
+        let answer = self
+            .http
+            .request(Method::POST, &self.uri, Some(content_type), body)
+            .await?;
+        check_ok(&answer)
+    }
+
+    /// One long-poll: each packet of the payload but pings and noops to `f`, then the pings
+    /// answered.
+    pub async fn recv(&mut self, f: &mut impl FnMut(&str)) -> Result<(), String> {
+        let payload = self.get().await?;
+        let pings = packets(&payload, f)?;
+        for _ in 0..pings {
+            self.post("3").await?;
+        }
+        Ok(())
+    }
+
+    /// Opens a session (JSONP with `jsonp`) and sends the namespace CONNECT `40`.
+    async fn open(
+        target: &Target,
+        source: Option<IpAddr>,
+        jsonp: Option<&'static str>,
+    ) -> Result<Self, String> {
+        let mut uri = format!("{}?EIO=4&transport=polling", target.path);
+        if let Some(j) = jsonp {
+            uri.push_str("&j=");
+            uri.push_str(j);
+        }
+        let mut polling = Polling {
+            http: Http::connect(target, source).await?,
+            uri,
+            jsonp,
+        };
+        let open = polling.get().await?;
+        let sid = open_sid(&open)?;
+        polling.uri.push_str("&sid=");
+        polling.uri.push_str(&sid);
+        polling.post("40").await?;
+        Ok(polling)
+    }
+}
+
+/// A streaming session (`sse`, `xhr-streaming`, `iframe`, `htmlfile`): one long GET that
+/// carries framed payloads (reopened with the sid when the server ends it), and POSTs on a
+/// second keep-alive connection.
+pub struct Streaming {
+    framing: StreamFraming,
+    get: Http,
+    /// The open stream; `None` between its end and the reopen.
+    body: Option<Incoming>,
+    /// Bytes of the stream not yet parsed (an incomplete line).
+    buf: Vec<u8>,
+    post: Http,
+    /// The request target, with `sid=` once known.
+    uri: String,
+    sid_known: bool,
+}
+
+impl Streaming {
+    async fn open(
+        target: &Target,
+        source: Option<IpAddr>,
+        transport: Transport,
+    ) -> Result<Self, String> {
+        let framing = match transport {
+            Transport::Sse => StreamFraming::Sse,
+            Transport::XhrStreaming => StreamFraming::XhrStreaming,
+            _ => StreamFraming::Html,
+        };
+        let mut uri = format!("{}?EIO=4&transport={}", target.path, transport.name());
+        if framing == StreamFraming::Html {
+            uri.push_str("&j=");
+            uri.push_str(CALLBACK_INDEX);
+        }
+        let mut stream = Streaming {
+            framing,
+            get: Http::connect(target, source).await?,
+            body: None,
+            buf: Vec::new(),
+            post: Http::connect(target, source).await?,
+            uri,
+            sid_known: false,
+        };
+        stream.reopen().await?;
+        let mut open = None;
+        stream
+            .read_units(|payload| {
+                open.get_or_insert(payload);
+                Ok(())
+            })
+            .await?;
+        let sid = open_sid(open.as_deref().unwrap_or_default())?;
+        stream.uri.push_str("&sid=");
+        stream.uri.push_str(&sid);
+        stream.sid_known = true;
+        stream.send("40").await?;
+        Ok(stream)
+    }
+
+    /// GETs the stream.
+    async fn reopen(&mut self) -> Result<(), String> {
+        let res = self
+            .get
+            .send(Method::GET, &self.uri, None, Bytes::new())
+            .await?;
+        if res.status() != hyper::StatusCode::OK {
+            let status = res.status();
+            let body = res.into_body().collect().await.map(|b| b.to_bytes());
+            let body = body.unwrap_or_default();
+            return Err(format!(
+                "stream GET {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            ));
+        }
+        self.body = Some(res.into_body());
+        Ok(())
+    }
+
+    /// Reads the stream until at least one framed payload came, giving each to `each`;
+    /// reopens the stream when the server ends it.
+    async fn read_units(
+        &mut self,
+        mut each: impl FnMut(String) -> Result<(), String>,
+    ) -> Result<(), String> {
+        loop {
+            if frames::drain_lines(self.framing, &mut self.buf, &mut each)? > 0 {
+                return Ok(());
+            }
+            let Some(body) = self.body.as_mut() else {
+                self.reopen().await?;
+                continue;
+            };
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => return Err(format!("stream: {e}")),
+                None => {
+                    self.body = None;
+                    if !self.buf.is_empty() {
+                        return Err("stream: ended inside a frame".into());
+                    }
+                    if !self.sid_known {
+                        return Err("stream: ended before the open packet".into());
+                    }
+                    STREAM_REOPENS.fetch_add(1, Relaxed);
+                }
             }
         }
-        if connected {
-            return Ok(polling);
+    }
+
+    async fn send(&mut self, payload: &str) -> Result<(), String> {
+        let answer = self
+            .post
+            .request(
+                Method::POST,
+                &self.uri,
+                Some("text/plain;charset=UTF-8"),
+                Bytes::copy_from_slice(payload.as_bytes()),
+            )
+            .await?;
+        check_ok(&answer)
+    }
+
+    /// The next framed payloads: each packet but pings and noops to `f`, then the pings
+    /// answered.
+    pub async fn recv(&mut self, f: &mut impl FnMut(&str)) -> Result<(), String> {
+        let mut pings = 0;
+        self.read_units(|payload| {
+            pings += packets(&payload, f)?;
+            Ok(())
+        })
+        .await?;
+        for _ in 0..pings {
+            self.send("3").await?;
+        }
+        Ok(())
+    }
+}
+
+/// A client session on any transport, connected to the namespace `/`.
+pub enum Session {
+    Ws(Ws),
+    Polling(Polling),
+    Streaming(Box<Streaming>),
+}
+
+impl Session {
+    /// Opens a session on `transport` and connects the namespace `/` (sends `40`, waits for
+    /// `40{"sid":…}`, answering pings meanwhile).
+    pub async fn connect(
+        transport: Transport,
+        target: &Target,
+        source: Option<IpAddr>,
+    ) -> Result<Self, String> {
+        let mut session = match transport {
+            Transport::Websocket => return ws_connect(target, source).await.map(Session::Ws),
+            Transport::Polling => Session::Polling(Polling::open(target, source, None).await?),
+            Transport::Jsonp => {
+                Session::Polling(Polling::open(target, source, Some(CALLBACK_INDEX)).await?)
+            }
+            _ => Session::Streaming(Box::new(Streaming::open(target, source, transport).await?)),
+        };
+        let mut connected = false;
+        while !connected {
+            session
+                .recv(&mut |packet| connected |= packet.starts_with("40"))
+                .await?;
+        }
+        Ok(session)
+    }
+
+    /// Waits for the next message (WebSocket), poll answer or stream unit; gives each packet
+    /// but pings and noops to `f`, and answers the pings.
+    pub async fn recv(&mut self, f: &mut impl FnMut(&str)) -> Result<(), String> {
+        match self {
+            Session::Ws(ws) => {
+                let text = next_text(ws).await?;
+                if control(&text)? {
+                    send_text(ws, "3").await
+                } else {
+                    if &*text != "6" {
+                        f(&text);
+                    }
+                    Ok(())
+                }
+            }
+            Session::Polling(polling) => polling.recv(f).await,
+            Session::Streaming(stream) => stream.recv(f).await,
         }
     }
 }

@@ -4,14 +4,20 @@
 //! Scenarios (one JSON line of results per run on stdout; progress on stderr):
 //! - `s1`: idle memory and CPU: N connected clients (WebSocket or polling); server RSS per
 //!   connection and server CPU per idle second, from /proc/<pid>.
-//! - `s2`: broadcast fan-out to N WebSocket clients: one extra client emits `bcast` with its
+//! - `s1`, `s2` take `--transport`: `websocket`, `polling`, `jsonp`, or Halley's streaming
+//!   transports `sse`, `xhr-streaming`, `iframe`, `htmlfile`.
+//! - `s2`: broadcast fan-out to N receivers: one extra WebSocket client emits `bcast` with its
 //!   send time (µs since the epoch) at `--rate` per second, or closed-loop at saturation with
 //!   `--rate 0`; the receivers record arrival − stamp of every `tick`.
 //! - `s3`: echo with acks: C clients each emit `message` with an ack id and wait for the ack
 //!   before the next (the `message-back` event that also arrives is ignored); `--no-ack`: emit
 //!   without an ack id and wait for `message-back` instead.
+//! - `amqp`: messages from RabbitMQ through Halley's AMQP bridge to N WebSocket clients;
+//!   `amqp-ceiling`: the same publishing to a plain lapin consumer (see `amqp.rs`).
 
+mod amqp;
 mod eio;
+mod frames;
 mod hist;
 mod procfs;
 
@@ -22,11 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use eio::{Target, Ws};
+use eio::{Session, Target, Transport, Ws};
 use hist::Hist;
 
 #[derive(Parser)]
@@ -46,10 +52,13 @@ enum Scenario {
         #[arg(long, value_enum, default_value_t = Transport::Websocket)]
         transport: Transport,
     },
-    /// Broadcast fan-out to N WebSocket clients.
+    /// Broadcast fan-out to N receivers (the broadcaster is a WebSocket client).
     S2 {
         #[command(flatten)]
         common: Common,
+        /// Transport of the receivers.
+        #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+        transport: Transport,
         /// Broadcasts per second; 0 = saturation (closed loop, `--window` broadcasts in flight,
         /// the broadcaster's own copy of each tick acknowledging it).
         #[arg(long, default_value_t = 10.0)]
@@ -69,6 +78,21 @@ enum Scenario {
         /// Emit without an ack id and wait for the `message-back` event instead of the ack.
         #[arg(long)]
         no_ack: bool,
+    },
+    /// RabbitMQ → Halley's AMQP bridge → N WebSocket clients: messages/s, latency, lost.
+    Amqp {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        amqp: amqp::AmqpArgs,
+    },
+    /// RabbitMQ → a plain lapin consumer (the ceiling for `amqp`): messages/s, latency.
+    AmqpCeiling {
+        #[command(flatten)]
+        amqp: amqp::AmqpArgs,
+        /// Unacked deliveries in flight (Halley's --amqp-prefetch default).
+        #[arg(long, default_value_t = 256)]
+        prefetch: u16,
     },
 }
 
@@ -100,12 +124,6 @@ struct Common {
     /// Seconds to let the server settle after the last connect, before measuring.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Debug)]
-enum Transport {
-    Websocket,
-    Polling,
 }
 
 /// Counters shared by every client task.
@@ -241,11 +259,12 @@ async fn ws_idle(mut ws: Ws) -> Result<(), String> {
     }
 }
 
-/// Caps `wanted` clients (plus `extra` connections) below the open-files limit.
-fn cap_clients(wanted: u64, extra: u64) -> (u64, Option<u64>) {
+/// Caps `wanted` clients of `per_client` connections each (plus `extra` connections) below
+/// the open-files limit.
+fn cap_clients(wanted: u64, per_client: u64, extra: u64) -> (u64, Option<u64>) {
     let limit = procfs::nofile_limit().unwrap_or(1024);
     // stdio, the runtime's epoll and eventfd, /proc reads, and some headroom.
-    let max = limit.saturating_sub(64 + extra);
+    let max = limit.saturating_sub(64 + extra) / per_client.max(1);
     if wanted > max {
         eprintln!("loadgen: open-files limit {limit}: capping {wanted} clients to {max}");
         (max, Some(wanted))
@@ -274,11 +293,14 @@ async fn main() {
         Scenario::S1 { common, transport } => s1(common, transport).await,
         Scenario::S2 {
             common,
+            transport,
             rate,
             window,
             drain,
-        } => s2(common, rate, window, drain).await,
+        } => s2(common, transport, rate, window, drain).await,
         Scenario::S3 { common, no_ack } => s3(common, !no_ack).await,
+        Scenario::Amqp { common, amqp } => amqp::run(common, amqp).await,
+        Scenario::AmqpCeiling { amqp, prefetch } => amqp::ceiling(amqp, prefetch).await,
     };
     let code = match result {
         Ok(line) => {
@@ -328,7 +350,7 @@ fn merge(into: &mut Value, from: Value) {
 }
 
 async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
-    let (n, capped_from) = cap_clients(common.clients, 0);
+    let (n, capped_from) = cap_clients(common.clients, transport.connections(), 0);
     let duration = common.duration.unwrap_or(30.0);
     let clients = setup(&common).await?;
     let server = ServerProbe { pid: common.pid };
@@ -346,14 +368,14 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
                 )
                 .await
         }
-        Transport::Polling => {
+        _ => {
             clients
                 .spawn(
                     n,
-                    |t, src| async move { eio::polling_connect(&t, src).await },
-                    |mut p: eio::Polling, _| async move {
+                    move |t, src| async move { Session::connect(transport, &t, src).await },
+                    |mut session: Session, _| async move {
                         loop {
-                            p.poll_once().await?;
+                            session.recv(&mut |_| {}).await?;
                         }
                     },
                 )
@@ -380,7 +402,10 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
     merge(
         &mut out,
         json!({
-            "transport": format!("{transport:?}").to_lowercase(),
+            "transport": transport.name(),
+            "connections_per_client": transport.connections(),
+            "http_reconnects": eio::HTTP_RECONNECTS.load(Relaxed),
+            "stream_reopens": eio::STREAM_REOPENS.load(Relaxed),
             "connect_secs": round3(connect_secs),
             "connects_per_s": round3(connected as f64 / connect_secs.max(1e-9)),
             "server_cpu_connect_s": cpu_start.zip(cpu_connected).map(|(a, b)| round3(b - a)),
@@ -415,27 +440,32 @@ fn tick_stamp(text: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value, String> {
-    let (n, capped_from) = cap_clients(common.clients, 1);
+async fn s2(
+    common: Common,
+    transport: Transport,
+    rate: f64,
+    window: u64,
+    drain: f64,
+) -> Result<Value, String> {
+    let (n, capped_from) = cap_clients(common.clients, transport.connections(), 1);
     let duration = common.duration.unwrap_or(10.0);
     let clients = setup(&common).await?;
     let server = ServerProbe { pid: common.pid };
     let fanout = Arc::new(Fanout::default());
 
-    eprintln!("s2: connecting {n} receivers");
+    eprintln!("s2: connecting {n} {} receivers", transport.name());
     let f = Arc::clone(&fanout);
     let connect_secs = clients
         .spawn(
             n,
-            |t, src| async move { eio::ws_connect(&t, src).await },
-            move |mut ws: Ws, _| {
+            move |t, src| async move { Session::connect(transport, &t, src).await },
+            move |mut session: Session, _| {
                 let f = Arc::clone(&f);
                 async move {
-                    loop {
-                        let text = eio::next_text(&mut ws).await?;
+                    let mut on_packet = |text: &str| {
                         if text.starts_with("42[\"tick\",") {
                             let now = now_us();
-                            match tick_stamp(&text) {
+                            match tick_stamp(text) {
                                 Some(stamp) => {
                                     f.latency_us.record(now.saturating_sub(stamp));
                                     f.delivered.fetch_add(1, Relaxed);
@@ -445,9 +475,10 @@ async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value,
                                     f.bad.fetch_add(1, Relaxed);
                                 }
                             }
-                        } else if eio::control(&text)? {
-                            eio::send_text(&mut ws, "3").await?;
                         }
+                    };
+                    loop {
+                        session.recv(&mut on_packet).await?;
                     }
                 }
             },
@@ -463,6 +494,7 @@ async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value,
     let rss0 = server.rss();
     let cpu0 = server.cpu();
     let self_cpu0 = procfs::cpu_secs(None);
+    let requests0 = eio::HTTP_REQUESTS.load(Relaxed);
     let start_us = now_us();
     let start = Instant::now();
     let deadline = tokio::time::Instant::from_std(start + Duration::from_secs_f64(duration));
@@ -536,14 +568,22 @@ async fn s2(common: Common, rate: f64, window: u64, drain: f64) -> Result<Value,
     let self_cpu1 = procfs::cpu_secs(None);
     let wall = start.elapsed().as_secs_f64();
     let rss1 = server.rss();
+    let requests = eio::HTTP_REQUESTS.load(Relaxed) - requests0;
     let delivered = fanout.delivered.load(Relaxed);
     let last_us = fanout.last_us.load(Relaxed);
     let delivery_secs = (last_us.saturating_sub(start_us) as f64 / 1e6).max(1e-9);
 
+    let http = transport != Transport::Websocket;
     let mut out = base_json("s2", &common, n, capped_from);
     merge(
         &mut out,
         json!({
+            "transport": transport.name(),
+            "connections_per_client": transport.connections(),
+            "requests": http.then_some(requests),
+            "requests_per_s": http.then(|| round3(requests as f64 / wall)),
+            "http_reconnects": http.then(|| eio::HTTP_RECONNECTS.load(Relaxed)),
+            "stream_reopens": http.then(|| eio::STREAM_REOPENS.load(Relaxed)),
             "rate": if rate > 0.0 { json!(rate) } else { json!("saturation") },
             "window": (rate <= 0.0).then_some(window),
             "connect_secs": round3(connect_secs),
@@ -601,7 +641,7 @@ fn s3_round(seq: u64, ack: bool) -> (String, String, &'static str) {
 }
 
 async fn s3(common: Common, ack: bool) -> Result<Value, String> {
-    let (n, capped_from) = cap_clients(common.clients, 0);
+    let (n, capped_from) = cap_clients(common.clients, 1, 0);
     let duration = common.duration.unwrap_or(10.0);
     let clients = setup(&common).await?;
     let server = ServerProbe { pid: common.pid };
