@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --save-corpus) save_corpus=1 ;;
     --sanitizer) sanitizer="$2"; shift ;;
     --sanitizer=*) sanitizer="${1#*=}" ;;
-    -h | --help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     [0-9]*) seconds="$1" ;;
     *)
       if [[ " ${all_targets[*]} " == *" $1 "* ]]; then targets+=("$1"); else
