@@ -36,11 +36,23 @@ CHROMIUM="${CHROMIUM:-$(command -v chromium || echo /usr/bin/chromium)}"
 NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 export CHROMIUM NGINX
 
-# RabbitMQ boots while the build runs; step 5 waits for it.
+# RabbitMQ boots while the build runs; the interop steps wait for it (wait_rabbitmq).
 if command -v rabbitmq-server >/dev/null 2>&1 && ! rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
   step "rabbitmq-server -detached"
   rabbitmq-server -detached || true
 fi
+# Until the broker takes AMQP connections (cluster.test.mjs, test_amqp.py need it), at most 60 s.
+wait_rabbitmq() {
+  command -v rabbitmq-diagnostics >/dev/null 2>&1 || return 0
+  # ping answers while the node still boots; the AMQP listener comes up last.
+  local deadline=$((SECONDS + 60))
+  until rabbitmq-diagnostics -q ping >/dev/null 2>&1 &&
+    rabbitmq-diagnostics -q check_running >/dev/null 2>&1 &&
+    rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then echo "RabbitMQ not up after 60 s: the AMQP and cluster tests will fail"; return 0; fi
+    sleep 1
+  done
+}
 
 # --- 2. Build ---------------------------------------------------------------------------------
 step "cargo build (release examples, for the interop tests)"
@@ -64,6 +76,7 @@ bash tests/fuzz/run.sh --sanitizer none "${FUZZ_SECONDS:-20}" 2>&1 | tee "$log_d
 
 # --- 4. Node interop (official clients) -------------------------------------------------------
 step "node interop tests"
+wait_rabbitmq
 (
   cd tests/interop
   if [ "${SKIP_INSTALL:-}" != 1 ] || [ ! -d node_modules ]; then npm ci --no-audit --no-fund --silent; fi
@@ -78,16 +91,7 @@ if [ -f tests/interop/python/requirements.txt ]; then
   if [ "${SKIP_INSTALL:-}" != 1 ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/python/requirements.txt
   fi
-  if command -v rabbitmq-diagnostics >/dev/null 2>&1; then
-    # ping answers while the node still boots; the AMQP listener comes up last.
-    deadline=$((SECONDS + 60))
-    until rabbitmq-diagnostics -q ping >/dev/null 2>&1 &&
-      rabbitmq-diagnostics -q check_running >/dev/null 2>&1 &&
-      rabbitmq-diagnostics -q check_port_connectivity >/dev/null 2>&1; do
-      if [ "$SECONDS" -ge "$deadline" ]; then echo "RabbitMQ not up after 60 s: test_amqp.py will fail"; break; fi
-      sleep 1
-    done
-  fi
+  wait_rabbitmq
   (cd tests/interop/python && "$venv/bin/python" -m unittest -v 2>&1) | tee "$log_dir/python.log"
 fi
 

@@ -2,6 +2,7 @@
 // with a hang guard, collect messages.
 
 import { spawn } from "node:child_process";
+import net from "node:net";
 import { createInterface } from "node:readline";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -210,4 +211,41 @@ export function describe(value) {
     }
   }
   return String(value);
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for servers that need one given). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Whether something accepts TCP connections on `port`. */
+export function canConnect(port, host = "127.0.0.1") {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, host, () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/**
+ * Waits until something listens on `port` (nginx, say), checking every 25 ms. `alive()`, when
+ * given, is called each time and throws to give up early (the process died).
+ */
+export async function waitForPort(port, { ms = TIMEOUT, alive = () => {}, what = "server" } = {}) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    alive();
+    if (await canConnect(port)) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${port} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }

@@ -7,13 +7,12 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
 import https from "node:https";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
 import { io } from "socket.io-client";
 
-import { startServer, withTimeout } from "./helpers.mjs";
+import { freePort, startServer, waitForPort, withTimeout } from "./helpers.mjs";
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
 const ROOT = path.resolve(HERE, "../..");
@@ -25,32 +24,7 @@ let nginx;
 let dir;
 let base;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-async function waitForPort(port, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nginx did not listen on ${port} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 before(async () => {
   halley = await startServer(HALLEY_BIN, { HALLEY_LISTEN: "127.0.0.1:0" });
@@ -69,7 +43,7 @@ before(async () => {
   nginx = spawn(NGINX, ["-p", dir, "-c", path.join(dir, "nginx.conf"), "-g", "daemon off;"], {
     stdio: ["ignore", "inherit", "inherit"],
   });
-  await waitForPort(port);
+  await waitForPort(port, { what: "nginx" });
   base = `https://127.0.0.1:${port}`;
 });
 

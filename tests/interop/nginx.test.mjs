@@ -21,13 +21,12 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
 import { io } from "socket.io-client";
 
-import { startServer, withTimeout } from "./helpers.mjs";
+import { freePort, startServer, waitForPort, withTimeout } from "./helpers.mjs";
 import { HTMLFILE_STANDIN, launchBrowser, openClientPage } from "./client-harness.mjs";
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
@@ -49,33 +48,7 @@ let dir;
 let base;
 let browser;
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-async function waitForPort(port, ms = 5000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    if (nginx.exitCode !== null) throw new Error(`nginx exited (code ${nginx.exitCode}):\n${nginxLog}`);
-    const ok = await new Promise((resolve) => {
-      const socket = net.connect(port, "127.0.0.1", () => {
-        socket.end();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nginx did not listen on ${port} within ${ms} ms:\n${nginxLog}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 before(async () => {
   if (!process.env.HALLEY_BIN && !existsSync(HALLEY_BIN)) {
@@ -98,7 +71,12 @@ before(async () => {
   nginx.stderr.on("data", (chunk) => {
     nginxLog = (nginxLog + chunk).slice(-16384);
   });
-  await waitForPort(port);
+  await waitForPort(port, {
+    what: "nginx",
+    alive: () => {
+      if (nginx.exitCode !== null) throw new Error(`nginx exited (code ${nginx.exitCode}):\n${nginxLog}`);
+    },
+  });
   base = `http://127.0.0.1:${port}`;
   browser = await launchBrowser();
 });

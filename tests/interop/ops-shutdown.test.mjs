@@ -16,13 +16,12 @@
 
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import { io } from "socket.io-client";
 
-import { startServer, withTimeout } from "./helpers.mjs";
+import { freePort, startServer, withTimeout } from "./helpers.mjs";
 import { HTMLFILE_STANDIN, launchBrowser, openClientPage } from "./client-harness.mjs";
 
 const HALLEY_BIN =
@@ -51,16 +50,6 @@ const WS_CLOSES = `(() => {
   for (const k of ["CONNECTING", "OPEN", "CLOSING", "CLOSED"]) window.WebSocket[k] = Native[k];
 })();`;
 
-async function freePort() {
-  const probe = net.createServer();
-  await new Promise((resolve, reject) => {
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = probe.address();
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 function startHalley(port) {
   return startServer(HALLEY_BIN, {
