@@ -594,6 +594,12 @@ async fn rooms_select_recipients_for_every_kind_of_broadcast() {
     b.leave("r");
     assert_eq!(sorted(b.rooms()), [b.id().to_owned()]);
     assert_eq!(io.to("r").emit("m", &"after leave").unwrap(), 1);
+    // A socket's own room can be left and joined again like any other.
+    c.leave(c.id());
+    assert!(c.rooms().is_empty());
+    assert!(io.to(c.id()).sockets().is_empty());
+    c.join(c.id());
+    assert_eq!(io.to(c.id()).sockets().len(), 1);
     assert_eq!(io.emit("m", &"end").unwrap(), 3);
 
     let expected: [&[&str]; 3] = [

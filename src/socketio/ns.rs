@@ -259,6 +259,11 @@ impl Namespace {
             if let Some(members) = self.rooms.get(room) {
                 excluded.extend(members.iter().cloned());
             }
+            if let Some(own) = self.sockets.get(room.as_str()) {
+                if own.value().in_own_room() {
+                    excluded.insert(own.key().clone());
+                }
+            }
         }
         excluded.extend(exclude.cloned());
         let keep = |id: &Sid| !excluded.contains(id);
@@ -274,6 +279,12 @@ impl Namespace {
         for room in rooms {
             if let Some(members) = self.rooms.get(room) {
                 ids.extend(members.iter().filter(|id| keep(id)).cloned());
+            }
+            // A socket's own room, which has no index entry.
+            if let Some(own) = self.sockets.get(room.as_str()) {
+                if own.value().in_own_room() && keep(own.key()) {
+                    ids.insert(own.key().clone());
+                }
             }
         }
         ids.iter()

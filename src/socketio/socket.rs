@@ -160,6 +160,9 @@ pub struct Socket {
     auth: Value,
     ack_timeout: Duration,
     connected: AtomicBool,
+    /// Whether it is in its own room (named by its id). That room has no entry in the
+    /// namespace's index: `select` finds the socket by id (saving an entry and a set per socket).
+    own_room: AtomicBool,
     rooms: Mutex<HashSet<String>>,
     handlers: Mutex<HashMap<String, EventHandler>>,
     on_disconnect: Mutex<Vec<DisconnectHandler>>,
@@ -258,6 +261,7 @@ impl Socket {
             auth,
             ack_timeout,
             connected: AtomicBool::new(false),
+            own_room: AtomicBool::new(false),
             rooms: Mutex::new(HashSet::new()),
             handlers: Mutex::new(HashMap::new()),
             on_disconnect: Mutex::new(Vec::new()),
@@ -438,6 +442,10 @@ impl Socket {
     /// Joins `room` (in this namespace).
     pub fn join(&self, room: impl Into<String>) {
         let room = room.into();
+        if room == self.id.as_str() {
+            self.own_room.store(true, Ordering::Release);
+            return;
+        }
         if lock(&self.rooms).insert(room.clone()) {
             self.ns.index_join(&room, &self.id);
         }
@@ -445,14 +453,29 @@ impl Socket {
 
     /// Leaves `room`.
     pub fn leave(&self, room: &str) {
+        if room == self.id.as_str() {
+            self.own_room.store(false, Ordering::Release);
+            return;
+        }
         if lock(&self.rooms).remove(room) {
             self.ns.index_leave(room, &self.id);
         }
     }
 
+    /// Whether it is in the room named by its id (from joining its namespace until it leaves).
+    pub(crate) fn in_own_room(&self) -> bool {
+        self.own_room.load(Ordering::Acquire)
+    }
+
     /// The rooms this socket is in, its own room included.
     pub fn rooms(&self) -> Vec<String> {
-        lock(&self.rooms).iter().cloned().collect()
+        let rooms = lock(&self.rooms);
+        let mut all = Vec::with_capacity(rooms.len() + 1);
+        if self.in_own_room() {
+            all.push(self.id.as_str().to_owned());
+        }
+        all.extend(rooms.iter().cloned());
+        all
     }
 
     /// A broadcast to `room`, excluding this socket.
@@ -490,6 +513,7 @@ impl Socket {
 
     /// Undoes what connect middlewares did (rooms joined) for a socket that was refused.
     pub(crate) fn abandon(&self) {
+        self.own_room.store(false, Ordering::Release);
         let rooms = std::mem::take(&mut *lock(&self.rooms));
         for room in &rooms {
             self.ns.index_leave(room, &self.id);
