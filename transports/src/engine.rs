@@ -570,11 +570,10 @@ pub(crate) fn open(
     ));
     shared.stats.opened(transport);
     shared.registry.insert(Arc::clone(&socket));
-    shared.tasks.spawn(
-        socket::drive(Arc::clone(&socket), Arc::clone(shared)).instrument(
-            tracing::info_span!("session", sid = %socket.sid(), transport = transport.name()),
-        ),
+    let driver = socket::drive(Arc::clone(&socket), Arc::clone(shared)).instrument(
+        tracing::info_span!("session", sid = %socket.sid(), transport = transport.name()),
     );
+    shared.tasks.spawn(driver);
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
     shared.handler.on_open(&socket);
     Ok(socket)

@@ -351,6 +351,13 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
             _ = &mut notified => {}
         }
     };
+    // Boxed: a live session's task (one per session) holds only the loop above.
+    Box::pin(end(socket, shared, reason)).await;
+}
+
+/// Ends a closed session: tells the application, lets a force-closed HTTP session linger for
+/// its final read, and frees its place.
+async fn end(socket: Arc<Socket>, shared: Arc<Shared>, reason: CloseReason) {
     shared.stats.closed(socket.transport(), reason);
     tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
     shared.handler.on_close(&socket, reason);
