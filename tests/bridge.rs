@@ -158,9 +158,5 @@ async fn subscribe_joins_allowed_rooms_only() {
     rooms.sort();
     let mut expected = vec![id.clone(), "vip".to_owned()];
     expected.sort();
-    assert_eq!(
-        rooms,
-        expected,
-        "own room kept, news.sport left"
-    );
+    assert_eq!(rooms, expected, "own room kept, news.sport left");
 }
