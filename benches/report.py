@@ -5,6 +5,10 @@ Every `<label>.<server>.<run>.json` file holds the load generator's one JSON lin
 run. A figure in the tables is the median over the runs; a ratio is Halley's median divided
 by the peer's (for memory, CPU and latency lower is better; for rates higher is better).
 Runs that failed (no JSON, or an "error" field) are listed, never silently averaged in.
+
+The Soak section comes from the newest `benches/results/soak-*.json` (written by
+`benches/soak.sh`); without one, the Soak section of the current BENCHMARKS.md is kept.
+`report.py --update-soak [BENCHMARKS.md] [soak.json]` rewrites only that section in place.
 """
 
 import glob
@@ -23,6 +27,7 @@ NAMES = {
     "socketio": "Socket.IO (Node)",
     "socketioxide": "socketioxide",
     "ceiling": "lapin consumer (ceiling)",
+    "halley-cluster": "Halley cluster",
 }
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,8 +60,16 @@ def load(folder):
 
 def median(results, path):
     values = [dig(r, path) for r in results]
-    values = [v for v in values if isinstance(v, (int, float))]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     return statistics.median(values) if values else None
+
+
+def column_median(results, column):
+    """A column is (title, json path, digits) or (title, json path, digits, scale)."""
+    value = median(results, column[1])
+    if value is not None and len(column) > 3:
+        value = value * column[3]
+    return value
 
 
 def fmt(value, digits=1):
@@ -89,7 +102,7 @@ def table(runs, labels, columns, servers):
             results = runs[label].get(server)
             if not results:
                 continue
-            medians[server] = [median(results, c[1]) for c in columns]
+            medians[server] = [column_median(results, c) for c in columns]
             cells = [label, NAMES[server], str(len(results))]
             cells += [fmt(v, c[2]) for v, c in zip(medians[server], columns)]
             lines.append("| " + " | ".join(cells) + " |")
@@ -112,13 +125,13 @@ def amqp_table(runs, labels, columns):
     ceiling = None
     results = runs.get("s6-amqp-ceiling", {}).get("ceiling")
     if results:
-        ceiling = [median(results, c[1]) for c in columns]
+        ceiling = [column_median(results, c) for c in columns]
     halley_rows = []
     for label in labels:
         results = runs[label].get("halley")
         if label == "s6-amqp-ceiling" or not results:
             continue
-        medians = [median(results, c[1]) for c in columns]
+        medians = [column_median(results, c) for c in columns]
         halley_rows.append((label, medians))
         cells = [label, NAMES["halley"], str(len(results))]
         cells += [fmt(v, c[2]) for v, c in zip(medians, columns)]
@@ -194,7 +207,185 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {mem}, Linux {platform.release()}"
 
 
+SOAK_TITLE = "## Soak"
+
+
+def latest_soak():
+    """The newest readable benches/results/soak-*.json (names carry a UTC stamp), or None."""
+    for path in sorted(glob.glob(os.path.join(ROOT, "benches/results/soak-*.json")), reverse=True):
+        try:
+            data = json.load(open(path, encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict):
+            return path, data
+    return None
+
+
+def existing_soak(markdown):
+    """The Soak section of a BENCHMARKS.md text (title to the next `## ` heading), or None."""
+    m = re.search(rf"^{re.escape(SOAK_TITLE)}\b.*?(?=^## |\Z)", markdown, re.S | re.M)
+    return m.group(0).strip() if m else None
+
+
+def mib(kib):
+    return "–" if kib is None else f"{kib / 1024:,.1f} MiB"
+
+
+def num(value):
+    return "?" if value is None else f"{value:g}"
+
+
+def yes_no(value):
+    return {True: "yes", False: "**no**"}.get(value, "–")
+
+
+def soak_section(path, d):
+    if "error" in d and "population" not in d:
+        return f"{SOAK_TITLE}\n\nThe last soak run (`{os.path.relpath(path, ROOT)}`) failed: {d['error']}"
+    mem = d.get("memory", {})
+    log = d.get("server_log", {})
+    checks = d.get("checks", {})
+    mix = ", ".join(f"{t} {w}" for t, w in d.get("mix", {}).items())
+    life = d.get("life_s", ["?", "?"])
+    minutes = (d.get("churn_s") or 0) / 60
+    lat = d.get("latency", {})
+    if d.get("warmup_churn_s"):
+        warmup = f"{num(d['warmup_churn_s'])} s of the same churn"
+    else:
+        warmup = f"everyone in at once for {num(d.get('warmup_hold_s'))} s"
+    lines = [SOAK_TITLE, ""]
+    lines.append(
+        f"`bash benches/soak.sh` against the bench app (`examples/bench_server`, pinned to core 0; "
+        f"the load generator on core 1): a population of {fmt(d.get('population'))} clients on "
+        f"mixed transports (weights: {mix}) joining and leaving for {minutes:g} min while one "
+        f"client emits `bcast` {num(d.get('rate'))} times a second (answered with `tick` to "
+        f"everyone). Each client lives {life[0]:g}–{life[1]:g} s, then leaves cleanly (`41`, "
+        f"close) or, {fmt(100 * (d.get('drop_fraction') or 0), 0)} % of them, just closes its "
+        f"TCP connections. Before that, a warm-up cycle ({warmup}, then everyone out) and "
+        f"{num(d.get('reap_s'))} s for the server to reap the dropped sessions give the "
+        f"warmed-up baseline RSS; the final RSS is read the same way after the churn. lost = "
+        f"seqs a client did not get between the first and the last it got; edges = seqs sent "
+        f"more than {num(d.get('grace_s'))} s after it connected and before it left, outside "
+        f"that range. Result `{os.path.relpath(path, ROOT)}`, stamp {d.get('stamp', '?')}."
+    )
+    lines.append("")
+    lines.append("| check | result |")
+    lines.append("|---|---|")
+    verdict = {True: "yes", False: "no"}.get(d.get("pass"), "–")
+    lines.append(f"| **pass** | **{verdict}** |")
+    lines.append(f"| clients connected (total) | {fmt(d.get('clients_connected_total'))} |")
+    lines.append(
+        f"| broadcasts sent / deliveries | {fmt(d.get('broadcasts_sent'))} / "
+        f"{fmt(d.get('deliveries'))} |"
+    )
+    lines.append(
+        f"| lost by connected clients | {fmt(d.get('lost'))} (edges {fmt(d.get('lost_edges'))}, "
+        f"duplicates {fmt(d.get('duplicates'))}) |"
+    )
+    lines.append(
+        f"| latency p50 / p99 / max | {fmt(lat.get('p50_ms'), 2)} / {fmt(lat.get('p99_ms'), 2)} / "
+        f"{fmt(lat.get('max_ms'), 2)} ms |"
+    )
+    lines.append(
+        f"| leaves: clean / dropped / ended by an error | {fmt(d.get('clean_leaves'))} / "
+        f"{fmt(d.get('tcp_drops'))} / {fmt(d.get('ended_by_error'))} |"
+    )
+    errors = d.get("errors") or {}
+    errors_text = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "none"
+    lines.append(f"| client errors | {errors_text} |")
+    lines.append(
+        f"| server RSS: cold / warmed-up baseline / peak / final | {mib(mem.get('rss_start_kib'))} / "
+        f"{mib(mem.get('baseline_kib'))} / {mib(mem.get('peak_kib'))} / {mib(mem.get('final_kib'))} |"
+    )
+    ratio_text = "–" if mem.get("final_vs_baseline") is None else f"{mem['final_vs_baseline']:.3f}"
+    lines.append(
+        f"| final within 10 % of the baseline | {yes_no(mem.get('final_within_10pct'))} "
+        f"(final / baseline = {ratio_text}) |"
+    )
+    lines.append(
+        f"| server fds: start / baseline / final | {fmt(mem.get('fds_start'))} / "
+        f"{fmt(mem.get('fds_baseline'))} / {fmt(mem.get('fds_final'))} |"
+    )
+    log_text = (
+        f"{fmt(log.get('error_lines'))} ERROR, {fmt(log.get('warn_lines'))} WARN"
+        if log
+        else "not checked"
+    )
+    lines.append(f"| server log | {log_text} |")
+    lines.append(
+        f"| CPU s/s: server / load generator | {fmt(d.get('server_cpu_s_per_s'), 2)} / "
+        f"{fmt(d.get('loadgen_cpu_s_per_s'), 2)} |"
+    )
+    failed = [k for k, v in checks.items() if v is False]
+    if failed:
+        lines.append(f"| failed checks | {', '.join(failed)} |")
+    transports = d.get("transports") or {}
+    if transports:
+        lines.append("")
+        lines.append("| transport | clients | deliveries | lost | edges | p50 ms | p99 ms | max ms |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, t in transports.items():
+            lines.append(
+                f"| {name} | {fmt(t.get('clients'))} | {fmt(t.get('deliveries'))} | "
+                f"{fmt(t.get('lost'))} | {fmt(t.get('lost_edges'))} | "
+                f"{fmt(t.get('latency_p50_ms'), 2)} | {fmt(t.get('latency_p99_ms'), 2)} | "
+                f"{fmt(t.get('latency_max_ms'), 2)} |"
+            )
+    if log.get("lines"):
+        lines.append("")
+        lines.append("Server log lines counted as errors (first ones):")
+        lines.append("")
+        lines.append("```")
+        lines.extend(log["lines"][:20])
+        lines.append("```")
+    return "\n".join(lines)
+
+
+def soak_markdown(benchmarks=None):
+    """The Soak section: from the newest soak result, else the one BENCHMARKS.md has."""
+    found = latest_soak()
+    if found:
+        return soak_section(*found)
+    benchmarks = benchmarks or os.path.join(ROOT, "BENCHMARKS.md")
+    if os.path.exists(benchmarks):
+        return existing_soak(open(benchmarks, encoding="utf-8").read())
+    return None
+
+
+def update_soak(benchmarks, result=None):
+    """Rewrites only the Soak section of `benchmarks` (appended when it has none)."""
+    if result:
+        section = soak_section(result, json.load(open(result, encoding="utf-8")))
+    else:
+        found = latest_soak()
+        if not found:
+            sys.exit("no benches/results/soak-*.json")
+        section = soak_section(*found)
+    text = open(benchmarks, encoding="utf-8").read() if os.path.exists(benchmarks) else "# Benchmarks\n"
+    if existing_soak(text) is not None:
+        text = re.sub(
+            rf"^{re.escape(SOAK_TITLE)}\b.*?(?=^## |\Z)",
+            lambda _: section + "\n\n",
+            text,
+            count=1,
+            flags=re.S | re.M,
+        )
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(benchmarks + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text.rstrip("\n") + "\n")
+    os.replace(benchmarks + ".tmp", benchmarks)
+
+
 def main():
+    if sys.argv[1:2] == ["--update-soak"]:
+        args = sys.argv[2:]
+        update_soak(
+            args[0] if args else os.path.join(ROOT, "BENCHMARKS.md"),
+            args[1] if len(args) > 1 else None,
+        )
+        return
     folder = sys.argv[1]
     runs, failures = load(folder)
     servers = [s for s in SERVERS if any(s in runs[l] for l in runs)]
@@ -212,7 +403,7 @@ def main():
     out.append(f"- Machine: {machine()}")
     for name, version in versions().items():
         out.append(f"- {name}: {version}")
-    if any(l.startswith("s6-") for l in runs):
+    if any(l.startswith(("s6-", "s7-")) for l in runs):
         rabbitmq = command(["rabbitmq-diagnostics", "-q", "server_version", "-t", "5"])
         out.append(f"- RabbitMQ: {rabbitmq or '?'}")
     out.append(f"- Raw results: `{os.path.relpath(folder, ROOT)}`")
@@ -312,6 +503,33 @@ def main():
             ],
             ["halley"],
         ),
+        (
+            "S7 — broadcast across a cluster (RabbitMQ)",
+            "Halley only: the `halley` binary started 1, 2 or 3 times with `--cluster` (one fresh "
+            "fanout exchange per run); the receivers (WebSocket) are spread round-robin over the "
+            "nodes, and each broadcast is a `POST /publish` `{\"event\":\"tick\",\"data\":[µs, "
+            "seq]}` to the first node, which delivers to its own sockets and through RabbitMQ to "
+            "the others'. At a fixed rate, or at saturation: closed loop, 4 broadcasts in flight, "
+            "a broadcast acknowledged once a monitor client on every node got it. Latency is "
+            "send → each receiver; lost = sent × receivers − delivered. **Pinning differs from "
+            "the other tables: every node shares core 0** (the load generator has core 1; "
+            "RabbitMQ is not pinned and uses both), so more nodes add coordination work on the "
+            "same core, not capacity. Server CPU and RSS are summed over the nodes.",
+            "s7-",
+            [
+                ("nodes", "nodes", 0),
+                ("receivers", "receivers", 0),
+                ("broadcasts", "broadcasts_sent", 0),
+            ]
+            + lat
+            + [
+                ("deliveries/s", "deliveries_per_s", 0),
+                ("lost", "lost", 0),
+                ("server CPU s/s", "server_cpu_s_per_s", 2),
+                ("server RSS MiB", "server_rss_end_kib", 1, 1 / 1024),
+            ],
+            ["halley-cluster"],
+        ),
     ]
     for title, text, prefix, columns, section_servers in sections:
         labels = labels_like(runs, prefix)
@@ -325,6 +543,10 @@ def main():
             out.append(amqp_table(runs, labels, columns))
         else:
             out.append(table(runs, labels, columns, section_servers))
+        out.append("")
+    soak = soak_markdown()
+    if soak:
+        out.append(soak)
         out.append("")
     if failures:
         out.append("## Failed runs")

@@ -7,10 +7,12 @@
 #   RUNS=1 QUICK=1 bash benches/run.sh  # a smoke run: small client counts, short windows
 #   SCENARIOS="s1 s3" SERVERS="halley socketioxide" bash benches/run.sh
 #   SCENARIOS=s6 bash benches/run.sh    # RabbitMQ → Halley's AMQP bridge (Halley only)
+#   SCENARIOS=s7 bash benches/run.sh    # a cluster of 1, 2 and 3 Halley nodes (RabbitMQ)
 #
 # Each measurement starts a fresh server pinned to core 0 (`taskset -c 0`) and the load
 # generator pinned to core 1; raw JSON lines go to benches/results/<stamp>/, and
-# benches/report.py turns them into the tables (medians, ratios Halley/peer).
+# benches/report.py turns them into the tables (medians, ratios Halley/peer). S7 runs several
+# nodes at once: all of them on core 0, the load generator on core 1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -18,7 +20,7 @@ cd "$ROOT"
 
 RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
-SCENARIOS="${SCENARIOS:-s1 s2 s3 s4 s5 s6}"
+SCENARIOS="${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7}"
 SERVERS="${SERVERS:-halley socketio socketioxide}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/benches/results/$STAMP}"
@@ -28,6 +30,9 @@ LOAD_CPU="${LOAD_CPU:-1}"
 # consumes; not the seed's `socket.io`, so that a run never purges a test's queue.
 AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 AMQP_QUEUE="${AMQP_QUEUE:-halley-bench}"
+# s7: node counts, and the broadcast rate of the fixed-rate runs (the others are at saturation).
+CLUSTER_NODES="${CLUSTER_NODES:-1 2 3}"
+CLUSTER_RATE="${CLUSTER_RATE:-20}"
 mkdir -p "$OUT"
 
 if [ "$QUICK" = 1 ]; then
@@ -49,7 +54,7 @@ if ! need node || ! need npm; then
 fi
 log "building halley bench_server, the load generator and the peers"
 cargo build --release --quiet --example bench_server
-if [[ " $SCENARIOS " == *" s6 "* ]]; then
+if [[ " $SCENARIOS " == *" s6 "* || " $SCENARIOS " == *" s7 "* ]]; then
   cargo build --release --quiet --bin halley
 fi
 (cd benches/loadgen && cargo build --release --quiet)
@@ -61,7 +66,7 @@ if [[ " $SERVERS " == *" socketio "* ]]; then
 fi
 LOADGEN="$ROOT/benches/loadgen/target/release/halley-loadgen"
 
-# s6 needs RabbitMQ: installed if missing, started if not running (and left running, as
+# s6 and s7 need RabbitMQ: installed if missing, started if not running (and left running, as
 # tests/run-all.sh does), then waited for: `ping` answers while the node still boots, the AMQP
 # listener comes up last.
 rabbitmq_up() {
@@ -69,7 +74,7 @@ rabbitmq_up() {
     rabbitmq-diagnostics -q check_running -t 5 >/dev/null 2>&1 &&
     rabbitmq-diagnostics -q check_port_connectivity -t 5 >/dev/null 2>&1
 }
-if [[ " $SCENARIOS " == *" s6 "* ]]; then
+if [[ " $SCENARIOS " == *" s6 "* || " $SCENARIOS " == *" s7 "* ]]; then
   if ! need rabbitmq-server; then
     log "installing rabbitmq-server"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
@@ -129,7 +134,57 @@ stop_server() {
   kill -KILL "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=""
 }
-trap stop_server EXIT
+
+# A cluster of `halley --cluster` nodes sharing one fresh exchange, all pinned to the server core.
+CLUSTER_PIDS=()
+CLUSTER_URLS=""
+# members <url>: how many other nodes its /healthz lists (-1 when it does not answer).
+members() {
+  python3 -c 'import json, sys, urllib.request
+print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2))["cluster"]["members"]))' \
+    "$1" 2>/dev/null || echo -1
+}
+# start_cluster <nodes> <exchange> <log prefix>: starts the nodes and waits until each lists all
+# the others; returns 1 (nodes left running for stop_cluster) when that does not happen in 30 s.
+start_cluster() {
+  local n="$1" exchange="$2" prefix="$3" i log port_line url deadline
+  CLUSTER_PIDS=() CLUSTER_URLS=""
+  for i in $(seq 1 "$n"); do
+    HALLEY_LOG=warn taskset -c "$SERVER_CPU" "$ROOT/target/release/halley" --listen 127.0.0.1:0 \
+      --demo false --amqp-url "$AMQP_URL" --cluster --node-name "$(printf 'node%02d' "$i")" \
+      --cluster-exchange "$exchange" --max-sessions-per-ip 1000000 >"$prefix.node$i.log" 2>&1 &
+    CLUSTER_PIDS+=("$!")
+  done
+  for i in $(seq 1 "$n"); do
+    log="$prefix.node$i.log" port_line=""
+    for _ in $(seq 1 200); do
+      port_line="$(grep -m1 -o 'listening on http://[0-9.]*:[0-9]*' "$log" || true)"
+      [ -n "$port_line" ] && break
+      kill -0 "${CLUSTER_PIDS[$((i - 1))]}" 2>/dev/null || break
+      sleep 0.05
+    done
+    [ -n "$port_line" ] || { log "cluster node $i did not start:"; cat "$log" >&2; return 1; }
+    CLUSTER_URLS="${CLUSTER_URLS:+$CLUSTER_URLS,}${port_line#listening on }"
+  done
+  deadline=$((SECONDS + 30))
+  for url in ${CLUSTER_URLS//,/ }; do
+    until [ "$(members "$url")" = $((n - 1)) ]; do
+      if [ "$SECONDS" -ge "$deadline" ]; then log "cluster did not form: $url"; return 1; fi
+      sleep 0.2
+    done
+  done
+}
+
+stop_cluster() {
+  local pid
+  for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${CLUSTER_PIDS[@]}"; do
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL "$pid" 2>/dev/null || true
+  done
+  CLUSTER_PIDS=()
+}
+trap 'stop_server; stop_cluster' EXIT
 
 # measure <scenario label> <server> <run> <loadgen args...>
 measure() {
@@ -169,6 +224,28 @@ measure_ceiling() {
       --queue "$AMQP_QUEUE" >"$file" 2>"$OUT/s6-amqp-ceiling.ceiling.$run.err"; then
     log "s6-amqp-ceiling run $run failed (kept its output in $file)"
   fi
+}
+
+# measure_cluster <label> <nodes> <run> <loadgen args...>: the load generator against a fresh
+# cluster (receivers round-robin over the nodes, RSS and CPU summed over them); results under the
+# server name `halley-cluster`. The cluster's exchange is deleted afterwards.
+measure_cluster() {
+  local label="$1" nodes="$2" run="$3"; shift 3
+  local prefix="$OUT/$label.halley-cluster.$run"
+  local exchange="halley.bench.$STAMP.$label.$run"
+  if ! start_cluster "$nodes" "$exchange" "$prefix"; then
+    echo '{"error": "the cluster did not form (see the node logs)"}' >"$prefix.json"
+  else
+    log "$label halley-cluster run $run: $*"
+    if ! taskset -c "$LOAD_CPU" "$LOADGEN" "$@" --url "$CLUSTER_URLS" \
+        --pid "$(IFS=,; echo "${CLUSTER_PIDS[*]}")" --sources "$(sources)" \
+        >"$prefix.json" 2>"$prefix.err"; then
+      log "$label halley-cluster run $run failed (kept its output in $prefix.json)"
+    fi
+  fi
+  stop_cluster
+  "$LOADGEN" amqp-delete-exchange --amqp-url "$AMQP_URL" --exchange "$exchange" >/dev/null 2>&1 ||
+    log "could not delete the exchange $exchange"
 }
 
 for run in $(seq 1 "$RUNS"); do
@@ -212,11 +289,25 @@ for run in $(seq 1 "$RUNS"); do
           measure_amqp "s6-amqp-1000" "$run" --clients 1000 --messages "$AMQP_MESSAGES_1000"
           measure_ceiling "$run" --messages "$AMQP_MESSAGES_1"
         fi ;;
+      s7)
+        # Halley only: the `halley` binary as a cluster of 1, 2 and 3 nodes meeting on RabbitMQ;
+        # receivers spread over the nodes, broadcasts POSTed to /publish of the first node.
+        if [[ " $SERVERS " == *" halley "* ]]; then
+          for nodes in $CLUSTER_NODES; do
+            measure_cluster "s7-nodes$nodes-rate$CLUSTER_RATE" "$nodes" "$run" s2 --publish-via http \
+              --clients "$MID" --rate "$CLUSTER_RATE" --duration "$WINDOW"
+            measure_cluster "s7-nodes$nodes-saturation" "$nodes" "$run" s2 --publish-via http \
+              --clients "$MID" --rate 0 --duration "$WINDOW"
+          done
+        fi ;;
       *) log "unknown scenario $scenario"; exit 2 ;;
     esac
   done
 done
 
 log "results in $OUT"
-python3 "$ROOT/benches/report.py" "$OUT" >"$ROOT/BENCHMARKS.md"
+# Through a temporary file: report.py keeps BENCHMARKS.md's Soak section when it finds no soak
+# result (benches/soak.sh writes those).
+python3 "$ROOT/benches/report.py" "$OUT" >"$ROOT/BENCHMARKS.md.tmp"
+mv "$ROOT/BENCHMARKS.md.tmp" "$ROOT/BENCHMARKS.md"
 log "wrote BENCHMARKS.md"

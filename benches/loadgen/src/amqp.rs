@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use hyper::Method;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions,
+    ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::PublisherConfirm;
@@ -327,8 +327,8 @@ async fn drain(fanin: &Fanin, expected: u64, drain: f64) {
 pub async fn run(common: Common, args: AmqpArgs) -> Result<Value, String> {
     let (n, capped_from) = cap_clients(common.clients, 1, 8);
     let clients = setup(&common).await?;
-    let server = ServerProbe { pid: common.pid };
-    wait_ready(&clients.target).await?;
+    let server = ServerProbe::new(&common);
+    wait_ready(&clients.targets[0]).await?;
     let fanin = Arc::new(Fanin::new(args.messages, n));
     let prefix = packet_prefix(&args.event);
 
@@ -504,6 +504,22 @@ pub async fn ceiling(args: AmqpArgs, prefetch: u16) -> Result<Value, String> {
     merge(&mut out, publish_json(&published, &args));
     merge(&mut out, fanin.json(published.sent));
     Ok(out)
+}
+
+/// `amqp-delete-exchange`: removes a benchmark cluster's exchange once its nodes are gone
+/// (each run of `run.sh`'s s7 uses a fresh one; Halley declares them durable).
+pub async fn delete_exchange(url: &str, exchange: &str) -> Result<Value, String> {
+    let conn = broker(url).await?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| format!("channel: {e}"))?;
+    channel
+        .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+        .await
+        .map_err(|e| format!("exchange.delete {exchange}: {e}"))?;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(json!({ "deleted_exchange": exchange }))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! clients than one address's ephemeral ports can connect.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -230,34 +231,64 @@ pub static STREAM_REOPENS: AtomicU64 = AtomicU64::new(0);
 type Sender = SendRequest<Full<Bytes>>;
 
 /// An HTTP/1.1 client on one keep-alive connection, reopened when the server has closed it.
+/// Dropping it ends the connection at once (see [`Http::abort`]).
 pub struct Http {
     send: Sender,
     target: Target,
     source: Option<IpAddr>,
+    /// A duplicate of the connection's socket, to shut it down whatever hyper's connection
+    /// task is doing (waiting for a long-poll answer, say).
+    socket: Option<OwnedFd>,
 }
 
 impl Http {
     pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Self, String> {
+        let (send, socket) = Self::handshake(target, source).await?;
         Ok(Self {
-            send: Self::handshake(target, source).await?,
+            send,
             target: target.clone(),
             source,
+            socket,
         })
     }
 
-    async fn handshake(target: &Target, source: Option<IpAddr>) -> Result<Sender, String> {
+    async fn handshake(
+        target: &Target,
+        source: Option<IpAddr>,
+    ) -> Result<(Sender, Option<OwnedFd>), String> {
         let stream = tcp_connect(target, source).await?;
+        let socket = stream.as_fd().try_clone_to_owned().ok();
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("http handshake: {e}"))?;
         tokio::spawn(conn);
-        Ok(send)
+        Ok((send, socket))
     }
 
     async fn reconnect(&mut self) -> Result<(), String> {
-        self.send = Self::handshake(&self.target, self.source).await?;
+        let (send, socket) = Self::handshake(&self.target, self.source).await?;
+        self.send = send;
+        self.socket = socket;
         HTTP_RECONNECTS.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    /// A new connection from the same source to the same server (for a request that must not
+    /// wait for the one in flight on this one, as a browser opens a second connection).
+    pub async fn another(&self) -> Result<Self, String> {
+        Self::connect(&self.target, self.source).await
+    }
+
+    /// Ends the TCP connection now (`shutdown(SHUT_RDWR)`: the server reads EOF), as a client
+    /// that goes away without a word. Dropping the `Http` does the same.
+    pub fn abort(&mut self) {
+        if let Some(socket) = self.socket.take() {
+            // SAFETY: a socket this struct owns (a dup of hyper's), valid until `socket` drops.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR);
+            }
+        }
     }
 
     /// Sends a request and returns the response with its body unread.
@@ -286,8 +317,9 @@ impl Http {
             HTTP_REQUESTS.fetch_add(1, Relaxed);
             match self.send.send_request(req).await {
                 Ok(res) => return Ok(res),
-                // The server closed the idle connection as the request went out: once more.
-                Err(e) if !retried && (e.is_canceled() || e.is_incomplete_message()) => {
+                // The server closed the idle connection as the request went out: once more (as
+                // browsers retry a request that failed on a reused keep-alive connection).
+                Err(e) if !retried && stale_connection(&e) => {
                     retried = true;
                     self.reconnect().await?;
                 }
@@ -320,6 +352,33 @@ impl Http {
         }
         Ok(body)
     }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Whether a request failed because the server had closed (or was closing) the keep-alive
+/// connection it went out on: cancelled, no answer, or reset / broken pipe while writing.
+fn stale_connection(e: &hyper::Error) -> bool {
+    if e.is_canceled() || e.is_incomplete_message() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+            );
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Gives the packets of `payload` other than pings and noops to `f`; returns how many pings
@@ -386,7 +445,16 @@ impl Polling {
     }
 
     async fn post(&mut self, payload: &str) -> Result<(), String> {
-        let (content_type, body) = match self.jsonp {
+        Self::post_on(&mut self.http, &self.uri, self.jsonp, payload).await
+    }
+
+    async fn post_on(
+        http: &mut Http,
+        uri: &str,
+        jsonp: Option<&'static str>,
+        payload: &str,
+    ) -> Result<(), String> {
+        let (content_type, body) = match jsonp {
             Some(_) => (
                 "application/x-www-form-urlencoded",
                 Bytes::from(frames::form_body(payload)),
@@ -396,9 +464,8 @@ impl Polling {
                 Bytes::copy_from_slice(payload.as_bytes()),
             ),
         };
-        let answer = self
-            .http
-            .request(Method::POST, &self.uri, Some(content_type), body)
+        let answer = http
+            .request(Method::POST, uri, Some(content_type), body)
             .await?;
         check_ok(&answer)
     }
@@ -628,6 +695,34 @@ impl Session {
             }
             Session::Polling(polling) => polling.recv(f).await,
             Session::Streaming(stream) => stream.recv(f).await,
+        }
+    }
+
+    /// Leaves. `clean`: as a client's `socket.disconnect()` does, the Socket.IO DISCONNECT
+    /// `41` then the end of the Engine.IO session (WebSocket: a close frame, answered by the
+    /// server's; HTTP transports: the close packet `1`, POSTed on a new connection for
+    /// long-polling since the keep-alive one may hold a pending GET), then the connections
+    /// closed. Otherwise the connections are just closed (shut down), without a word.
+    pub async fn leave(self, clean: bool) -> Result<(), String> {
+        if !clean {
+            return Ok(());
+        }
+        match self {
+            Session::Ws(mut ws) => {
+                send_text(&mut ws, "41").await?;
+                ws.close(None).await.map_err(|e| format!("ws close: {e}"))?;
+                // The server's close frame ends the closing handshake.
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                Ok(())
+            }
+            Session::Polling(polling) => {
+                let mut http = polling.http.another().await?;
+                Polling::post_on(&mut http, &polling.uri, polling.jsonp, "41\x1e1").await
+            }
+            Session::Streaming(mut stream) => stream.send("41\x1e1").await,
         }
     }
 }

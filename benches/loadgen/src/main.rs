@@ -12,14 +12,19 @@
 //! - `s3`: echo with acks: C clients each emit `message` with an ack id and wait for the ack
 //!   before the next (the `message-back` event that also arrives is ignored); `--no-ack`: emit
 //!   without an ack id and wait for `message-back` instead.
+//! - `s2 --publish-via http`: the broadcasts are `POST /publish` requests to the first server
+//!   instead (for a cluster of Halley nodes, `--url` listing them all: receivers round-robin).
 //! - `amqp`: messages from RabbitMQ through Halley's AMQP bridge to N WebSocket clients;
 //!   `amqp-ceiling`: the same publishing to a plain lapin consumer (see `amqp.rs`).
+//! - `soak`: a population of clients on mixed transports joining and leaving for a long time
+//!   under broadcasts: messages lost, errors, server memory (see `soak.rs`).
 
 mod amqp;
 mod eio;
 mod frames;
 mod hist;
 mod procfs;
+mod soak;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -69,6 +74,12 @@ enum Scenario {
         /// Seconds to wait after the last broadcast for the deliveries still under way.
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
+        /// How the broadcasts are sent: `ws`, a WebSocket client emitting `bcast` (the bench
+        /// app); `http`, `POST /publish` `{"event":"tick","data":[µs,seq]}` to the first
+        /// `--url` (Halley's binary; one WebSocket monitor per server acknowledges each
+        /// broadcast at saturation), `--window` connections.
+        #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
+        publish_via: PublishVia,
     },
     /// Echo with acks: C WebSocket clients each emit `message` with an ack id and wait for the
     /// ack before sending the next.
@@ -94,11 +105,37 @@ enum Scenario {
         #[arg(long, default_value_t = 256)]
         prefetch: u16,
     },
+    /// Deletes an exchange (a benchmark cluster's `--cluster-exchange`, once its nodes are gone).
+    AmqpDeleteExchange {
+        /// The broker.
+        #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+        amqp_url: String,
+        #[arg(long)]
+        exchange: String,
+    },
+    /// Soak: a population of clients on mixed transports joining and leaving under broadcasts
+    /// (`--duration`: seconds of churn, default 600); lost messages, errors, server memory.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
+    },
+}
+
+/// How s2's broadcasts are sent.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum PublishVia {
+    /// A WebSocket client emitting `bcast` (the bench app answers with `tick` to all).
+    Ws,
+    /// `POST /publish` to the first server (Halley's binary; through the cluster to the others).
+    Http,
 }
 
 #[derive(Args)]
 struct Common {
-    /// The server, http://host:port.
+    /// The server, http://host:port; or several, comma-separated (the nodes of a cluster):
+    /// clients are spread over them round-robin, broadcasts go to the first.
     #[arg(long, default_value = "http://127.0.0.1:8092")]
     url: String,
     /// The Engine.IO path.
@@ -110,9 +147,10 @@ struct Common {
     /// Measurement window in seconds (s1: the idle CPU window; s2: broadcasting; s3: echoing).
     #[arg(long)]
     duration: Option<f64>,
-    /// The server's pid, for RSS and CPU time from /proc.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// The server's pid, for RSS and CPU time from /proc; several (comma-separated or repeated)
+    /// for a cluster: RSS and CPU are summed over them.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// Loopback source addresses to bind clients to, round-robin (e.g. 127.0.0.1,127.0.0.2):
     /// each address has its own ~28k ephemeral ports. Empty: the kernel picks.
     #[arg(long, value_delimiter = ',')]
@@ -182,7 +220,8 @@ fn round3(x: f64) -> f64 {
 /// Runs the scenario's clients: connects `n` clients at most `concurrency` at a time, each then
 /// running `run` until it returns (an `Err` counts as a drop) or the process ends.
 struct Clients {
-    target: Arc<Target>,
+    /// The servers (one, or a cluster's nodes); client `i` connects to `targets[i % len]`.
+    targets: Vec<Arc<Target>>,
     sources: Vec<IpAddr>,
     concurrency: usize,
     stats: Arc<Stats>,
@@ -191,6 +230,10 @@ struct Clients {
 impl Clients {
     fn source(&self, i: u64) -> Option<IpAddr> {
         (!self.sources.is_empty()).then(|| self.sources[i as usize % self.sources.len()])
+    }
+
+    fn target(&self, i: u64) -> Arc<Target> {
+        Arc::clone(&self.targets[i as usize % self.targets.len()])
     }
 
     /// Connects `n` clients with `connect`, then runs `run` on each; returns when every connect
@@ -211,11 +254,7 @@ impl Clients {
                 break;
             };
             let (connect, run) = (connect.clone(), run.clone());
-            let (target, source, stats) = (
-                Arc::clone(&self.target),
-                self.source(i),
-                Arc::clone(&self.stats),
-            );
+            let (target, source, stats) = (self.target(i), self.source(i), Arc::clone(&self.stats));
             tokio::spawn(async move {
                 let t0 = Instant::now();
                 let result = tokio::time::timeout(eio::CONNECT_TIMEOUT, connect(target, source))
@@ -273,16 +312,37 @@ fn cap_clients(wanted: u64, per_client: u64, extra: u64) -> (u64, Option<u64>) {
     }
 }
 
+/// The server's process, or a cluster's: readings summed over the pids (None when there is no
+/// pid, or one of them can't be read).
 struct ServerProbe {
-    pid: Option<u32>,
+    pids: Vec<u32>,
 }
 
 impl ServerProbe {
+    fn new(common: &Common) -> Self {
+        Self {
+            pids: common.pid.clone(),
+        }
+    }
+
+    fn sum<T: std::iter::Sum<T>>(&self, read: impl Fn(Option<u32>) -> Option<T>) -> Option<T> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&p| read(Some(p))).sum()
+    }
+
     fn rss(&self) -> Option<u64> {
-        self.pid.and_then(|p| procfs::rss_kib(Some(p)))
+        self.sum(procfs::rss_kib)
+    }
+    fn hwm(&self) -> Option<u64> {
+        self.sum(procfs::hwm_kib)
     }
     fn cpu(&self) -> Option<f64> {
-        self.pid.and_then(|p| procfs::cpu_secs(Some(p)))
+        self.sum(procfs::cpu_secs)
+    }
+    fn fds(&self) -> Option<u64> {
+        self.sum(procfs::fd_count)
     }
 }
 
@@ -297,10 +357,15 @@ async fn main() {
             rate,
             window,
             drain,
-        } => s2(common, transport, rate, window, drain).await,
+            publish_via,
+        } => s2(common, transport, rate, window, drain, publish_via).await,
         Scenario::S3 { common, no_ack } => s3(common, !no_ack).await,
         Scenario::Amqp { common, amqp } => amqp::run(common, amqp).await,
         Scenario::AmqpCeiling { amqp, prefetch } => amqp::ceiling(amqp, prefetch).await,
+        Scenario::AmqpDeleteExchange { amqp_url, exchange } => {
+            amqp::delete_exchange(&amqp_url, &exchange).await
+        }
+        Scenario::Soak { common, soak } => soak::run(common, soak).await,
     };
     let code = match result {
         Ok(line) => {
@@ -316,11 +381,27 @@ async fn main() {
     std::process::exit(code);
 }
 
+/// The servers of `--url`.
+fn urls(common: &Common) -> Vec<&str> {
+    common
+        .url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
 async fn setup(common: &Common) -> Result<Clients, String> {
     TIME_WAIT_AT_START.get_or_init(procfs::tcp_time_wait);
-    let target = Target::resolve(&common.url, &common.path).await?;
+    let mut targets = Vec::new();
+    for url in urls(common) {
+        targets.push(Arc::new(Target::resolve(url, &common.path).await?));
+    }
+    if targets.is_empty() {
+        return Err("--url: no server".into());
+    }
     Ok(Clients {
-        target: Arc::new(target),
+        targets,
         sources: common.sources.iter().map(|&ip| IpAddr::V4(ip)).collect(),
         concurrency: common.concurrency,
         stats: Arc::new(Stats::default()),
@@ -336,7 +417,9 @@ fn base_json(scenario: &str, common: &Common, clients: u64, capped_from: Option<
         "clients": clients,
         "clients_capped_from": capped_from,
         "sources": common.sources.len().max(1),
-        "server_pid": common.pid,
+        "nodes": urls(common).len(),
+        "server_pid": common.pid.first(),
+        "server_pids": common.pid,
         "loadgen_rss_kib": procfs::rss_kib(None),
         "tcp_time_wait_at_start": TIME_WAIT_AT_START.get().copied().flatten(),
         "loadgen_threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -353,7 +436,7 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
     let (n, capped_from) = cap_clients(common.clients, transport.connections(), 0);
     let duration = common.duration.unwrap_or(30.0);
     let clients = setup(&common).await?;
-    let server = ServerProbe { pid: common.pid };
+    let server = ServerProbe::new(&common);
     let rss_before = server.rss();
     let cpu_start = server.cpu();
 
@@ -414,7 +497,7 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
             "server_rss_end_kib": rss_end,
             "server_rss_per_conn_bytes": rss_before.zip(rss_connected).filter(|_| connected > 0)
                 .map(|(a, b)| ((b as f64 - a as f64) * 1024.0 / connected as f64).round()),
-            "server_hwm_kib": common.pid.and_then(|p| procfs::hwm_kib(Some(p))),
+            "server_hwm_kib": server.hwm(),
             "idle_window_s": round3(window),
             "server_cpu_idle_s_per_s": cpu0.zip(cpu1).map(|(a, b)| ((b - a) / window * 1e5).round() / 1e5),
             "loadgen_cpu_idle_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| ((b - a) / window * 1e5).round() / 1e5),
@@ -425,19 +508,205 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
 }
 
 /// Deliveries of `tick`, for s2.
-#[derive(Default)]
 struct Fanout {
     latency_us: Hist,
     delivered: AtomicU64,
     bad: AtomicU64,
     last_us: AtomicU64,
+    /// Receivers and deliveries per server (receiver `i` is on server `i % servers`).
+    receivers_by_node: Vec<AtomicU64>,
+    delivered_by_node: Vec<AtomicU64>,
 }
 
-/// Parses `42["tick",<stamp µs>,<seq>]`; returns the stamp.
-fn tick_stamp(text: &str) -> Option<u64> {
-    let rest = text.strip_prefix("42[\"tick\",")?;
+impl Fanout {
+    fn new(nodes: usize) -> Self {
+        Self {
+            latency_us: Hist::default(),
+            delivered: AtomicU64::new(0),
+            bad: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+            receivers_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            delivered_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn counts(v: &[AtomicU64]) -> Vec<u64> {
+        v.iter().map(|c| c.load(Relaxed)).collect()
+    }
+}
+
+/// The packet prefix of a tick.
+const TICK: &str = "42[\"tick\",";
+
+/// Parses a tick: `42["tick",<stamp µs>,<seq>]` (the bench app's answer to `bcast`) or
+/// `42["tick",[<stamp µs>,<seq>]]` (an HTTP publish or AMQP message whose data is `[µs, seq]`);
+/// returns (stamp, seq).
+fn tick(text: &str) -> Option<(u64, u64)> {
+    let rest = text.strip_prefix(TICK)?;
+    let rest = rest.strip_prefix('[').unwrap_or(rest);
+    let (stamp, rest) = rest.split_once(',')?;
     let end = rest.find(|c: char| !c.is_ascii_digit())?;
-    rest[..end].parse().ok()
+    Some((stamp.parse().ok()?, rest[..end].parse().ok()?))
+}
+
+/// s2's broadcaster: a WebSocket client emitting `bcast`, or `POST /publish` requests.
+enum Broadcaster {
+    Ws(Box<Ws>),
+    Http(HttpBroadcaster),
+}
+
+/// `--publish-via http`: `window` keep-alive connections POSTing to the first server, and a
+/// WebSocket monitor on every server whose ticks acknowledge the broadcasts (a broadcast is
+/// done when every monitor got it).
+struct HttpBroadcaster {
+    posters: Vec<eio::Http>,
+    monitors: Arc<Monitors>,
+}
+
+/// Ticks seen by each monitor.
+struct Monitors {
+    ticks: Vec<AtomicU64>,
+    notify: tokio::sync::Notify,
+}
+
+impl Monitors {
+    /// Broadcasts every monitor has seen (by count: each sees each broadcast once).
+    fn done(&self) -> u64 {
+        self.ticks
+            .iter()
+            .map(|c| c.load(Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+}
+
+/// What the POSTs did.
+#[derive(Default)]
+struct PostStats {
+    ok: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// POST → its answer (Halley answers once the local delivery is done and the broker has
+    /// confirmed the cluster message).
+    rtt_us: Hist,
+}
+
+impl HttpBroadcaster {
+    async fn connect(clients: &Clients, first_source: u64, window: u64) -> Result<Self, String> {
+        let nodes = clients.targets.len();
+        let monitors = Arc::new(Monitors {
+            ticks: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            notify: tokio::sync::Notify::new(),
+        });
+        for k in 0..nodes {
+            let source = clients.source(first_source + k as u64);
+            let mut ws = eio::ws_connect(&clients.targets[k], source)
+                .await
+                .map_err(|e| format!("monitor on server {k}: {e}"))?;
+            let m = Arc::clone(&monitors);
+            tokio::spawn(async move {
+                while let Ok(text) = eio::next_text(&mut ws).await {
+                    if text.starts_with(TICK) {
+                        m.ticks[k].fetch_add(1, Relaxed);
+                        m.notify.notify_one();
+                    } else {
+                        match eio::control(&text) {
+                            Ok(true) => {
+                                if eio::send_text(&mut ws, "3").await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(false) => {}
+                            Err(_) => break,
+                        }
+                    }
+                }
+            });
+        }
+        let mut posters = Vec::new();
+        for k in 0..window.max(1) {
+            let source = clients.source(first_source + nodes as u64 + k);
+            posters.push(
+                eio::Http::connect(&clients.targets[0], source)
+                    .await
+                    .map_err(|e| format!("publisher: {e}"))?,
+            );
+        }
+        Ok(Self { posters, monitors })
+    }
+
+    /// Broadcasts at `rate` per second, or at saturation (`rate` 0) with `window` broadcasts
+    /// not yet seen by every monitor, until `deadline`. Returns how many were sent.
+    async fn run(
+        self,
+        rate: f64,
+        window: u64,
+        deadline: tokio::time::Instant,
+        stats: Arc<PostStats>,
+    ) -> (u64, Arc<Monitors>) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<u64>(self.posters.len());
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut workers = Vec::new();
+        for mut http in self.posters {
+            let (rx, stats) = (Arc::clone(&rx), Arc::clone(&stats));
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let Some(seq) = rx.lock().await.recv().await else {
+                        break;
+                    };
+                    let stamp = now_us();
+                    let body = format!("{{\"event\":\"tick\",\"data\":[{stamp},{seq}]}}");
+                    let t0 = Instant::now();
+                    let result = http
+                        .request(
+                            hyper::Method::POST,
+                            "/publish",
+                            Some("application/json"),
+                            bytes::Bytes::from(body),
+                        )
+                        .await;
+                    stats.rtt_us.record(t0.elapsed().as_micros() as u64);
+                    match result {
+                        Ok(_) => stats.ok.fetch_add(1, Relaxed),
+                        Err(e) => {
+                            *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                            stats.errors.fetch_add(1, Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+        let monitors = self.monitors;
+        let mut sent: u64 = 0;
+        if rate > 0.0 {
+            let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+            loop {
+                let at = interval.tick().await;
+                if at >= deadline || tx.send(sent).await.is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+        } else {
+            'send: loop {
+                while sent.saturating_sub(monitors.done()) < window.max(1) {
+                    if tokio::time::Instant::now() >= deadline || tx.send(sent).await.is_err() {
+                        break 'send;
+                    }
+                    sent += 1;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = monitors.notify.notified() => {}
+                }
+            }
+        }
+        drop(tx);
+        for worker in workers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+        }
+        (sent, monitors)
+    }
 }
 
 async fn s2(
@@ -446,29 +715,42 @@ async fn s2(
     rate: f64,
     window: u64,
     drain: f64,
+    publish_via: PublishVia,
 ) -> Result<Value, String> {
-    let (n, capped_from) = cap_clients(common.clients, transport.connections(), 1);
+    let nodes = urls(&common).len().max(1);
+    let extra = match publish_via {
+        PublishVia::Ws => 1,
+        PublishVia::Http => nodes as u64 + window.max(1),
+    };
+    let (n, capped_from) = cap_clients(common.clients, transport.connections(), extra);
     let duration = common.duration.unwrap_or(10.0);
     let clients = setup(&common).await?;
-    let server = ServerProbe { pid: common.pid };
-    let fanout = Arc::new(Fanout::default());
+    let server = ServerProbe::new(&common);
+    let fanout = Arc::new(Fanout::new(clients.targets.len()));
 
-    eprintln!("s2: connecting {n} {} receivers", transport.name());
+    eprintln!(
+        "s2: connecting {n} {} receivers to {} server(s)",
+        transport.name(),
+        clients.targets.len()
+    );
     let f = Arc::clone(&fanout);
     let connect_secs = clients
         .spawn(
             n,
             move |t, src| async move { Session::connect(transport, &t, src).await },
-            move |mut session: Session, _| {
+            move |mut session: Session, i| {
                 let f = Arc::clone(&f);
                 async move {
+                    let node = i as usize % f.receivers_by_node.len();
+                    f.receivers_by_node[node].fetch_add(1, Relaxed);
                     let mut on_packet = |text: &str| {
-                        if text.starts_with("42[\"tick\",") {
+                        if text.starts_with(TICK) {
                             let now = now_us();
-                            match tick_stamp(text) {
-                                Some(stamp) => {
+                            match tick(text) {
+                                Some((stamp, _)) => {
                                     f.latency_us.record(now.saturating_sub(stamp));
                                     f.delivered.fetch_add(1, Relaxed);
+                                    f.delivered_by_node[node].fetch_add(1, Relaxed);
                                     f.last_us.fetch_max(now, Relaxed);
                                 }
                                 None => {
@@ -486,9 +768,14 @@ async fn s2(
         .await;
     let receivers = clients.stats.connected.load(Relaxed);
     eprintln!("s2: {receivers} receivers in {connect_secs:.2}s; settling");
-    let mut bws = eio::ws_connect(&clients.target, clients.source(n))
-        .await
-        .map_err(|e| format!("broadcaster: {e}"))?;
+    let broadcaster = match publish_via {
+        PublishVia::Ws => Broadcaster::Ws(Box::new(
+            eio::ws_connect(&clients.targets[0], clients.source(n))
+                .await
+                .map_err(|e| format!("broadcaster: {e}"))?,
+        )),
+        PublishVia::Http => Broadcaster::Http(HttpBroadcaster::connect(&clients, n, window).await?),
+    };
     tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
 
     let rss0 = server.rss();
@@ -501,64 +788,81 @@ async fn s2(
     let mut sent: u64 = 0;
     let mut own: u64 = 0;
     let mut broadcaster_error: Option<String> = None;
+    let mut http_out: Option<(Arc<PostStats>, Arc<Monitors>)> = None;
     eprintln!(
-        "s2: broadcasting for {duration}s at {}",
+        "s2: broadcasting for {duration}s at {} via {publish_via:?}",
         if rate > 0.0 {
             format!("{rate}/s")
         } else {
             format!("saturation, window {window}")
         }
     );
-    let bcast = |seq: u64| format!("42[\"bcast\",{},{seq}]", now_us());
-    let result: Result<(), String> = async {
-        if rate > 0.0 {
-            let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-            loop {
-                tokio::select! {
-                    at = interval.tick() => {
-                        if at >= deadline { break; }
+    match broadcaster {
+        Broadcaster::Ws(mut bws) => {
+            let bcast = |seq: u64| format!("42[\"bcast\",{},{seq}]", now_us());
+            let result: Result<(), String> = async {
+                if rate > 0.0 {
+                    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                    loop {
+                        tokio::select! {
+                            at = interval.tick() => {
+                                if at >= deadline { break; }
+                                eio::send_text(&mut bws, bcast(sent)).await?;
+                                sent += 1;
+                            }
+                            text = eio::next_text(&mut bws) => {
+                                let text = text?;
+                                if text.starts_with(TICK) { own += 1; }
+                                else if eio::control(&text)? { eio::send_text(&mut bws, "3").await?; }
+                            }
+                        }
+                    }
+                } else {
+                    while sent < window.max(1) {
                         eio::send_text(&mut bws, bcast(sent)).await?;
                         sent += 1;
                     }
-                    text = eio::next_text(&mut bws) => {
-                        let text = text?;
-                        if text.starts_with("42[\"tick\",") { own += 1; }
-                        else if eio::control(&text)? { eio::send_text(&mut bws, "3").await?; }
+                    loop {
+                        let text = tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            text = eio::next_text(&mut bws) => text?,
+                        };
+                        if text.starts_with(TICK) {
+                            own += 1;
+                            if tokio::time::Instant::now() < deadline {
+                                eio::send_text(&mut bws, bcast(sent)).await?;
+                                sent += 1;
+                            }
+                        } else if eio::control(&text)? {
+                            eio::send_text(&mut bws, "3").await?;
+                        }
                     }
                 }
+                Ok(())
             }
-        } else {
-            while sent < window.max(1) {
-                eio::send_text(&mut bws, bcast(sent)).await?;
-                sent += 1;
+            .await;
+            if let Err(e) = result {
+                broadcaster_error = Some(e);
             }
-            loop {
-                let text = tokio::select! {
-                    _ = tokio::time::sleep_until(deadline) => break,
-                    text = eio::next_text(&mut bws) => text?,
-                };
-                if text.starts_with("42[\"tick\",") {
-                    own += 1;
-                    if tokio::time::Instant::now() < deadline {
-                        eio::send_text(&mut bws, bcast(sent)).await?;
-                        sent += 1;
-                    }
-                } else if eio::control(&text)? {
-                    eio::send_text(&mut bws, "3").await?;
-                }
-            }
+            // Keep the broadcaster's connection alive (and read) while the deliveries drain.
+            tokio::spawn(async move {
+                let _ = ws_idle(*bws).await;
+            });
         }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = result {
-        broadcaster_error = Some(e);
+        Broadcaster::Http(http) => {
+            let stats = Arc::new(PostStats::default());
+            let (n_sent, monitors) = http.run(rate, window, deadline, Arc::clone(&stats)).await;
+            sent = n_sent;
+            own = monitors.done();
+            broadcaster_error = stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            http_out = Some((stats, monitors));
+        }
     }
     let send_secs = start.elapsed().as_secs_f64();
-    // Keep the broadcaster's connection alive (and read) while the deliveries drain.
-    tokio::spawn(async move {
-        let _ = ws_idle(bws).await;
-    });
     let expected = sent * receivers;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(drain);
     while fanout.delivered.load(Relaxed) < expected && Instant::now() < drain_deadline {
@@ -585,16 +889,19 @@ async fn s2(
             "http_reconnects": http.then(|| eio::HTTP_RECONNECTS.load(Relaxed)),
             "stream_reopens": http.then(|| eio::STREAM_REOPENS.load(Relaxed)),
             "rate": if rate > 0.0 { json!(rate) } else { json!("saturation") },
-            "window": (rate <= 0.0).then_some(window),
+            "window": (rate <= 0.0 || publish_via == PublishVia::Http).then_some(window),
+            "publish_via": match publish_via { PublishVia::Ws => "ws", PublishVia::Http => "http" },
             "connect_secs": round3(connect_secs),
             "connects_per_s": round3(receivers as f64 / connect_secs.max(1e-9)),
             "receivers": receivers,
+            "receivers_by_node": Fanout::counts(&fanout.receivers_by_node),
             "broadcasts_sent": sent,
             "broadcasts_per_s": round3(sent as f64 / send_secs),
             "broadcaster_own_ticks": own,
             "broadcaster_error": broadcaster_error,
             "expected": expected,
             "delivered": delivered,
+            "delivered_by_node": Fanout::counts(&fanout.delivered_by_node),
             "lost": expected.saturating_sub(delivered),
             "unparsed_ticks": fanout.bad.load(Relaxed),
             "send_secs": round3(send_secs),
@@ -606,6 +913,17 @@ async fn s2(
             "loadgen_cpu_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| round3((b - a) / wall)),
         }),
     );
+    if let Some((stats, monitors)) = http_out {
+        merge(
+            &mut out,
+            json!({
+                "publish_ok": stats.ok.load(Relaxed),
+                "publish_errors": stats.errors.load(Relaxed),
+                "publish_rtt": stats.rtt_us.summary_ms(),
+                "monitor_ticks": Fanout::counts(&monitors.ticks),
+            }),
+        );
+    }
     merge(&mut out, clients.stats.json());
     Ok(out)
 }
@@ -644,7 +962,7 @@ async fn s3(common: Common, ack: bool) -> Result<Value, String> {
     let (n, capped_from) = cap_clients(common.clients, 1, 0);
     let duration = common.duration.unwrap_or(10.0);
     let clients = setup(&common).await?;
-    let server = ServerProbe { pid: common.pid };
+    let server = ServerProbe::new(&common);
     let echo = Arc::new(Echo::default());
     // The clients wait for the start signal, then echo until the deadline it carries.
     let (go_tx, go_rx) = tokio::sync::watch::channel::<Option<Instant>>(None);
@@ -758,13 +1076,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_tick_stamps() {
+    fn parses_ticks() {
         assert_eq!(
-            tick_stamp("42[\"tick\",1700000000000000,5]"),
-            Some(1_700_000_000_000_000)
+            tick("42[\"tick\",1700000000000000,5]"),
+            Some((1_700_000_000_000_000, 5))
         );
-        assert_eq!(tick_stamp("42[\"tick\",\"x\"]"), None);
-        assert_eq!(tick_stamp("42[\"tock\",1,2]"), None);
+        assert_eq!(
+            tick("42[\"tick\",[1700000000000000,6]]"),
+            Some((1_700_000_000_000_000, 6))
+        );
+        assert_eq!(tick("42[\"tick\",\"x\"]"), None);
+        assert_eq!(tick("42[\"tick\",1]"), None);
+        assert_eq!(tick("42[\"tick\",[1,x]]"), None);
+        assert_eq!(tick("42[\"tock\",1,2]"), None);
     }
 
     #[test]

@@ -30,6 +30,11 @@ fn status_field(pid: Option<u32>, name: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Open file descriptors of the process (entries of /proc/<pid>/fd): its sockets, mostly.
+pub fn fd_count(pid: Option<u32>) -> Option<u64> {
+    Some(std::fs::read_dir(format!("{}/fd", dir(pid))).ok()?.count() as u64)
+}
+
 /// User + system CPU seconds the process has used so far.
 pub fn cpu_secs(pid: Option<u32>) -> Option<f64> {
     let text = std::fs::read_to_string(format!("{}/stat", dir(pid))).ok()?;
