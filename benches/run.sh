@@ -248,6 +248,14 @@ measure_cluster() {
     log "could not delete the exchange $exchange"
 }
 
+# Through a temporary file: report.py keeps BENCHMARKS.md's Soak section when it finds no soak
+# result (benches/soak.sh writes those).
+write_report() {
+  python3 "$ROOT/benches/report.py" "$OUT" >"$ROOT/BENCHMARKS.md.tmp"
+  mv "$ROOT/BENCHMARKS.md.tmp" "$ROOT/BENCHMARKS.md"
+  log "wrote BENCHMARKS.md"
+}
+
 for run in $(seq 1 "$RUNS"); do
   for scenario in $SCENARIOS; do
     case "$scenario" in
@@ -303,11 +311,8 @@ for run in $(seq 1 "$RUNS"); do
       *) log "unknown scenario $scenario"; exit 2 ;;
     esac
   done
+  # After every round, so an interrupted run still leaves its medians so far.
+  write_report
 done
 
 log "results in $OUT"
-# Through a temporary file: report.py keeps BENCHMARKS.md's Soak section when it finds no soak
-# result (benches/soak.sh writes those).
-python3 "$ROOT/benches/report.py" "$OUT" >"$ROOT/BENCHMARKS.md.tmp"
-mv "$ROOT/BENCHMARKS.md.tmp" "$ROOT/BENCHMARKS.md"
-log "wrote BENCHMARKS.md"
