@@ -12,6 +12,10 @@ use std::sync::Arc;
 use halley::server;
 use halley::socketio::{Event, Halley, Socket};
 
+/// mimalloc returns the memory of departed clients to the OS (glibc's malloc keeps it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -7,6 +7,10 @@ use halley::bridge::{amqp, auth, publish, subscribe};
 use halley::config::Config;
 use halley::server;
 
+/// mimalloc returns the memory of departed clients to the OS (glibc's malloc keeps it).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const INDEX_HTML: &str = include_str!("index.html");
 
 fn main() {
