@@ -22,8 +22,31 @@ pub fn hwm_kib(pid: Option<u32>) -> Option<u64> {
     status_field(pid, "VmHWM:")
 }
 
+/// Reads a /proc file through a descriptor opened on first use and kept: with thousands of
+/// client sockets open, a fresh open() can fail with EMFILE right when a reading matters.
+/// procfs regenerates the content on every read from offset 0.
+fn read_proc(path: String) -> Option<String> {
+    use std::collections::HashMap;
+    use std::io::{Read, Seek, SeekFrom};
+    use std::sync::{Mutex, OnceLock};
+    static OPEN: OnceLock<Mutex<HashMap<String, std::fs::File>>> = OnceLock::new();
+    let mut open = OPEN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if !open.contains_key(&path) {
+        let file = std::fs::File::open(&path).ok()?;
+        open.insert(path.clone(), file);
+    }
+    let file = open.get_mut(&path)?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 fn status_field(pid: Option<u32>, name: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("{}/status", dir(pid))).ok()?;
+    let text = read_proc(format!("{}/status", dir(pid)))?;
     text.lines()
         .find_map(|l| l.strip_prefix(name))
         .and_then(|rest| rest.split_whitespace().next())
@@ -37,7 +60,7 @@ pub fn fd_count(pid: Option<u32>) -> Option<u64> {
 
 /// User + system CPU seconds the process has used so far.
 pub fn cpu_secs(pid: Option<u32>) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("{}/stat", dir(pid))).ok()?;
+    let text = read_proc(format!("{}/stat", dir(pid)))?;
     // The command name (field 2) may hold spaces; fields resume after its closing paren.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
