@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use halley::engine::{
-    CloseReason, Cors, EngineConfig, Frame, Handler, Message, SessionConfig, Socket,
-};
+use halley::engine::{CloseReason, Cors, EngineConfig, Frame, Handler, Message, Socket};
 use halley::server::ServerConfig;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
@@ -35,18 +33,6 @@ use common::*;
 /// The suite's heartbeat (300 ms + 200 ms), and everything else as shipped.
 fn config() -> EngineConfig {
     suite_config()
-}
-
-/// A heartbeat far longer than any test, so that only what a test does ends a session.
-fn long_heartbeat() -> EngineConfig {
-    EngineConfig {
-        session: SessionConfig {
-            ping_interval: Duration::from_secs(60),
-            ping_timeout: Duration::from_secs(60),
-            ..SessionConfig::default()
-        },
-        ..suite_config()
-    }
 }
 
 fn short_timeouts() -> ServerConfig {
@@ -221,7 +207,7 @@ async fn clients_that_never_read_are_cut_off_at_the_write_timeout() {
         EngineConfig {
             // One stream takes the whole flood: what ends it must be the write timeout.
             stream_limit: 64 << 20,
-            ..long_heartbeat()
+            ..long_heartbeat_config()
         },
         Arc::new(Flood),
         short_timeouts(),
@@ -353,7 +339,7 @@ async fn ten_thousand_handshakes_that_never_poll_are_reaped_on_time() {
 
 #[tokio::test]
 async fn invalid_utf8_is_refused_or_replaced_never_passed_on() {
-    let server = TestServer::start(long_heartbeat()).await;
+    let server = TestServer::start(long_heartbeat_config()).await;
 
     // A polling payload that is not UTF-8: refused, and the session closed.
     let sid = server.handshake().await.sid;
@@ -418,7 +404,7 @@ async fn invalid_utf8_is_refused_or_replaced_never_passed_on() {
 
 #[tokio::test]
 async fn floods_of_tiny_packets_are_served_in_order_or_hit_the_outbox_limit() {
-    let server = TestServer::start(long_heartbeat()).await;
+    let server = TestServer::start(long_heartbeat_config()).await;
 
     // Ten thousand tiny WebSocket messages: every echo comes back, in order.
     let (ws, _) = server.ws_handshake().await;
@@ -474,7 +460,7 @@ async fn read_ws_frame(tcp: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 
 #[tokio::test]
 async fn hundred_megabyte_websocket_frame_is_refused_with_1009_before_it_arrives() {
-    let server = TestServer::start(long_heartbeat()).await;
+    let server = TestServer::start(long_heartbeat_config()).await;
     let addr = server.addr;
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     let upgrade = format!(
@@ -729,7 +715,7 @@ fn assert_unsplit(head: &str, what: &str) {
 async fn crlf_injection_never_splits_a_response_head() {
     let server = TestServer::start(EngineConfig {
         cors: Cors::Origins(vec!["https://app.example".into()]),
-        ..long_heartbeat()
+        ..long_heartbeat_config()
     })
     .await;
     let addr = server.addr;

@@ -28,15 +28,7 @@ use common::sio::{self, SioServer};
 use common::*;
 
 fn engine_config() -> EngineConfig {
-    EngineConfig {
-        // Far longer than any test: sessions end only when a test ends them.
-        session: SessionConfig {
-            ping_interval: Duration::from_secs(60),
-            ping_timeout: Duration::from_secs(60),
-            ..SessionConfig::default()
-        },
-        ..suite_config()
-    }
+    long_heartbeat_config()
 }
 
 /// A polling handshake with `headers`, as a reply (not asserted).

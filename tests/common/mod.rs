@@ -73,6 +73,20 @@ pub fn suite_config() -> EngineConfig {
     }
 }
 
+/// The suite's settings with a heartbeat far longer than any test, so that only what a test
+/// does ends a session.
+#[allow(dead_code)] // Not every test binary uses it.
+pub fn long_heartbeat_config() -> EngineConfig {
+    EngineConfig {
+        session: SessionConfig {
+            ping_interval: Duration::from_secs(60),
+            ping_timeout: Duration::from_secs(60),
+            ..SessionConfig::default()
+        },
+        ..suite_config()
+    }
+}
+
 /// A running server on 127.0.0.1:<ephemeral>. Dropping it shuts the server down.
 pub struct TestServer {
     pub addr: SocketAddr,
