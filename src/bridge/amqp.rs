@@ -312,15 +312,8 @@ async fn session(
         ));
     }
     for binding in &config.bindings {
-        declare_exchange(&channel, &binding.exchange).await?;
-        let private = QueueDeclareOptions {
-            exclusive: true,
-            auto_delete: true,
-            ..QueueDeclareOptions::default()
-        };
-        let queue = channel
-            .queue_declare("".into(), private, FieldTable::default())
-            .await?;
+        declare_exchange(&channel, &binding.exchange, ExchangeKind::Topic).await?;
+        let queue = declare_private_queue(&channel).await?;
         channel
             .queue_bind(
                 queue.name().clone(),
@@ -341,19 +334,9 @@ async fn session(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     if let Some(exchange) = &config.publish_exchange {
-        declare_exchange(&publisher, exchange).await?;
+        declare_exchange(&publisher, exchange, ExchangeKind::Topic).await?;
     }
-    let reply_queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let reply_queue = declare_private_queue(&channel).await?;
     let mut replies = consume(&channel, reply_queue.name().clone(), true).await?;
     let pending: Pending = Arc::default();
 
@@ -401,18 +384,32 @@ async fn consume(
         .await
 }
 
-async fn declare_exchange(channel: &lapin::Channel, name: &str) -> Result<(), lapin::Error> {
+/// Declares the durable exchange `name` of `kind` (a no-op when it exists alike).
+pub(crate) async fn declare_exchange(
+    channel: &lapin::Channel,
+    name: &str,
+    kind: ExchangeKind,
+) -> Result<(), lapin::Error> {
     let options = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Topic,
-            options,
-            FieldTable::default(),
-        )
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
+}
+
+/// A server-named queue that lives as long as this connection (exclusive, auto-delete).
+pub(crate) async fn declare_private_queue(
+    channel: &lapin::Channel,
+) -> Result<lapin::Queue, lapin::Error> {
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        auto_delete: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare("".into(), options, FieldTable::default())
         .await
 }
 
