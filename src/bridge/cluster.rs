@@ -156,8 +156,6 @@ pub struct ClusterStats {
 /// This node's end of the cluster: the socket.io layer's [`Adapter`] and the engine's
 /// session locator.
 pub struct Cluster {
-    /// This link itself, for futures that outlive a borrow of it.
-    me: OnceLock<std::sync::Weak<Cluster>>,
     config: ClusterConfig,
     io: OnceLock<Halley>,
     members: Mutex<HashMap<String, Member>>,
@@ -178,7 +176,6 @@ impl Cluster {
     pub fn spawn(io: &Halley, config: ClusterConfig) -> Arc<Cluster> {
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let cluster = Arc::new(Cluster {
-            me: OnceLock::new(),
             config,
             io: OnceLock::new(),
             members: Mutex::default(),
@@ -188,7 +185,6 @@ impl Cluster {
             outbox,
             stats: ClusterStats::default(),
         });
-        let _ = cluster.me.set(Arc::downgrade(&cluster));
         let _ = cluster.io.set(io.clone());
         io.set_adapter(Arc::clone(&cluster) as Arc<dyn Adapter>);
         io.engine().set_locator(Arc::clone(&cluster) as _);
@@ -237,29 +233,6 @@ impl Cluster {
         if self.outbox.try_send(out).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!("cluster outbox full: an operation for the other nodes was dropped");
-        }
-    }
-
-    /// Sends `op` to every other node and waits until the broker has it (publisher confirm).
-    async fn confirmed(&self, op: RemoteOp) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        let out = Outgoing {
-            body: self.envelope(Message::Op { op }),
-            route: Route::All,
-            confirmed: Some(tx),
-        };
-        let limit = self.config.request_timeout * 5;
-        let confirmed = async {
-            self.outbox
-                .send(out)
-                .await
-                .map_err(|_| "cluster link stopped".to_owned())?;
-            rx.await
-                .map_err(|_| "cluster connection lost before the confirm".to_owned())?
-        };
-        match tokio::time::timeout(limit, confirmed).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no broker confirm within {limit:?}")),
         }
     }
 
@@ -382,11 +355,30 @@ impl Adapter for Cluster {
         self.send(Message::Op { op }, Route::All);
     }
 
+    /// Waits until the broker has it (publisher confirm), at most five request timeouts.
     fn publish_confirmed(&self, op: RemoteOp) -> BoxFuture<Result<(), String>> {
-        let Some(cluster) = self.me.get().and_then(std::sync::Weak::upgrade) else {
-            return Box::pin(std::future::ready(Err("cluster link stopped".to_owned())));
+        let (tx, rx) = oneshot::channel();
+        let out = Outgoing {
+            body: self.envelope(Message::Op { op }),
+            route: Route::All,
+            confirmed: Some(tx),
         };
-        Box::pin(async move { cluster.confirmed(op).await })
+        let outbox = self.outbox.clone();
+        let limit = self.config.request_timeout * 5;
+        Box::pin(async move {
+            let confirmed = async {
+                outbox
+                    .send(out)
+                    .await
+                    .map_err(|_| "cluster link stopped".to_owned())?;
+                rx.await
+                    .map_err(|_| "cluster connection lost before the confirm".to_owned())?
+            };
+            match tokio::time::timeout(limit, confirmed).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no broker confirm within {limit:?}")),
+            }
+        })
     }
 
     fn fetch_sockets(&self, to: Selection) -> BoxFuture<Vec<SocketInfo>> {
