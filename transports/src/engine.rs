@@ -311,7 +311,12 @@ impl Engine {
                 .await
                 .unwrap_or_else(EngineError::into_response);
         }
-        let origin = req.headers().get(header::ORIGIN).cloned();
+        // Copied: a header value from hyper is a slice of the connection's read buffer, and a
+        // parked GET would keep that buffer alive.
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
         let msie = is_msie(req.headers());
         let mut res = if req.method() == Method::OPTIONS {
             preflight(req.headers())
@@ -396,7 +401,11 @@ impl Engine {
                 return websocket::accept(&self.shared, req, websocket::Target::Upgrade(socket));
             }
             return match *req.method() {
-                Method::GET => receive(&self.shared, &socket, transport, &framing).await,
+                Method::GET => {
+                    // A GET may park for the whole heartbeat: it keeps nothing of its request.
+                    drop(req);
+                    receive(&self.shared, &socket, transport, &framing).await
+                }
                 Method::POST => polling::post(&self.shared, &socket, transport, req).await,
                 _ => Err(EngineError::BadRequest),
             };
@@ -424,6 +433,7 @@ impl Engine {
                 .map_err(|limit| refused(&self.shared, limit, client))?;
             return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
         }
+        drop(req);
         let socket = open(&self.shared, transport, handshake)?;
         receive(&self.shared, &socket, transport, &framing).await
     }
