@@ -5,6 +5,7 @@
 //! (handshake over WebSocket) or probes an existing polling session to take it over (`2probe`,
 //! `3probe`, `5`). Frames are read through a small buffer: idle connections must stay cheap.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -257,9 +258,14 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                 // one that cannot take a burst within a heartbeat period is gone.
                 let count = frames.len();
                 let bytes: usize = frames.iter().map(Frame::payload_len).sum();
-                // Boxed: the write's state exists only while a write is under way.
-                let written =
-                    Box::pin(tokio::time::timeout(write_timeout, write_all(&mut ws, frames))).await;
+                // Boxed: the write's state exists only while a write is under way. The clock
+                // starts only if the socket cannot take the burst at once (the common case
+                // costs no timer).
+                let mut write = Box::pin(write_all(&mut ws, frames));
+                let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                    Poll::Ready(result) => Ok(result),
+                    Poll::Pending => tokio::time::timeout(write_timeout, write).await,
+                };
                 shared.stats.sent(TransportKind::WebSocket, count, bytes);
                 if !matches!(written, Ok(Ok(()))) {
                     socket.close(CloseReason::TransportClose);
