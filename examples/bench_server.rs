@@ -12,9 +12,9 @@ use std::sync::Arc;
 use halley::server;
 use halley::socketio::{Event, Halley, Socket};
 
-/// mimalloc returns the memory of departed clients to the OS (glibc's malloc keeps it).
+/// The `halley` binary's allocator and memory trimmer (`halley::memory`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: halley::memory::Allocator = halley::memory::Allocator;
 
 fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
@@ -22,6 +22,7 @@ fn main() -> std::io::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    halley::memory::spawn_trimmer(std::time::Duration::from_secs(10))?;
     tokio::runtime::Runtime::new()?.block_on(run())
 }
 

@@ -108,6 +108,11 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Milliseconds between passes that hand memory freed by departed clients back to the OS
+    /// (0: never; the allocator then keeps what it freed until it allocates again).
+    #[arg(long, env = "HALLEY_MEMORY_TRIM_INTERVAL", default_value_t = 10_000)]
+    pub memory_trim_interval: u64,
+
     /// Seconds a graceful shutdown may take before the process exits anyway.
     #[arg(long, env = "HALLEY_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

@@ -6,6 +6,7 @@
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
 //! - [`config`]: command-line and environment options.
 //! - [`demo`]: the live transport comparison page and its `/demo` namespace.
+//! - [`memory`]: the binaries' allocator and the trimmer that returns freed memory to the OS.
 //! - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
@@ -15,6 +16,7 @@ pub mod bridge;
 pub mod client_js;
 pub mod config;
 pub mod demo;
+pub mod memory;
 pub mod metrics;
 pub mod server;
 pub mod socketio;

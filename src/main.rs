@@ -7,9 +7,10 @@ use halley::bridge::{amqp, auth, publish, subscribe};
 use halley::config::Config;
 use halley::server;
 
-/// mimalloc returns the memory of departed clients to the OS (glibc's malloc keeps it).
+/// mimalloc, trimmed on a schedule, returns the memory of departed clients to the OS (glibc's
+/// malloc keeps it); see `halley::memory`.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: halley::memory::Allocator = halley::memory::Allocator;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
@@ -30,6 +31,11 @@ fn main() {
             }
         },
     };
+    let trim = std::time::Duration::from_millis(config.memory_trim_interval);
+    if let Err(error) = halley::memory::spawn_trimmer(trim) {
+        eprintln!("halley: cannot start the memory trimmer: {error}");
+        std::process::exit(1);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

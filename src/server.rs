@@ -181,7 +181,52 @@ fn status(code: StatusCode) -> Response<Body> {
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then shuts down gracefully.
+///
+/// The accept loop runs as a task on the runtime's workers, not on the thread awaiting this
+/// (`block_on`'s): each connection's state is allocated by the thread that accepts it and freed
+/// by the worker that ends it, and the allocator gets memory freed from another thread back
+/// only when the owner allocates again. An accept loop on an idle main thread kept a crowd's
+/// worth of it after the crowd left.
 pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut accepting = AbortOnDrop(tokio::spawn(serve_until(
+        listener,
+        router,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    )));
+    let ended = tokio::select! {
+        () = shutdown => {
+            let _ = stop.send(());
+            (&mut accepting.0).await
+        }
+        ended = &mut accepting.0 => ended,
+    };
+    if let Err(error) = ended {
+        if error.is_panic() {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+}
+
+/// Aborts the task when dropped: dropping [`serve`]'s future stops accepting, as it would if
+/// the loop ran inside it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn serve_until(
     listener: TcpListener,
     router: Router,
     config: ServerConfig,
