@@ -10,9 +10,12 @@
 # Environment: SOAK_CLIENTS (5000), SOAK_RATE (broadcasts/s, 10), SOAK_MIX (transport weights,
 # the load generator's default when empty), SOAK_LIFE_MIN / SOAK_LIFE_MAX (5 / 60 s),
 # SOAK_DROP (fraction of clients that just close their connections, 0.2), SOAK_REAP (seconds
-# after everyone left before reading RSS, 50), SOAK_WARMUP_CHURN (seconds; 0, the default, warms
-# up with one burst: everyone connects, stays 10 s, leaves; above 0, with that much of the same
-# churn, everyone leaving at its end), SOAK_LOG (the server's RUST_LOG, info),
+# after everyone left before reading RSS, 70: the heartbeat (pingInterval + pingTimeout, 45 s)
+# reaps the sessions of clients that just dropped, then the memory trimmer passes (every 10 s)),
+# SOAK_WARMUP_CHURN (seconds of the same churn before the baseline, everyone leaving at its end,
+# 120: the baseline is the memory of a server that has served this workload, its maps and
+# allocator grown to it; 0 warms up with one burst instead: everyone connects, stays 10 s,
+# leaves), SOAK_LOG (the server's RUST_LOG, info),
 # SOAK_LOG_ALLOW (a Python regex: ERROR/WARN lines matching it are not counted), SOAK_ARGS
 # (more load generator arguments), SERVER_CPU (0), LOAD_CPU (1).
 #
@@ -31,8 +34,8 @@ RATE="${SOAK_RATE:-10}"
 LIFE_MIN="${SOAK_LIFE_MIN:-5}"
 LIFE_MAX="${SOAK_LIFE_MAX:-60}"
 DROP="${SOAK_DROP:-0.2}"
-REAP="${SOAK_REAP:-50}"
-WARMUP_CHURN="${SOAK_WARMUP_CHURN:-0}"
+REAP="${SOAK_REAP:-70}"
+WARMUP_CHURN="${SOAK_WARMUP_CHURN:-120}"
 SERVER_LOG_LEVEL="${SOAK_LOG:-info}"
 SERVER_CPU="${SERVER_CPU:-0}"
 LOAD_CPU="${LOAD_CPU:-1}"
