@@ -8,7 +8,8 @@
 //!   transports `sse`, `xhr-streaming`, `iframe`, `htmlfile`.
 //! - `s2`: broadcast fan-out to N receivers: one extra WebSocket client emits `bcast` with its
 //!   send time (µs since the epoch) at `--rate` per second, or closed-loop at saturation with
-//!   `--rate 0`; the receivers record arrival − stamp of every `tick`.
+//!   `--rate 0` (`--window` broadcasts in flight, each until every receiver has it); the
+//!   receivers record arrival − stamp of every `tick`.
 //! - `s3`: echo with acks: C clients each emit `message` with an ack id and wait for the ack
 //!   before the next (the `message-back` event that also arrives is ignored); `--no-ack`: emit
 //!   without an ack id and wait for `message-back` instead.
@@ -64,13 +65,19 @@ enum Scenario {
         /// Transport of the receivers.
         #[arg(long, value_enum, default_value_t = Transport::Websocket)]
         transport: Transport,
-        /// Broadcasts per second; 0 = saturation (closed loop, `--window` broadcasts in flight,
-        /// the broadcaster's own copy of each tick acknowledging it).
+        /// Broadcasts per second; 0 = saturation (closed loop, `--window` broadcasts in flight;
+        /// see `--complete`).
         #[arg(long, default_value_t = 10.0)]
         rate: f64,
         /// Broadcasts in flight at saturation (`--rate 0`).
         #[arg(long, default_value_t = 4)]
         window: u64,
+        /// At saturation, when a broadcast stops being in flight: `all`, once every receiver
+        /// has it (the default: the loop runs at the pace the slowest receiver is served);
+        /// `own`, once the broadcaster's own copy is back (a server that answers the sender
+        /// first admits broadcasts faster than it delivers them, and queues grow).
+        #[arg(long, value_enum, default_value_t = Complete::All)]
+        complete: Complete,
         /// Seconds to wait after the last broadcast for the deliveries still under way.
         #[arg(long, default_value_t = 5.0)]
         drain: f64,
@@ -356,9 +363,21 @@ async fn main() {
             transport,
             rate,
             window,
+            complete,
             drain,
             publish_via,
-        } => s2(common, transport, rate, window, drain, publish_via).await,
+        } => {
+            s2(
+                common,
+                transport,
+                rate,
+                window,
+                complete,
+                drain,
+                publish_via,
+            )
+            .await
+        }
         Scenario::S3 { common, no_ack } => s3(common, !no_ack).await,
         Scenario::Amqp { common, amqp } => amqp::run(common, amqp).await,
         Scenario::AmqpCeiling { amqp, prefetch } => amqp::ceiling(amqp, prefetch).await,
@@ -508,8 +527,26 @@ async fn s1(common: Common, transport: Transport) -> Result<Value, String> {
 }
 
 /// Deliveries of `tick`, for s2.
+/// When a saturation broadcast stops being in flight (`s2 --complete`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Complete {
+    All,
+    Own,
+}
+
+/// Slots counting the receivers that have each broadcast, by `seq % COMPLETION_SLOTS` (a slot
+/// is cleared before its broadcast is sent; the window is far smaller than the ring).
+const COMPLETION_SLOTS: usize = 4096;
+
 struct Fanout {
     latency_us: Hist,
+    /// Receivers that have broadcast `seq`, in slot `seq % COMPLETION_SLOTS`.
+    have: Vec<AtomicU64>,
+    /// Receivers connected when broadcasting began: a broadcast all of them have is complete.
+    receivers: AtomicU64,
+    /// Broadcasts complete so far, and a wake-up for the broadcaster at each.
+    completed: AtomicU64,
+    completion: tokio::sync::Notify,
     delivered: AtomicU64,
     bad: AtomicU64,
     last_us: AtomicU64,
@@ -522,12 +559,30 @@ impl Fanout {
     fn new(nodes: usize) -> Self {
         Self {
             latency_us: Hist::default(),
+            have: (0..COMPLETION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            receivers: AtomicU64::new(u64::MAX),
+            completed: AtomicU64::new(0),
+            completion: tokio::sync::Notify::new(),
             delivered: AtomicU64::new(0),
             bad: AtomicU64::new(0),
             last_us: AtomicU64::new(0),
             receivers_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             delivered_by_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Counts a receiver's copy of broadcast `seq`; the last receiver completes it.
+    fn received(&self, seq: u64) {
+        let have = self.have[seq as usize % COMPLETION_SLOTS].fetch_add(1, Relaxed) + 1;
+        if have == self.receivers.load(Relaxed) {
+            self.completed.fetch_add(1, Relaxed);
+            self.completion.notify_one();
+        }
+    }
+
+    /// Clears broadcast `seq`'s slot (before it is sent).
+    fn clear(&self, seq: u64) {
+        self.have[seq as usize % COMPLETION_SLOTS].store(0, Relaxed);
     }
 
     fn counts(v: &[AtomicU64]) -> Vec<u64> {
@@ -714,6 +769,7 @@ async fn s2(
     transport: Transport,
     rate: f64,
     window: u64,
+    complete: Complete,
     drain: f64,
     publish_via: PublishVia,
 ) -> Result<Value, String> {
@@ -747,8 +803,9 @@ async fn s2(
                         if text.starts_with(TICK) {
                             let now = now_us();
                             match tick(text) {
-                                Some((stamp, _)) => {
+                                Some((stamp, seq)) => {
                                     f.latency_us.record(now.saturating_sub(stamp));
+                                    f.received(seq);
                                     f.delivered.fetch_add(1, Relaxed);
                                     f.delivered_by_node[node].fetch_add(1, Relaxed);
                                     f.last_us.fetch_max(now, Relaxed);
@@ -777,6 +834,7 @@ async fn s2(
         PublishVia::Http => Broadcaster::Http(HttpBroadcaster::connect(&clients, n, window).await?),
     };
     tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
+    fanout.receivers.store(receivers, Relaxed);
 
     let rss0 = server.rss();
     let cpu0 = server.cpu();
@@ -794,7 +852,7 @@ async fn s2(
         if rate > 0.0 {
             format!("{rate}/s")
         } else {
-            format!("saturation, window {window}")
+            format!("saturation, window {window}, complete when {complete:?}")
         }
     );
     match broadcaster {
@@ -809,6 +867,27 @@ async fn s2(
                                 if at >= deadline { break; }
                                 eio::send_text(&mut bws, bcast(sent)).await?;
                                 sent += 1;
+                            }
+                            text = eio::next_text(&mut bws) => {
+                                let text = text?;
+                                if text.starts_with(TICK) { own += 1; }
+                                else if eio::control(&text)? { eio::send_text(&mut bws, "3").await?; }
+                            }
+                        }
+                    }
+                } else if complete == Complete::All {
+                    // The next broadcast goes out when every receiver has an earlier one.
+                    let mut acknowledged = 0;
+                    loop {
+                        while sent < window.max(1) + acknowledged {
+                            fanout.clear(sent);
+                            eio::send_text(&mut bws, bcast(sent)).await?;
+                            sent += 1;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            () = fanout.completion.notified() => {
+                                acknowledged = fanout.completed.load(Relaxed);
                             }
                             text = eio::next_text(&mut bws) => {
                                 let text = text?;
@@ -890,6 +969,7 @@ async fn s2(
             "stream_reopens": http.then(|| eio::STREAM_REOPENS.load(Relaxed)),
             "rate": if rate > 0.0 { json!(rate) } else { json!("saturation") },
             "window": (rate <= 0.0 || publish_via == PublishVia::Http).then_some(window),
+            "complete": (rate <= 0.0 && publish_via == PublishVia::Ws).then(|| format!("{complete:?}").to_lowercase()),
             "publish_via": match publish_via { PublishVia::Ws => "ws", PublishVia::Http => "http" },
             "connect_secs": round3(connect_secs),
             "connects_per_s": round3(receivers as f64 / connect_secs.max(1e-9)),
