@@ -580,8 +580,11 @@ pub(crate) fn open(
     ));
     shared.stats.opened(transport);
     shared.registry.insert(Arc::clone(&socket));
+    // Debug level: an enabled span takes a slot in the subscriber's registry for the session's
+    // life, and the registry keeps every slot it grew to (a per-session map each); at `info`,
+    // that was the memory a soak's churn left behind. Events that matter name the sid.
     let driver = socket::drive(Arc::clone(&socket), Arc::clone(shared)).instrument(
-        tracing::info_span!("session", sid = %socket.sid(), transport = transport.name()),
+        tracing::debug_span!("session", sid = %socket.sid(), transport = transport.name()),
     );
     shared.tasks.spawn(driver);
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");

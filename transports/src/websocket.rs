@@ -74,7 +74,7 @@ pub(crate) fn accept(
         let running = match starting.await {
             Some((shared, ws, socket)) => {
                 let span =
-                    tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
+                    tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
                 run(shared, ws, socket).instrument(span)
             }
             None => return,
@@ -133,7 +133,7 @@ async fn start(
             }
         },
         Target::Upgrade(socket) => {
-            let span = tracing::info_span!("session", sid = %socket.sid(), transport = "websocket");
+            let span = tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
             let upgraded = probe(&shared, &mut ws, &socket).instrument(span).await;
             upgraded.then_some((shared, ws, socket))
         }
