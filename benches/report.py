@@ -428,7 +428,8 @@ def main():
         (
             "S2 — broadcast fan-out (WebSocket)",
             "One client emits `bcast` stamped with its send time, at 10/s or at saturation "
-            "(closed loop); every receiver records arrival − stamp. lost = sent × receivers − "
+            "(closed loop: 4 broadcasts in flight, a broadcast in flight until every receiver "
+            "has it); every receiver records arrival − stamp. lost = sent × receivers − "
             "delivered.",
             "s2-",
             [("receivers", "receivers", 0), ("broadcasts", "broadcasts_sent", 0)]
