@@ -133,7 +133,8 @@ async fn start(
             }
         },
         Target::Upgrade(socket) => {
-            let span = tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
+            let span =
+                tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
             let upgraded = probe(&shared, &mut ws, &socket).instrument(span).await;
             upgraded.then_some((shared, ws, socket))
         }
