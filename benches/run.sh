@@ -17,6 +17,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
@@ -113,25 +115,17 @@ sources() {
 
 SERVER_PID=""
 start_server() {
-  local name="$1" log_file="$OUT/$1.server.log" port_line
+  local name="$1" log_file="$OUT/$1.server.log"
   # shellcheck disable=SC2046
   PORT=0 HALLEY_LOG=warn taskset -c "$SERVER_CPU" $(server_cmd "$name") >"$log_file" 2>&1 &
   SERVER_PID=$!
-  for _ in $(seq 1 200); do
-    port_line="$(grep -m1 -o 'listening on http://[0-9.]*:[0-9]*' "$log_file" || true)"
-    [ -n "$port_line" ] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { log "$name died at start:"; cat "$log_file" >&2; exit 1; }
-    sleep 0.05
-  done
-  [ -n "$port_line" ] || { log "$name did not print its address"; exit 1; }
-  URL="${port_line#listening on }"
+  URL="$(server_address "$SERVER_PID" "$log_file")" ||
+    { log "$name did not start:"; cat "$log_file" >&2; exit 1; }
 }
 
 stop_server() {
   [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  stop_pids "$SERVER_PID"
   SERVER_PID=""
 }
 
@@ -147,7 +141,7 @@ print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2))
 # start_cluster <nodes> <exchange> <log prefix>: starts the nodes and waits until each lists all
 # the others; returns 1 (nodes left running for stop_cluster) when that does not happen in 30 s.
 start_cluster() {
-  local n="$1" exchange="$2" prefix="$3" i log port_line url deadline
+  local n="$1" exchange="$2" prefix="$3" i log url deadline
   CLUSTER_PIDS=() CLUSTER_URLS=""
   for i in $(seq 1 "$n"); do
     HALLEY_LOG=warn taskset -c "$SERVER_CPU" "$ROOT/target/release/halley" --listen 127.0.0.1:0 \
@@ -156,15 +150,10 @@ start_cluster() {
     CLUSTER_PIDS+=("$!")
   done
   for i in $(seq 1 "$n"); do
-    log="$prefix.node$i.log" port_line=""
-    for _ in $(seq 1 200); do
-      port_line="$(grep -m1 -o 'listening on http://[0-9.]*:[0-9]*' "$log" || true)"
-      [ -n "$port_line" ] && break
-      kill -0 "${CLUSTER_PIDS[$((i - 1))]}" 2>/dev/null || break
-      sleep 0.05
-    done
-    [ -n "$port_line" ] || { log "cluster node $i did not start:"; cat "$log" >&2; return 1; }
-    CLUSTER_URLS="${CLUSTER_URLS:+$CLUSTER_URLS,}${port_line#listening on }"
+    log="$prefix.node$i.log"
+    url="$(server_address "${CLUSTER_PIDS[$((i - 1))]}" "$log")" ||
+      { log "cluster node $i did not start:"; cat "$log" >&2; return 1; }
+    CLUSTER_URLS="${CLUSTER_URLS:+$CLUSTER_URLS,}$url"
   done
   deadline=$((SECONDS + 30))
   for url in ${CLUSTER_URLS//,/ }; do
@@ -176,12 +165,7 @@ start_cluster() {
 }
 
 stop_cluster() {
-  local pid
-  for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${CLUSTER_PIDS[@]}"; do
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
+  [ "${#CLUSTER_PIDS[@]}" -eq 0 ] || stop_pids "${CLUSTER_PIDS[@]}"
   CLUSTER_PIDS=()
 }
 trap 'stop_server; stop_cluster' EXIT

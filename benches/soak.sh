@@ -27,6 +27,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 MINUTES="${1:-10}"
 CLIENTS="${SOAK_CLIENTS:-5000}"
@@ -57,9 +59,7 @@ LOADGEN="$ROOT/benches/loadgen/target/release/halley-loadgen"
 SERVER_PID=""
 stop_server() {
   [ -n "$SERVER_PID" ] || return 0
-  kill -TERM "$SERVER_PID" 2>/dev/null || true
-  for _ in $(seq 1 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.05; done
-  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  stop_pids "$SERVER_PID"
   SERVER_PID=""
 }
 trap stop_server EXIT
@@ -67,15 +67,8 @@ trap stop_server EXIT
 RUST_LOG="$SERVER_LOG_LEVEL" PORT=0 taskset -c "$SERVER_CPU" \
   "$ROOT/target/release/examples/bench_server" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
-port_line=""
-for _ in $(seq 1 200); do
-  port_line="$(grep -m1 -o 'listening on http://[0-9.]*:[0-9]*' "$SERVER_LOG" || true)"
-  [ -n "$port_line" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { log "the server died at start:"; cat "$SERVER_LOG" >&2; exit 1; }
-  sleep 0.05
-done
-[ -n "$port_line" ] || { log "the server did not print its address"; exit 1; }
-URL="${port_line#listening on }"
+URL="$(server_address "$SERVER_PID" "$SERVER_LOG")" ||
+  { log "the server did not start:"; cat "$SERVER_LOG" >&2; exit 1; }
 
 # Loopback source addresses of their own (each with ~28k ephemeral ports), away from run.sh's.
 SOURCES="127.200.1.1,127.200.2.1,127.200.3.1,127.200.4.1"
