@@ -311,12 +311,15 @@ impl Engine {
                 .await
                 .unwrap_or_else(EngineError::into_response);
         }
-        // Copied: a header value from hyper is a slice of the connection's read buffer, and a
-        // parked GET would keep that buffer alive.
-        let origin = req
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
+        // Kept only where an allowlist echoes it back, and copied: a header value from hyper is
+        // a slice of the connection's read buffer, and a parked GET would keep that alive.
+        let origin = match self.shared.config.cors {
+            Cors::Origins(_) => req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()),
+            Cors::AnyOrigin | Cors::SameOrigin => None,
+        };
         let msie = is_msie(req.headers());
         let mut res = if req.method() == Method::OPTIONS {
             preflight(req.headers())
