@@ -875,10 +875,11 @@ async fn s2(
                             }
                         }
                     }
-                } else if complete == Complete::All {
-                    // The next broadcast goes out when every receiver has an earlier one.
+                } else {
+                    // `window` broadcasts in flight; one leaves the window once every receiver
+                    // has it (`all`), or once the broadcaster's own copy is back (`own`).
                     let mut acknowledged = 0;
-                    loop {
+                    while tokio::time::Instant::now() < deadline {
                         while sent < window.max(1) + acknowledged {
                             fanout.clear(sent);
                             eio::send_text(&mut bws, bcast(sent)).await?;
@@ -886,34 +887,18 @@ async fn s2(
                         }
                         tokio::select! {
                             _ = tokio::time::sleep_until(deadline) => break,
-                            () = fanout.completion.notified() => {
+                            () = fanout.completion.notified(), if complete == Complete::All => {
                                 acknowledged = fanout.completed.load(Relaxed);
                             }
                             text = eio::next_text(&mut bws) => {
                                 let text = text?;
-                                if text.starts_with(TICK) { own += 1; }
-                                else if eio::control(&text)? { eio::send_text(&mut bws, "3").await?; }
+                                if text.starts_with(TICK) {
+                                    own += 1;
+                                    if complete == Complete::Own { acknowledged = own; }
+                                } else if eio::control(&text)? {
+                                    eio::send_text(&mut bws, "3").await?;
+                                }
                             }
-                        }
-                    }
-                } else {
-                    while sent < window.max(1) {
-                        eio::send_text(&mut bws, bcast(sent)).await?;
-                        sent += 1;
-                    }
-                    loop {
-                        let text = tokio::select! {
-                            _ = tokio::time::sleep_until(deadline) => break,
-                            text = eio::next_text(&mut bws) => text?,
-                        };
-                        if text.starts_with(TICK) {
-                            own += 1;
-                            if tokio::time::Instant::now() < deadline {
-                                eio::send_text(&mut bws, bcast(sent)).await?;
-                                sent += 1;
-                            }
-                        } else if eio::control(&text)? {
-                            eio::send_text(&mut bws, "3").await?;
                         }
                     }
                 }
