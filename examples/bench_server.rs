@@ -22,8 +22,8 @@ fn main() -> std::io::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    halley::memory::spawn_trimmer(std::time::Duration::from_secs(10))?;
-    tokio::runtime::Runtime::new()?.block_on(run())
+    halley::memory::init(std::time::Duration::from_secs(10))?;
+    halley::memory::runtime()?.block_on(run())
 }
 
 async fn run() -> std::io::Result<()> {

@@ -108,8 +108,9 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
-    /// Milliseconds between passes that hand memory freed by departed clients back to the OS
-    /// (0: never; the allocator then keeps what it freed until it allocates again).
+    /// Milliseconds between passes that hand memory freed by departed clients back to the OS;
+    /// also turns transparent huge pages off for the process (0: neither; the allocator then
+    /// keeps what it freed until it allocates again).
     #[arg(long, env = "HALLEY_MEMORY_TRIM_INTERVAL", default_value_t = 10_000)]
     pub memory_trim_interval: u64,
 

@@ -32,11 +32,11 @@ fn main() {
         },
     };
     let trim = std::time::Duration::from_millis(config.memory_trim_interval);
-    if let Err(error) = halley::memory::spawn_trimmer(trim) {
+    if let Err(error) = halley::memory::init(trim) {
         eprintln!("halley: cannot start the memory trimmer: {error}");
         std::process::exit(1);
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match halley::memory::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("halley: cannot start the runtime: {error}");
