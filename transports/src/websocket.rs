@@ -5,6 +5,7 @@
 //! (handshake over WebSocket) or probes an existing polling session to take it over (`2probe`,
 //! `3probe`, `5`). Frames are read through a small buffer: idle connections must stay cheap.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -28,7 +30,7 @@ use tracing::Instrument;
 
 use crate::engine::{self, full, Body, EngineError, Shared, CLOSE_GRACE};
 use crate::packet::{decode_text, Frame, Packet, Str};
-use crate::session::{CloseReason, TransportKind};
+use crate::session::{CloseReason, Session, TransportKind};
 use crate::socket::{Handshake, Socket};
 
 type Ws = WebSocketStream<Chunked<TokioIo<Upgraded>>>;
@@ -75,7 +77,12 @@ pub(crate) fn accept(
             Some((shared, ws, socket)) => {
                 let span =
                     tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
-                run(shared, ws, socket).instrument(span)
+                // A disabled span still costs an enter and an exit on every poll.
+                if span.is_disabled() {
+                    Either::Left(run(shared, ws, socket))
+                } else {
+                    Either::Right(run(shared, ws, socket).instrument(span))
+                }
             }
             None => return,
         };
@@ -214,7 +221,10 @@ async fn probe(shared: &Shared, ws: &mut Ws, socket: &Socket) -> bool {
 async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
     let write_timeout = shared.config.session.ping_interval + shared.config.session.ping_timeout;
     let code = loop {
-        tokio::select! {
+        // Biased: the inbound side first. Whatever a message makes the application send is
+        // written right after it (below), so the outbox cannot starve behind a busy reader.
+        let outbound = tokio::select! {
+            biased;
             incoming = ws.next() => {
                 let packet = match incoming {
                     Some(Ok(WsMessage::Text(text))) => match decode_text(str_of(text)) {
@@ -251,38 +261,61 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
                 if socket.receive(&shared, [packet]).is_err() {
                     break CloseCode::Protocol;
                 }
-            }
-            (frames, reason) = socket.wait_until(|s| {
-                (s.has_outbound() || s.is_closed()).then(|| (s.drain(), s.close_reason()))
-            }) => {
-                // A client that stops reading must not pin this task (and its buffers) forever:
-                // one that cannot take a burst within a heartbeat period is gone.
-                let count = frames.len();
-                let bytes: usize = frames.iter().map(Frame::payload_len).sum();
-                // Boxed: the write's state exists only while a write is under way. The clock
-                // starts only if the socket cannot take the burst at once (the common case
-                // costs no timer).
-                let mut write = Box::pin(write_all(&mut ws, frames));
-                let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
-                    Poll::Ready(result) => Ok(result),
-                    Poll::Pending => tokio::time::timeout(write_timeout, write).await,
-                };
-                shared.stats.sent(TransportKind::WebSocket, count, bytes);
-                if !matches!(written, Ok(Ok(()))) {
-                    socket.close(CloseReason::TransportClose);
-                    break CloseCode::Abnormal;
-                }
-                match reason {
-                    Some(CloseReason::ServerShutdown) => break CloseCode::Away,
-                    Some(_) => break CloseCode::Normal,
-                    None => {}
+                // An answer (a reply, an ack) goes out in this turn, without another trip
+                // through the select and the outbox's wake-up.
+                match outbound_of(&mut socket.lock()) {
+                    Some(outbound) => outbound,
+                    None => continue,
                 }
             }
+            outbound = socket.wait_until(outbound_of) => outbound,
+        };
+        if let Some(code) = write_outbound(&shared, &mut ws, &socket, outbound, write_timeout).await
+        {
+            break code;
         }
     };
     socket.close(CloseReason::TransportClose);
     if code != CloseCode::Abnormal {
         close_ws(&mut ws, code).await;
+    }
+}
+
+/// What the connection has to write: the queued frames, and the close reason once the session
+/// closed. `None` while there is nothing to do.
+fn outbound_of(session: &mut Session) -> Option<(VecDeque<Frame>, Option<CloseReason>)> {
+    (session.has_outbound() || session.is_closed())
+        .then(|| (session.drain(), session.close_reason()))
+}
+
+/// Writes a burst; the close code when the connection ends with it.
+async fn write_outbound(
+    shared: &Shared,
+    ws: &mut Ws,
+    socket: &Socket,
+    (frames, reason): (VecDeque<Frame>, Option<CloseReason>),
+    write_timeout: std::time::Duration,
+) -> Option<CloseCode> {
+    // A client that stops reading must not pin this task (and its buffers) forever: one that
+    // cannot take a burst within a heartbeat period is gone.
+    let count = frames.len();
+    let bytes: usize = frames.iter().map(Frame::payload_len).sum();
+    // Boxed: the write's state exists only while a write is under way. The clock starts only
+    // if the socket cannot take the burst at once (the common case costs no timer).
+    let mut write = Box::pin(write_all(ws, frames));
+    let written = match std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+        Poll::Ready(result) => Ok(result),
+        Poll::Pending => tokio::time::timeout(write_timeout, write).await,
+    };
+    shared.stats.sent(TransportKind::WebSocket, count, bytes);
+    if !matches!(written, Ok(Ok(()))) {
+        socket.close(CloseReason::TransportClose);
+        return Some(CloseCode::Abnormal);
+    }
+    match reason {
+        Some(CloseReason::ServerShutdown) => Some(CloseCode::Away),
+        Some(_) => Some(CloseCode::Normal),
+        None => None,
     }
 }
 
