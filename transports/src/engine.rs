@@ -307,7 +307,9 @@ impl Engine {
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
         if let Some(owner) = self.owner_elsewhere(&req) {
             // The owner answers with its own headers (CORS included).
-            return forward::forward(req, owner, remote_addr)
+            // Boxed, like the POST below: a parked GET's future (hyper keeps it per connection)
+            // must not reserve room for the rarer, larger paths.
+            return Box::pin(forward::forward(req, owner, remote_addr))
                 .await
                 .unwrap_or_else(EngineError::into_response);
         }
@@ -409,7 +411,9 @@ impl Engine {
                     drop(req);
                     receive(&self.shared, &socket, transport, &framing).await
                 }
-                Method::POST => polling::post(&self.shared, &socket, transport, req).await,
+                Method::POST => {
+                    Box::pin(polling::post(&self.shared, &socket, transport, req)).await
+                }
                 _ => Err(EngineError::BadRequest),
             };
         }
