@@ -13,7 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::Either;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -77,12 +76,7 @@ pub(crate) fn accept(
             Some((shared, ws, socket)) => {
                 let span =
                     tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
-                // A disabled span still costs an enter and an exit on every poll.
-                if span.is_disabled() {
-                    Either::Left(run(shared, ws, socket))
-                } else {
-                    Either::Right(run(shared, ws, socket).instrument(span))
-                }
+                run(shared, ws, socket).instrument(span)
             }
             None => return,
         };
