@@ -36,15 +36,18 @@ thread_local! {
 /// `#[global_allocator] static ALLOCATOR: halley::memory::Allocator = halley::memory::Allocator;`
 pub use mimalloc::MiMalloc as Allocator;
 
-/// Sets the process up to hand memory back: turns transparent huge pages off and starts a
-/// thread that calls [`trim`] every `every`. Zero leaves the allocator as it is (huge pages
+/// Sets the process up to hand memory back: turns transparent huge pages off (where the
+/// kernel allows it) and starts a thread that calls [`trim`] every `every`; fails only when
+/// that thread cannot start. Zero leaves the allocator as it is (huge pages
 /// allowed, no trimming). Meaningful only with [`Allocator`] as the global allocator; call it
 /// before the runtime starts.
 pub fn init(every: Duration) -> std::io::Result<()> {
     if every.is_zero() {
         return Ok(());
     }
-    disable_huge_pages()?;
+    // Best effort: a kernel or sandbox that refuses leaves huge pages on, which costs memory
+    // after a crowd leaves, not correctness; the server must still start.
+    let _ = disable_huge_pages();
     std::thread::Builder::new()
         .name("halley-trim".into())
         .stack_size(256 * 1024)
