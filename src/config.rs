@@ -28,6 +28,18 @@ pub struct Config {
     #[arg(long, env = "HALLEY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the admin listener: `POST /publish`, `POST /sockets`, `/metrics` and the
+    /// detailed `/healthz`. Keep it off the public proxy; an address other than loopback needs
+    /// --admin-token.
+    #[arg(long, env = "HALLEY_ADMIN_LISTEN", default_value = "127.0.0.1:9080")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token required by every admin endpoint (`Authorization: Bearer <token>`); without
+    /// one the admin listener must be on loopback. Prefer the environment or the config file
+    /// to the command line, where `ps` shows it.
+    #[arg(long, env = "HALLEY_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
     /// Path of the Socket.IO endpoint.
     #[arg(long, env = "HALLEY_PATH", default_value = "/socket.io/")]
     pub path: String,
@@ -122,10 +134,6 @@ pub struct Config {
     /// them without any Rust code.
     #[arg(long = "namespace", env = "HALLEY_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-
-    /// Bearer token required by `POST /publish`; without one, only loopback clients may publish.
-    #[arg(long, env = "HALLEY_PUBLISH_TOKEN")]
-    pub publish_token: Option<String>,
 
     /// Auth hook: `http://host:port/path` asked (POST, JSON) before any socket connects; see the
     /// README for the request and the answer.
@@ -332,6 +340,20 @@ impl Config {
         })
     }
 
+    /// The admin listener's token, checked against its address: without a token only loopback
+    /// may serve the admin endpoints.
+    pub fn admin(&self) -> Result<Option<String>, String> {
+        let token = self.admin_token.clone().filter(|t| !t.is_empty());
+        if token.is_none() && crate::admin::needs_token(self.admin_listen) {
+            return Err(format!(
+                "--admin-listen {} is not a loopback address: set --admin-token (HALLEY_ADMIN_TOKEN), \
+                 or the admin endpoints would be open to anyone who reaches it",
+                self.admin_listen
+            ));
+        }
+        Ok(token)
+    }
+
     pub fn server(&self) -> ServerConfig {
         ServerConfig {
             header_read_timeout: Duration::from_millis(self.header_read_timeout),
@@ -452,6 +474,23 @@ mod tests {
         assert_eq!(server.header_read_timeout, Duration::from_millis(800));
         assert_eq!(server.write_timeout, Duration::from_millis(900));
         assert!(Config::try_parse_from(["halley", "--trusted-proxy=nginx"]).is_err());
+    }
+
+    #[test]
+    fn the_admin_listener_is_loopback_unless_a_token_protects_it() {
+        let config = Config::try_parse_from(["halley"]).unwrap();
+        assert_eq!(config.admin_listen, "127.0.0.1:9080".parse().unwrap());
+        assert_eq!(config.admin(), Ok(None));
+        let open = Config::try_parse_from(["halley", "--admin-listen=0.0.0.0:9080"]).unwrap();
+        assert!(open.admin().unwrap_err().contains("--admin-token"));
+        let empty =
+            Config::try_parse_from(["halley", "--admin-listen=0.0.0.0:9080", "--admin-token="])
+                .unwrap();
+        assert!(empty.admin().is_err(), "an empty token is no token");
+        let guarded =
+            Config::try_parse_from(["halley", "--admin-listen=0.0.0.0:9080", "--admin-token=t0k"])
+                .unwrap();
+        assert_eq!(guarded.admin(), Ok(Some("t0k".into())));
     }
 
     #[test]

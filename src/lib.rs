@@ -1,6 +1,8 @@
 //! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
 //!
 //! # Layout
+//! - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health) and the
+//!   guard every admin request passes.
 //! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
 //! - [`bridge`]: RabbitMQ and HTTP publish bridges, health endpoints.
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
@@ -12,6 +14,7 @@
 //! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
 //!   re-exported as [`engine`].
 
+pub mod admin;
 pub mod bridge;
 pub mod client_js;
 pub mod config;

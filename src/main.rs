@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use halley::admin::{self, AdminGuard};
 use halley::bridge::{amqp, auth, publish, subscribe};
 use halley::config::Config;
 use halley::server;
@@ -64,6 +65,23 @@ async fn run(config: Config) {
             std::process::exit(1);
         }
     };
+    let admin_token = match config.admin() {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("halley: {message}");
+            std::process::exit(2);
+        }
+    };
+    let admin_listener = match server::bind(config.admin_listen) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "halley: cannot listen on {} (--admin-listen): {error}",
+                config.admin_listen
+            );
+            std::process::exit(1);
+        }
+    };
     let cluster = match listener.local_addr().map(|addr| config.cluster(addr)) {
         Ok(Ok(cluster)) => cluster,
         Ok(Err(message)) => {
@@ -101,57 +119,71 @@ async fn run(config: Config) {
     let amqp = config
         .amqp()
         .map(|amqp| amqp::spawn(io.clone(), amqp, Arc::clone(&latency)));
-    let publish = Arc::new(publish::PublishConfig {
-        token: config.publish_token.clone(),
+    let guard = Arc::new(AdminGuard::new(admin_token));
+    let metrics = Arc::new(
+        halley::metrics::Metrics::with_cluster(
+            io.engine().clone(),
+            amqp.clone(),
+            Arc::clone(&latency),
+            cluster.clone(),
+        )
+        .with_admin(Arc::clone(&guard)),
+    );
+    let admin_router = admin::router(admin::AdminState {
+        io: io.clone(),
+        guard,
+        latency,
+        amqp: amqp.clone(),
+        cluster,
+        metrics,
     });
-    let metrics = Arc::new(halley::metrics::Metrics::with_cluster(
-        io.engine().clone(),
-        amqp.clone(),
-        Arc::clone(&latency),
-        cluster.clone(),
-    ));
     let router = {
-        let (io_p, io_h, io_s) = (io.clone(), io.clone(), io.clone());
-        let publish_s = Arc::clone(&publish);
-        let cluster_h = cluster.clone();
-        let (amqp_h, amqp_r) = (amqp.clone(), amqp.clone());
         let index = if config.demo {
             halley::demo::PAGE
         } else {
             INDEX_HTML
         };
+        // Load balancers see the status only: node names, counters and errors are admin data.
         io.router()
             .page("/", "text/html; charset=utf-8", index)
-            .endpoint("/publish", move |req, remote| {
-                publish::handle(
-                    io_p.clone(),
-                    Arc::clone(&publish),
-                    Arc::clone(&latency),
-                    req,
-                    remote,
-                )
-            })
-            .endpoint("/sockets", move |req, remote| {
-                publish::sockets(io_s.clone(), Arc::clone(&publish_s), req, remote)
-            })
-            .endpoint("/healthz", move |_, _| {
-                std::future::ready(publish::healthz(
-                    &io_h,
-                    amqp_h.as_deref(),
-                    cluster_h.as_deref(),
-                ))
+            .endpoint("/healthz", |_, _| {
+                std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(publish::readyz(amqp_r.as_deref()))
-            })
-            .endpoint("/metrics", move |_, _| {
-                std::future::ready(metrics.response())
+                std::future::ready(publish::readyz(amqp.as_deref(), false))
             })
     };
+    if let Ok(addr) = admin_listener.local_addr() {
+        tracing::info!("admin listening on http://{addr}");
+        // Printed before the public line, which scripts and tests wait for.
+        println!("admin listening on http://{addr}");
+    }
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("halley listening on http://{addr}");
         // A plain line on stdout for scripts and tests (`--listen 127.0.0.1:0` picks a port).
         println!("listening on http://{addr}");
     }
-    server::serve(listener, router, config.server(), server::shutdown_signal()).await;
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    };
+    tokio::join!(
+        server::serve(
+            listener,
+            router,
+            config.server(),
+            until_stopped(stopped.clone())
+        ),
+        server::serve(
+            admin_listener,
+            admin_router,
+            config.server(),
+            until_stopped(stopped)
+        ),
+    );
 }

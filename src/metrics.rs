@@ -309,6 +309,27 @@ impl Collector for Collect {
     }
 }
 
+#[derive(Debug)]
+struct AdminCollect(Arc<crate::admin::AdminGuard>);
+
+impl Collector for AdminCollect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut m = encoder.encode_descriptor(
+            "halley_admin_refused",
+            "Admin listener requests refused, by reason (host, origin, token, content_type)",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in crate::admin::AdminRefusal::ALL {
+            counter(
+                &mut m.encode_family(&[("reason", reason.as_str())])?,
+                self.0.stats.refused(reason),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>, latency: Arc<Latency>) -> Self {
         Self::with_cluster(engine, amqp, latency, None)
@@ -329,6 +350,13 @@ impl Metrics {
             cluster,
         }));
         Metrics { registry }
+    }
+
+    /// Adds the admin listener's refusals (`halley_admin_refused_total{reason}`).
+    pub fn with_admin(mut self, admin: Arc<crate::admin::AdminGuard>) -> Self {
+        self.registry
+            .register_collector(Box::new(AdminCollect(admin)));
+        self
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -75,27 +75,48 @@ fn etag_of(body: &[u8]) -> HeaderValue {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 type Endpoint = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture + Send + Sync>;
+type Guard = Arc<dyn Fn(&Request<Incoming>) -> Option<Response<Body>> + Send + Sync>;
 
 /// What the server answers: fixed pages and endpoints by exact path, the engine under its path,
 /// 404 otherwise.
 #[derive(Clone)]
 pub struct Router {
-    engine: Engine,
+    engine: Option<Engine>,
     pages: HashMap<String, Page>,
     endpoints: HashMap<String, Endpoint>,
+    guard: Option<Guard>,
 }
 
 impl Router {
     pub fn new(engine: Engine) -> Self {
         Router {
-            engine,
-            pages: HashMap::new(),
-            endpoints: HashMap::new(),
+            engine: Some(engine),
+            ..Router::without_engine()
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// A router of endpoints only, with no Engine.IO path (the admin listener).
+    pub fn without_engine() -> Self {
+        Router {
+            engine: None,
+            pages: HashMap::new(),
+            endpoints: HashMap::new(),
+            guard: None,
+        }
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
+    }
+
+    /// Asks `guard` before answering any endpoint: a response from it is the answer (a refusal),
+    /// `None` lets the request through. Pages and the engine are not guarded.
+    pub fn guard<F>(mut self, guard: F) -> Self
+    where
+        F: Fn(&Request<Incoming>) -> Option<Response<Body>> + Send + Sync + 'static,
+    {
+        self.guard = Some(Arc::new(guard));
+        self
     }
 
     /// Serves `body` at `path` (GET and HEAD). Pages take precedence over the engine's path, so
@@ -130,10 +151,13 @@ impl Router {
             return serve_page(&req, page);
         }
         if let Some(endpoint) = self.endpoints.get(req.uri().path()) {
+            if let Some(refusal) = self.guard.as_ref().and_then(|guard| guard(&req)) {
+                return refusal;
+            }
             return endpoint(req, remote).await;
         }
-        if self.engine.matches(req.uri().path()) {
-            return self.engine.handle(req, remote).await;
+        if let Some(engine) = self.engine.as_ref().filter(|e| e.matches(req.uri().path())) {
+            return engine.handle(req, remote).await;
         }
         status(StatusCode::NOT_FOUND)
     }
@@ -276,9 +300,8 @@ async fn serve_until(
                 }
             };
             if let Err(error) = result {
-                if write_stalled(&error) {
-                    stats_router
-                        .engine()
+                if let Some(engine) = stats_router.engine().filter(|_| write_stalled(&error)) {
+                    engine
                         .stats()
                         .write_timeouts
                         .fetch_add(1, Ordering::Relaxed);
@@ -290,7 +313,10 @@ async fn serve_until(
     drop(listener);
     tracing::info!("shutting down");
     let deadline = Instant::now() + config.shutdown_grace;
-    let sessions_done = router.engine().shutdown(deadline).await;
+    let sessions_done = match router.engine() {
+        Some(engine) => engine.shutdown(deadline).await,
+        None => true,
+    };
     let _ = stop_tx.send(true);
     connections.close();
     let connections_done = tokio::time::timeout_at(deadline.into(), connections.wait())

@@ -4,17 +4,17 @@
 //! `POST /publish` takes JSON
 //! `{"namespace": "/", "event": "news", "data": ..., "room": "r" | "rooms": [..], "socket": "id"}`
 //! (`args: [...]` instead of `data` sends several arguments) and answers
-//! `{"delivered": <sockets>}`. With a token configured it requires `Authorization: Bearer
-//! <token>`; without one it only accepts clients on the loopback interface. Errors are 4xx with
-//! `{"error": "..."}` saying what to fix.
+//! `{"delivered": <sockets>}`. Errors are 4xx with `{"error": "..."}` saying what to fix.
 //!
-//! `POST /sockets` (same authorization) acts on the sockets a selection names, on every node of
+//! These handlers do not authorize: they are served on the admin listener only, whose guard
+//! (`crate::admin`) checks every request first.
+//!
+//! `POST /sockets` acts on the sockets a selection names, on every node of
 //! a cluster: `{"namespace": "/", "room": "r" | "rooms": [..] | "socket": "id", "except": [..],
 //! "action": "list" | "join" | "leave" | "disconnect", "target": "room"}`. `list` answers
 //! `{"sockets": [{"id", "ns", "rooms", "node"}]}` (nodes that do not answer within the cluster's
 //! request timeout are left out); the others answer `{"ok": true}`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use halley_transports::full;
@@ -33,13 +33,6 @@ use crate::socketio::Halley;
 
 /// Largest publish request body.
 const MAX_BODY: usize = 1_000_000;
-
-/// The publish API's settings.
-#[derive(Debug, Clone, Default)]
-pub struct PublishConfig {
-    /// Required bearer token; `None` = loopback clients only.
-    pub token: Option<String>,
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,25 +71,9 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     res
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
+/// A JSON error response: `{"error": message}`.
+pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json_response(status, &json!({ "error": message.to_string() }))
-}
-
-fn authorized(config: &PublishConfig, req: &Request<Incoming>, remote: SocketAddr) -> bool {
-    match &config.token {
-        Some(token) => req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
-        None => remote.ip().is_loopback(),
-    }
-}
-
-/// Compares without an early exit, so response timing does not reveal the token's prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]
@@ -127,23 +104,12 @@ enum Action {
     Disconnect,
 }
 
-/// Reads an authorized JSON request body, or answers why not.
+/// Reads a JSON request body, or answers why not.
 async fn json_request<T: serde::de::DeserializeOwned>(
-    config: &PublishConfig,
     req: Request<Incoming>,
-    remote: SocketAddr,
 ) -> Result<T, Response<Body>> {
     if req.method() != Method::POST {
         return Err(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
-    }
-    if !authorized(config, &req, remote) {
-        let mut res = error(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong bearer token (Authorization: Bearer <token>)",
-        );
-        res.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(res);
     }
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),
@@ -160,13 +126,8 @@ async fn json_request<T: serde::de::DeserializeOwned>(
 
 /// Serves `POST /sockets`: list the selected sockets, or make them join, leave or disconnect,
 /// across the cluster.
-pub async fn sockets(
-    io: Halley,
-    config: Arc<PublishConfig>,
-    req: Request<Incoming>,
-    remote: SocketAddr,
-) -> Response<Body> {
-    let request: SocketsRequest = match json_request(&config, req, remote).await {
+pub async fn sockets(io: Halley, req: Request<Incoming>) -> Response<Body> {
+    let request: SocketsRequest = match json_request(req).await {
         Ok(request) => request,
         Err(res) => return res,
     };
@@ -209,12 +170,10 @@ pub async fn sockets(
 /// Serves `POST /publish`.
 pub async fn handle(
     io: Halley,
-    config: Arc<PublishConfig>,
     latency: Arc<super::Latency>,
     req: Request<Incoming>,
-    remote: SocketAddr,
 ) -> Response<Body> {
-    let request: PublishRequest = match json_request(&config, req, remote).await {
+    let request: PublishRequest = match json_request(req).await {
         Ok(request) => request,
         Err(res) => return res,
     };
@@ -274,26 +233,17 @@ pub fn healthz(
     )
 }
 
-/// `/readyz`: 503 while a configured broker is unreachable.
-pub fn readyz(amqp: Option<&BridgeStats>) -> Response<Body> {
+/// `/readyz`: 503 while a configured broker is unreachable; with `detail` (the admin
+/// listener's), the broker link's state too.
+pub fn readyz(amqp: Option<&BridgeStats>, detail: bool) -> Response<Body> {
     match amqp {
-        Some(stats) if !stats.connected() => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "unavailable", "amqp": stats.snapshot() }),
-        ),
+        Some(stats) if !stats.connected() => {
+            let mut body = json!({ "status": "unavailable" });
+            if detail {
+                body["amqp"] = json!(stats.snapshot());
+            }
+            json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
+        }
         _ => json_response(StatusCode::OK, &json!({ "status": "ready" })),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_comparison_needs_exact_match() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret1"));
-        assert!(!constant_time_eq(b"", b"x"));
     }
 }

@@ -488,4 +488,5 @@ pub fn sid_in(bytes: &[u8]) -> Option<String> {
     (sid.len() == 22).then_some(sid)
 }
 
+pub mod binary;
 pub mod sio;

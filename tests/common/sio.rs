@@ -159,7 +159,7 @@ pub struct WsClient {
 }
 
 impl WsClient {
-    async fn open(addr: SocketAddr, pong: bool) -> Self {
+    pub async fn open(addr: SocketAddr, pong: bool) -> Self {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (mut ws, _) = within("websocket connect", tokio_tungstenite::connect_async(&url))
             .await
