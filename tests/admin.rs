@@ -125,7 +125,8 @@ async fn the_admin_listener_refuses_requests_a_web_page_could_forge() {
     let mut client = WsClient::open(halley.addr, true).await;
     client.connect("/", None).await;
     let admin = halley.admin.to_string();
-    let forged: [(&str, Vec<(&str, &str)>, StatusCode, &str); 4] = [
+    let admin = admin.as_str();
+    let forged = [
         // DNS rebinding: the page's own name, resolved to 127.0.0.1, with a matching Origin.
         (
             "host",
@@ -140,21 +141,21 @@ async fn the_admin_listener_refuses_requests_a_web_page_could_forge() {
         // A page on another site posting with fetch or a form.
         (
             "origin",
-            vec![("host", &admin), ("origin", "https://evil.example"), JSON],
+            vec![("host", admin), ("origin", "https://evil.example"), JSON],
             StatusCode::FORBIDDEN,
             "halley_admin_refused_total{reason=\"origin\"}",
         ),
         // An opaque origin (sandboxed frame, data: URL).
         (
             "null origin",
-            vec![("host", &admin), ("origin", "null"), JSON],
+            vec![("host", admin), ("origin", "null"), JSON],
             StatusCode::FORBIDDEN,
             "halley_admin_refused_total{reason=\"origin\"}",
         ),
         // A simple request that needs no preflight: text/plain, no Origin (old browsers).
         (
             "text/plain",
-            vec![("host", &admin), ("content-type", "text/plain")],
+            vec![("host", admin), ("content-type", "text/plain")],
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "halley_admin_refused_total{reason=\"content_type\"}",
         ),
