@@ -160,3 +160,42 @@ async fn subscribe_joins_allowed_rooms_only() {
     expected.sort();
     assert_eq!(rooms, expected, "own room kept, news.sport left");
 }
+
+#[tokio::test]
+async fn socket_id_rooms_are_never_subscribable_whatever_the_pattern() {
+    let io = builder().build();
+    let ns = io.ns("/", |_| {});
+    subscribe::install(
+        &ns,
+        SubscribePolicy {
+            patterns: vec!["*".into()],
+        },
+    );
+    let server = SioServer::start(io.clone()).await;
+    let mut victim = server.ws().await;
+    let victim_id = victim.connect("/", None).await;
+    let mut attacker = server.ws().await;
+    let attacker_id = attacker.connect("/", None).await;
+    // Another socket's id, and the shape of one on another node (a node name, then an id).
+    let elsewhere = format!("node01{victim_id}");
+    attacker.send(&format!(
+        r#"421["subscribe",["{victim_id}","{elsewhere}","{attacker_id}"]]"#
+    ));
+    assert_eq!(
+        attacker.text().await,
+        r#"431[{"ok":false,"error":"not allowed","rooms":[]}]"#
+    );
+    io.to(victim_id.as_str())
+        .emit("private", &"for the victim")
+        .unwrap();
+    io.to("lobby").emit("marker", &1).unwrap();
+    attacker.send(r#"422["subscribe","lobby"]"#);
+    assert_eq!(
+        attacker.text().await,
+        r#"432[{"ok":true,"rooms":["lobby"]}]"#
+    );
+    io.to("lobby").emit("marker", &2).unwrap();
+    // The first frame after the private emit is the lobby's: nothing of the victim's came.
+    assert_eq!(attacker.text().await, r#"42["marker",2]"#);
+    assert_eq!(victim.text().await, r#"42["private","for the victim"]"#);
+}

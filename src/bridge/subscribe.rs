@@ -6,9 +6,15 @@
 //! The ack gets `{"ok": true, "rooms": [joined...]}` or, when nothing was allowed,
 //! `{"ok": false, "error": "not allowed", "rooms": []}`. `unsubscribe` leaves the rooms named
 //! and acks `{"ok": true, "rooms": [left...]}`. A socket's own id room cannot be left this way.
+//!
+//! A room named like a socket id is never joined this way, whatever the patterns say: it is
+//! another socket's private room, and joining it would show that socket's messages to the
+//! joiner. The name's shape decides ([`Sid::has_shape`]), not a lookup, because the socket may
+//! live on another node or connect later.
 
 use std::sync::Arc;
 
+use halley_transports::sid::Sid;
 use serde_json::{json, Value};
 
 use crate::socketio::{Event, Namespace, Socket};
@@ -21,7 +27,7 @@ pub struct SubscribePolicy {
 
 impl SubscribePolicy {
     fn allows(&self, socket: &Socket, room: &str) -> bool {
-        if room.is_empty() || room == socket.id() {
+        if room.is_empty() || Sid::has_shape(room) {
             return false;
         }
         let granted = socket.data();

@@ -32,7 +32,28 @@ impl Sid {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `text` has the shape of an id this module hands out (22 base64url characters,
+    /// alone or after a cluster node's name of 6 letters or digits), whichever process made it. Rooms named
+    /// like that are other sockets' own rooms, and a client must never be able to join one: the
+    /// shape decides, because the socket may live on another node.
+    pub fn has_shape(text: &str) -> bool {
+        let Some(prefix_len) = text.len().checked_sub(RANDOM_LEN) else {
+            return false;
+        };
+        let (prefix, random) = text.split_at_checked(prefix_len).unwrap_or(("!", ""));
+        (prefix.is_empty() || prefix.len() == NODE_PREFIX_LEN)
+            && prefix.bytes().all(|b| b.is_ascii_alphanumeric())
+            && random
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }
 }
+
+/// Characters of the random part: 16 bytes in unpadded base64.
+const RANDOM_LEN: usize = 22;
+/// The length of the node name a cluster puts before the random part.
+const NODE_PREFIX_LEN: usize = 6;
 
 impl std::fmt::Display for Sid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +76,29 @@ impl std::borrow::Borrow<str> for Sid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shape_of_ids_is_recognised_with_or_without_a_node_name() {
+        for _ in 0..100 {
+            assert!(Sid::has_shape(Sid::random().unwrap().as_str()));
+            assert!(Sid::has_shape(
+                Sid::random_with_prefix("node01").unwrap().as_str()
+            ));
+        }
+        for room in [
+            "",
+            "news",
+            "user-42",
+            "aaaaaaaaaaaaaaaaaaaaa",          // 21
+            "aaaaaaaaaaaaaaaaaaaaaa!",        // a character base64url has not
+            "nodeXYZ0aaaaaaaaaaaaaaaaaaaaaa", // a 7-character prefix
+            "no.de1aaaaaaaaaaaaaaaaaaaaaa",   // a prefix that is not a node name
+            "news-of-the-day-2026-12",        // 23: no node name is 1 character
+            "ééééééééééééééééééééééé",
+        ] {
+            assert!(!Sid::has_shape(room), "{room}");
+        }
+    }
 
     #[test]
     fn ids_are_22_url_safe_chars_and_distinct() {
