@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::sio::{builder, SioServer};
+use common::sio::{builder, SioServer, WsClient};
 use halley::bridge::auth::{self, AuthConfig};
 use halley::bridge::subscribe::{self, SubscribePolicy};
 use http_body_util::{BodyExt, Full};
@@ -95,11 +95,28 @@ async fn auth_hook_allows_one_client_and_refuses_another() {
     assert_eq!(asked.len(), 2);
     assert_eq!(asked[0]["namespace"], "/");
     assert_eq!(asked[0]["auth"], json!({ "token": "good" }));
-    assert!(asked[0]["remote_address"]
-        .as_str()
-        .unwrap()
-        .starts_with("127.0.0.1:"));
+    assert_eq!(asked[0]["remote_address"], "127.0.0.1");
     assert!(asked[0].as_object().unwrap().contains_key("cookie"));
+}
+
+#[tokio::test]
+async fn the_auth_hook_is_told_the_client_a_trusted_proxy_names() {
+    let (service, seen) = auth_service().await;
+    let io = builder().build();
+    io.ns("/", |_| {});
+    auth::install(&io, auth_config(service));
+    let server = SioServer::start(io.clone()).await;
+    // The peer is loopback, a trusted proxy by default (nginx on the same host); the client
+    // prepended a lie, the proxy appended what it saw.
+    let mut client = WsClient::open_with(
+        server.addr,
+        true,
+        &[("x-forwarded-for", "10.6.6.6, 198.51.100.23")],
+    )
+    .await;
+    client.connect("/", Some(r#"{"token":"good"}"#)).await;
+    let asked = seen.lock().unwrap().clone();
+    assert_eq!(asked[0]["remote_address"], "198.51.100.23");
 }
 
 #[tokio::test]

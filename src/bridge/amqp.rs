@@ -166,8 +166,10 @@ pub fn spawn(io: Halley, config: AmqpConfig, latency: Arc<super::Latency>) -> Ar
     if config.publish_exchange.is_some() {
         let forward_cookie = config.forward_cookie;
         let hook_stats = Arc::clone(&stats);
+        // Behind a reverse proxy the peer is the proxy: report the client it names.
+        let trusted = io.engine().config().trusted_proxies.clone();
         io.on_unhandled(move |socket, name, event| {
-            let outbound = outbound(socket, name, event, forward_cookie);
+            let outbound = outbound(socket, name, event, forward_cookie, &trusted);
             if tx.try_send(outbound).is_err() {
                 hook_stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -181,13 +183,19 @@ pub fn spawn(io: Halley, config: AmqpConfig, latency: Arc<super::Latency>) -> Ar
     stats
 }
 
-fn outbound(socket: &Arc<Socket>, name: &str, event: Event, forward_cookie: bool) -> Outbound {
+fn outbound(
+    socket: &Arc<Socket>,
+    name: &str,
+    event: Event,
+    forward_cookie: bool,
+    trusted: &[halley_transports::IpRange],
+) -> Outbound {
     let handshake = socket.handshake();
     let mut headers = vec![
         ("x-namespace", socket.ns().to_owned()),
         ("x-socket", socket.id().to_owned()),
         ("x-transport", socket.transport().name().to_owned()),
-        ("x-remote-address", handshake.remote_addr.to_string()),
+        ("x-remote-address", handshake.client_ip(trusted).to_string()),
     ];
     if let Some(user) = socket.data()["user"].as_str() {
         headers.push(("x-user", user.to_owned()));

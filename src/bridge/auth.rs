@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::socketio::{ConnectError, Halley, Socket};
+use halley_transports::IpRange;
 
 /// Largest answer read from the auth service.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -49,15 +50,23 @@ struct Answer {
 /// Installs the hook on every namespace of `io`.
 pub fn install(io: &Halley, config: AuthConfig) {
     let config = Arc::new(config);
+    // Behind a reverse proxy the peer is the proxy: report the client it names.
+    let trusted: Arc<[IpRange]> = io.engine().config().trusted_proxies.clone().into();
     io.connect_hook(move |socket| {
         let config = Arc::clone(&config);
-        async move { check(&config, &socket).await }
+        let trusted = Arc::clone(&trusted);
+        async move { check(&config, &socket, &trusted).await }
     });
 }
 
-async fn check(config: &AuthConfig, socket: &Arc<Socket>) -> Result<(), ConnectError> {
+async fn check(
+    config: &AuthConfig,
+    socket: &Arc<Socket>,
+    trusted: &[IpRange],
+) -> Result<(), ConnectError> {
     let unavailable = || ConnectError::new("authentication unavailable");
-    let answer = match tokio::time::timeout(config.timeout, ask(&config.url, socket)).await {
+    let asked = ask(&config.url, socket, trusted);
+    let answer = match tokio::time::timeout(config.timeout, asked).await {
         Ok(Ok(answer)) => answer,
         Ok(Err(error)) => {
             tracing::warn!(%error, url = %config.url, "auth hook failed");
@@ -100,7 +109,7 @@ enum AskError {
     Answer(String),
 }
 
-async fn ask(url: &Uri, socket: &Socket) -> Result<Answer, AskError> {
+async fn ask(url: &Uri, socket: &Socket, trusted: &[IpRange]) -> Result<Answer, AskError> {
     let host = url.host().ok_or(AskError::BadUrl)?;
     if url.scheme_str() != Some("http") {
         return Err(AskError::BadUrl);
@@ -118,7 +127,7 @@ async fn ask(url: &Uri, socket: &Socket) -> Result<Answer, AskError> {
         "socket": socket.id(),
         "auth": socket.auth(),
         "cookie": header(header::COOKIE),
-        "remote_address": handshake.remote_addr.to_string(),
+        "remote_address": handshake.client_ip(trusted).to_string(),
         "user_agent": header(header::USER_AGENT),
         "origin": header(header::ORIGIN),
     });

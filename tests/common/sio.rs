@@ -160,10 +160,26 @@ pub struct WsClient {
 
 impl WsClient {
     pub async fn open(addr: SocketAddr, pong: bool) -> Self {
+        Self::open_with(addr, pong, &[]).await
+    }
+
+    /// [`Self::open`] with more headers on the opening request.
+    pub async fn open_with(addr: SocketAddr, pong: bool, headers: &[(&str, &str)]) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (mut ws, _) = within("websocket connect", tokio_tungstenite::connect_async(&url))
-            .await
-            .unwrap_or_else(|e| panic!("websocket connect to {url} failed: {e}"));
+        let mut request = url.as_str().into_client_request().expect("a valid URL");
+        for (name, value) in headers {
+            request.headers_mut().append(
+                hyper::header::HeaderName::from_bytes(name.as_bytes()).expect("header name"),
+                hyper::header::HeaderValue::from_str(value).expect("header value"),
+            );
+        }
+        let (mut ws, _) = within(
+            "websocket connect",
+            tokio_tungstenite::connect_async(request),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("websocket connect to {url} failed: {e}"));
         let open = match within("the open packet", ws.next()).await {
             Some(Ok(WsMessage::Text(text))) => Handshake::parse(text.as_str()),
             other => panic!("expected the open packet, got {other:?}"),

@@ -100,9 +100,15 @@ impl std::fmt::Display for IpRange {
 /// trusted proxy, the client it names in `X-Forwarded-For`; `None` when a trusted proxy names
 /// no usable client.
 pub fn client_address(peer: IpAddr, headers: &Headers, trusted: &[IpRange]) -> Option<IpAddr> {
+    real_client(peer, headers, trusted).map(per_client)
+}
+
+/// The client's own address, as [`client_address`] finds it but not grouped per /64 (what the
+/// auth hook and the AMQP bridge report to the application).
+pub fn real_client(peer: IpAddr, headers: &Headers, trusted: &[IpRange]) -> Option<IpAddr> {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
     if !is_trusted(peer) {
-        return Some(per_client(peer));
+        return Some(peer.to_canonical());
     }
     // Each proxy appends the address it saw, so the list is read from the right: the first
     // address no trusted proxy vouches for is the client. What lies left of it is the client's
@@ -114,7 +120,7 @@ pub fn client_address(peer: IpAddr, headers: &Headers, trusted: &[IpRange]) -> O
     for entry in entries.into_iter().rev() {
         let ip: IpAddr = entry.trim().parse().ok()?;
         if !is_trusted(ip) {
-            return Some(per_client(ip));
+            return Some(ip.to_canonical());
         }
     }
     None

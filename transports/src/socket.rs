@@ -50,6 +50,16 @@ pub struct Handshake {
     pub query: String,
 }
 
+impl Handshake {
+    /// The client's IP address: the peer's, or, when the peer is one of the `trusted` proxies,
+    /// the client its `X-Forwarded-For` names (the rule of [`crate::admission`]); the proxy's
+    /// own when it names none.
+    pub fn client_ip(&self, trusted: &[crate::admission::IpRange]) -> std::net::IpAddr {
+        crate::admission::real_client(self.remote_addr.ip(), &self.headers, trusted)
+            .unwrap_or_else(|| self.remote_addr.ip().to_canonical())
+    }
+}
+
 /// The opening request's headers, kept for the session's life in one compact allocation.
 ///
 /// A `HeaderMap` costs about 100 bytes per slot on top of the bytes themselves (600 bytes for

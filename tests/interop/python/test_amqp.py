@@ -91,10 +91,20 @@ class Halley:
         for _ in range(5):
             self.port = free_port()
             self.url = f"http://127.0.0.1:{self.port}"
+            # /healthz with details, /metrics and /publish are on the admin listener.
+            self.admin_port = free_port()
+            self.admin = f"http://127.0.0.1:{self.admin_port}"
             self.output = []
             self.exited = threading.Event()
             self.process = subprocess.Popen(
-                [str(HALLEY_BIN), "--listen", f"127.0.0.1:{self.port}", *args],
+                [
+                    str(HALLEY_BIN),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--admin-listen",
+                    f"127.0.0.1:{self.admin_port}",
+                    *args,
+                ],
                 env=dict(os.environ, HALLEY_LOG=os.environ.get("HALLEY_LOG", "info")),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -123,7 +133,7 @@ class Halley:
         return "".join(self.output)
 
     def health(self):
-        with DIRECT.open(self.url + "/healthz", timeout=2) as res:
+        with DIRECT.open(self.admin + "/healthz", timeout=2) as res:
             return json.load(res)
 
     def wait_health(self, predicate, timeout=TIMEOUT, what="healthz condition"):
@@ -174,10 +184,11 @@ class Halley:
         return code
 
 
-def http_status(server, path):
-    """``(status, JSON body)`` of a GET, whatever the status."""
+def http_status(server, path, admin=True):
+    """``(status, JSON body)`` of a GET on the admin listener (or the public one), whatever
+    the status."""
     try:
-        with DIRECT.open(server.url + path, timeout=2) as res:
+        with DIRECT.open((server.admin if admin else server.url) + path, timeout=2) as res:
             return res.status, json.load(res)
     except urllib.error.HTTPError as error:
         with error:
@@ -546,8 +557,12 @@ class OutboundTests(BridgeTest):
     def test_unhandled_event_is_published(self):
         for transport in ("websocket", "polling"):
             with self.subTest(transport=transport):
+                # The peer is loopback, a trusted proxy by default: the client it names in
+                # X-Forwarded-For (rightmost untrusted entry) is the remote address.
                 sio = self.client(
-                    self.server, transports=[transport], headers={"Cookie": "session=abc"}
+                    self.server,
+                    transports=[transport],
+                    headers={"Cookie": "session=abc", "X-Forwarded-For": "10.6.6.6, 203.0.113.9"},
                 )
                 sid = sio.get_sid("/")
                 sio.emit("my other event", {"my": "data"})
@@ -562,7 +577,7 @@ class OutboundTests(BridgeTest):
                 self.assertEqual(headers["x-namespace"], "/")
                 self.assertEqual(headers["x-socket"], sid)
                 self.assertEqual(headers["x-transport"], transport)
-                self.assertRegex(headers["x-remote-address"], r"^127\.0\.0\.1:\d+$")
+                self.assertEqual(headers["x-remote-address"], "203.0.113.9")
                 self.assertEqual(headers["x-cookie"], "session=abc")
                 sio.disconnect()
         self.assertGreaterEqual(self.server.health()["amqp"]["published"], 2)
@@ -700,6 +715,11 @@ class BrokerRestartTests(BridgeTest):
         down = wait_status(server, "/readyz", 503, TIMEOUT)
         self.assertEqual(down["status"], "unavailable")
         self.assertFalse(down["amqp"]["connected"])
+        self.assertEqual(
+            http_status(server, "/readyz", admin=False),
+            (503, {"status": "unavailable"}),
+            "the public listener tells load balancers the status and nothing else",
+        )
         self.assertEqual(http_status(server, "/healthz")[0], 200, "alive without the broker")
 
         self.rabbitmqctl("start_app")
