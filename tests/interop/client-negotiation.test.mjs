@@ -337,7 +337,7 @@ test("tells the server which transports it gave up, in the handshake (halley_cli
     // Each handshake carries what failed before it, unencoded (the server reads it verbatim).
     assert.match(handshakes[0], /transport=xhr-streaming.*&tried=websocket:unsupported,htmlfile:unsupported$/);
     assert.match(handshakes[1], /transport=sse.*&tried=websocket:unsupported,htmlfile:unsupported,xhr-streaming:error$/);
-    const metrics = await (await fetch(`${halley.url}/metrics`)).text();
+    const metrics = await (await fetch(`${halley.admin}/metrics`)).text();
     const count = (t, r) =>
       Number(new RegExp(`^halley_client_fallbacks_total\\{transport="${t}",reason="${r}"\\} (\\d+)$`, "m").exec(metrics)?.[1]);
     assert.deepEqual(

@@ -154,7 +154,7 @@ async function startNode(name) {
     HALLEY_SHUTDOWN_GRACE: "1",
   });
   const tap = await startTap(Number(new URL(server.url).port));
-  return { name, url: server.url, server, tap };
+  return { name, url: server.url, admin: server.admin, server, tap };
 }
 
 async function getJson(url) {
@@ -165,7 +165,7 @@ async function getJson(url) {
 
 /** POSTs JSON straight to one node (loopback: no token needed); answers the parsed body. */
 async function postJson(node, route, body) {
-  const res = await fetch(`${node.url}${route}`, {
+  const res = await fetch(`${node.admin}${route}`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -179,7 +179,7 @@ const publish = (node, body) => postJson(node, "/publish", { event: "news", ...b
 const sockets = (node, body) => postJson(node, "/sockets", body);
 
 async function membersOf(node) {
-  const health = await getJson(`${node.url}/healthz`);
+  const health = await getJson(`${node.admin}/healthz`);
   return health.cluster;
 }
 

@@ -33,6 +33,8 @@ process.on("exit", () => {
 
 // The examples' first stdout line: `listening on http://127.0.0.1:<port>`.
 const LISTENING_RE = /^listening on (https?:\/\/[\w.-]+:\d+)\s*$/;
+// The `halley` binary prints its admin listener's address (publish, metrics) before that line.
+const ADMIN_RE = /^admin listening on (https?:\/\/[\w.-]+:\d+)\s*$/;
 
 const MAX_LOG = 64 * 1024;
 function appendCapped(log, chunk) {
@@ -43,7 +45,9 @@ function appendCapped(log, chunk) {
 /**
  * Spawns the server binary `binaryPath` with `PORT=0` (plus `env`), waits for the line on stdout
  * that carries its address, and returns
- * `{ url, pid, process, logs(), exited, stop(timeoutMs) }`.
+ * `{ url, admin, pid, process, logs(), exited, stop(timeoutMs) }`. `admin` is the `halley`
+ * binary's admin listener (`/publish`, `/sockets`, `/metrics`, detailed `/healthz`), on a port
+ * of its own (`HALLEY_ADMIN_LISTEN` defaults to `127.0.0.1:0` here); undefined for examples.
  *
  * `stop()` sends SIGTERM and resolves to `{ code, signal, ms }` once the process has exited; if it
  * has not exited within `timeoutMs` it is killed and `stop()` rejects. Server output (stdout and
@@ -52,7 +56,7 @@ function appendCapped(log, chunk) {
  */
 export async function startServer(binaryPath, env = {}, { timeoutMs = TIMEOUT } = {}) {
   const child = spawn(binaryPath, [], {
-    env: { ...process.env, ...env, PORT: "0" },
+    env: { ...process.env, HALLEY_ADMIN_LISTEN: "127.0.0.1:0", ...env, PORT: "0" },
     stdio: ["ignore", "pipe", "pipe"],
   });
   running.add(child);
@@ -79,10 +83,12 @@ export async function startServer(binaryPath, env = {}, { timeoutMs = TIMEOUT } 
 
   // Keep draining stdout for the whole life of the process so it can never block on a full pipe.
   const lines = createInterface({ input: child.stdout });
+  let admin;
   const address = new Promise((resolve, reject) => {
     lines.on("line", (line) => {
       stdout = appendCapped(stdout, line + "\n");
       if (live) process.stdout.write(line + "\n");
+      admin ??= ADMIN_RE.exec(line)?.[1];
       const match = LISTENING_RE.exec(line);
       if (match) resolve(match[1]);
     });
@@ -124,7 +130,7 @@ export async function startServer(binaryPath, env = {}, { timeoutMs = TIMEOUT } 
     return stopping;
   };
 
-  return { url, pid: child.pid, process: child, logs, exited, stop };
+  return { url, admin, pid: child.pid, process: child, logs, exited, stop };
 }
 
 function rejectAfter(ms, message) {

@@ -103,17 +103,47 @@ after(async () => {
   }
 });
 
-/** `POST /publish` through nginx; asserts it reached exactly `expect` sockets. */
+/**
+ * `POST /publish` on Halley's admin listener (which nginx does not proxy); asserts it reached
+ * exactly `expect` sockets, which are connected through nginx.
+ */
 async function publish(body, expect = 1) {
-  const res = await fetch(`${base}/publish`, {
+  const res = await fetch(`${halley.admin}/publish`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
   const text = await res.text();
-  assert.equal(res.status, 200, `POST /publish through nginx: ${text}`);
+  assert.equal(res.status, 200, `POST /publish on the admin listener: ${text}`);
   assert.deepEqual(JSON.parse(text), { delivered: expect }, "publish delivered to the one socket");
 }
+
+// nginx on the same host makes every request come from 127.0.0.1: what "loopback only" used to
+// trust. Nothing administrative may be reachable through it, with or without a token.
+describe("the admin API through nginx", () => {
+  test("POST /publish and /sockets and GET /metrics are not served through nginx", async () => {
+    for (const route of ["/publish", "/sockets"]) {
+      const res = await fetch(`${base}${route}`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ event: "news", data: "forged", action: "disconnect" }),
+      });
+      assert.equal(res.status, 404, `POST ${route} through nginx: ${await res.text()}`);
+    }
+    const metrics = await fetch(`${base}/metrics`);
+    assert.equal(metrics.status, 404, "GET /metrics through nginx");
+    await metrics.arrayBuffer();
+  });
+
+  test("/healthz and /readyz through nginx tell the status and nothing else", async () => {
+    const health = await fetch(`${base}/healthz`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: "ok" });
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200);
+    assert.deepEqual(await ready.json(), { status: "ready" });
+  });
+});
 
 /**
  * Records the page's downstream GETs of `transport` (the streams, for the streaming ones): the

@@ -212,7 +212,7 @@ after(async () => {
 });
 
 async function scrape() {
-  const res = await fetch(`${server.url}/metrics`);
+  const res = await fetch(`${server.admin}/metrics`);
   assert.equal(res.status, 200);
   assert.match(res.headers.get("content-type"), /^application\/openmetrics-text; version=1\.0\.0/);
   const m = parseOpenMetrics(await res.text());
@@ -462,7 +462,7 @@ test("a stamped POST /publish lands in halley_publish_latency_seconds{source=\"h
   const before = await scrape();
   const labels = { source: "http" };
   for (const ago of [0, 30, 3000]) {
-    const res = await fetch(`${server.url}/publish`, {
+    const res = await fetch(`${server.admin}/publish`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ event: "news", data: "stamped", publishedAt: Date.now() - ago }),

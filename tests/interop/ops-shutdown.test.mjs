@@ -130,7 +130,7 @@ test("SIGTERM closes every session so clients reconnect to the next server by th
     assert.equal(c.log.connects[0].transport, c.transport);
     assert.equal(await c.socket.timeout(5000).emitWithAck("ping", "before"), "before", c.name);
   }
-  const health = await (await fetch(`${first.url}/healthz`)).json();
+  const health = await (await fetch(`${first.admin}/healthz`)).json();
   assert.equal(health.sessions, TRANSPORTS.length + NODE_TRANSPORTS.length, "one session per client");
 
   mark("all connected");
@@ -202,7 +202,7 @@ test("SIGTERM closes every session so clients reconnect to the next server by th
     assert.equal(await withTimeout(c.socket.timeout(5000).emitWithAck("ping", "after"), 6000, "ping ack"), "after", c.name);
   }
   mark("everyone back");
-  const again = await (await fetch(`${second.url}/healthz`)).json();
+  const again = await (await fetch(`${second.admin}/healthz`)).json();
   assert.equal(again.sessions, TRANSPORTS.length + NODE_TRANSPORTS.length, "every client on the new server");
 
   // Clients leave first, so they do not reconnect into the next shutdown.
