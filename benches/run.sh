@@ -96,7 +96,7 @@ server_cmd() {
   case "$1" in
     halley) echo "$ROOT/target/release/examples/bench_server" ;;
     # The real binary with its AMQP bridge on (port 0: it prints the one it got).
-    halley-amqp) echo "$ROOT/target/release/halley --listen 127.0.0.1:0 --demo false --amqp-url $AMQP_URL --amqp-queue $AMQP_QUEUE --max-sessions-per-ip 1000000" ;;
+    halley-amqp) echo "$ROOT/target/release/halley --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --demo false --amqp-url $AMQP_URL --amqp-queue $AMQP_QUEUE --max-sessions-per-ip 1000000" ;;
     socketio) echo "node $ROOT/benches/peers/socketio-node/server.js" ;;
     socketioxide) echo "$ROOT/benches/peers/socketioxide/target/release/socketioxide-bench-server" ;;
     *) echo "unknown server $1" >&2; exit 2 ;;
@@ -132,7 +132,8 @@ stop_server() {
 # A cluster of `halley --cluster` nodes sharing one fresh exchange, all pinned to the server core.
 CLUSTER_PIDS=()
 CLUSTER_URLS=""
-# members <url>: how many other nodes its /healthz lists (-1 when it does not answer).
+CLUSTER_ADMINS=""
+# members <admin url>: how many other nodes its /healthz lists (-1 when it does not answer).
 members() {
   python3 -c 'import json, sys, urllib.request
 print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2))["cluster"]["members"]))' \
@@ -141,10 +142,11 @@ print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2))
 # start_cluster <nodes> <exchange> <log prefix>: starts the nodes and waits until each lists all
 # the others; returns 1 (nodes left running for stop_cluster) when that does not happen in 30 s.
 start_cluster() {
-  local n="$1" exchange="$2" prefix="$3" i log url deadline
-  CLUSTER_PIDS=() CLUSTER_URLS=""
+  local n="$1" exchange="$2" prefix="$3" i log url admin deadline
+  CLUSTER_PIDS=() CLUSTER_URLS="" CLUSTER_ADMINS=""
   for i in $(seq 1 "$n"); do
     HALLEY_LOG=warn taskset -c "$SERVER_CPU" "$ROOT/target/release/halley" --listen 127.0.0.1:0 \
+      --admin-listen 127.0.0.1:0 \
       --demo false --amqp-url "$AMQP_URL" --cluster --node-name "$(printf 'node%02d' "$i")" \
       --cluster-exchange "$exchange" --max-sessions-per-ip 1000000 >"$prefix.node$i.log" 2>&1 &
     CLUSTER_PIDS+=("$!")
@@ -153,12 +155,15 @@ start_cluster() {
     log="$prefix.node$i.log"
     url="$(server_address "${CLUSTER_PIDS[$((i - 1))]}" "$log")" ||
       { log "cluster node $i did not start:"; cat "$log" >&2; return 1; }
+    admin="$(server_address "${CLUSTER_PIDS[$((i - 1))]}" "$log" admin)" ||
+      { log "cluster node $i printed no admin address:"; cat "$log" >&2; return 1; }
     CLUSTER_URLS="${CLUSTER_URLS:+$CLUSTER_URLS,}$url"
+    CLUSTER_ADMINS="${CLUSTER_ADMINS:+$CLUSTER_ADMINS,}$admin"
   done
   deadline=$((SECONDS + 30))
-  for url in ${CLUSTER_URLS//,/ }; do
-    until [ "$(members "$url")" = $((n - 1)) ]; do
-      if [ "$SECONDS" -ge "$deadline" ]; then log "cluster did not form: $url"; return 1; fi
+  for admin in ${CLUSTER_ADMINS//,/ }; do
+    until [ "$(members "$admin")" = $((n - 1)) ]; do
+      if [ "$SECONDS" -ge "$deadline" ]; then log "cluster did not form: $admin"; return 1; fi
       sleep 0.2
     done
   done
@@ -221,7 +226,8 @@ measure_cluster() {
     echo '{"error": "the cluster did not form (see the node logs)"}' >"$prefix.json"
   else
     log "$label halley-cluster run $run: $*"
-    if ! taskset -c "$LOAD_CPU" "$LOADGEN" "$@" --url "$CLUSTER_URLS" \
+    # /publish is served on the admin listener only.
+    if ! taskset -c "$LOAD_CPU" "$LOADGEN" "$@" --url "$CLUSTER_URLS" --publish-url "${CLUSTER_ADMINS%%,*}" \
         --pid "$(IFS=,; echo "${CLUSTER_PIDS[*]}")" --sources "$(sources)" \
         >"$prefix.json" 2>"$prefix.err"; then
       log "$label halley-cluster run $run failed (kept its output in $prefix.json)"
@@ -283,7 +289,8 @@ for run in $(seq 1 "$RUNS"); do
         fi ;;
       s7)
         # Halley only: the `halley` binary as a cluster of 1, 2 and 3 nodes meeting on RabbitMQ;
-        # receivers spread over the nodes, broadcasts POSTed to /publish of the first node.
+        # receivers spread over the nodes, broadcasts POSTed to /publish of the first node's admin
+        # listener.
         if [[ " $SERVERS " == *" halley "* ]]; then
           for nodes in $CLUSTER_NODES; do
             measure_cluster "s7-nodes$nodes-rate$CLUSTER_RATE" "$nodes" "$run" s2 --publish-via http \

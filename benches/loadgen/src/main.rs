@@ -87,6 +87,11 @@ enum Scenario {
         /// broadcast at saturation), `--window` connections.
         #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
         publish_via: PublishVia,
+        /// Where `--publish-via http` POSTs: the first server's admin listener
+        /// (`http://127.0.0.1:9080`; the public listener does not serve `/publish`). Default:
+        /// the first `--url`.
+        #[arg(long)]
+        publish_url: Option<String>,
     },
     /// Echo with acks: C WebSocket clients each emit `message` with an ack id and wait for the
     /// ack before sending the next.
@@ -366,6 +371,7 @@ async fn main() {
             complete,
             drain,
             publish_via,
+            publish_url,
         } => {
             s2(
                 common,
@@ -374,7 +380,7 @@ async fn main() {
                 window,
                 complete,
                 drain,
-                publish_via,
+                (publish_via, publish_url),
             )
             .await
         }
@@ -647,7 +653,12 @@ struct PostStats {
 }
 
 impl HttpBroadcaster {
-    async fn connect(clients: &Clients, first_source: u64, window: u64) -> Result<Self, String> {
+    async fn connect(
+        clients: &Clients,
+        publish_to: &Target,
+        first_source: u64,
+        window: u64,
+    ) -> Result<Self, String> {
         let nodes = clients.targets.len();
         let monitors = Arc::new(Monitors {
             ticks: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
@@ -682,7 +693,7 @@ impl HttpBroadcaster {
         for k in 0..window.max(1) {
             let source = clients.source(first_source + nodes as u64 + k);
             posters.push(
-                eio::Http::connect(&clients.targets[0], source)
+                eio::Http::connect(publish_to, source)
                     .await
                     .map_err(|e| format!("publisher: {e}"))?,
             );
@@ -771,7 +782,7 @@ async fn s2(
     window: u64,
     complete: Complete,
     drain: f64,
-    publish_via: PublishVia,
+    (publish_via, publish_url): (PublishVia, Option<String>),
 ) -> Result<Value, String> {
     let nodes = urls(&common).len().max(1);
     let extra = match publish_via {
@@ -831,7 +842,13 @@ async fn s2(
                 .await
                 .map_err(|e| format!("broadcaster: {e}"))?,
         )),
-        PublishVia::Http => Broadcaster::Http(HttpBroadcaster::connect(&clients, n, window).await?),
+        PublishVia::Http => {
+            let publish_to = match &publish_url {
+                Some(url) => Arc::new(Target::resolve(url, &common.path).await?),
+                None => Arc::clone(&clients.targets[0]),
+            };
+            Broadcaster::Http(HttpBroadcaster::connect(&clients, &publish_to, n, window).await?)
+        }
     };
     tokio::time::sleep(Duration::from_secs_f64(common.settle)).await;
     fanout.receivers.store(receivers, Relaxed);
