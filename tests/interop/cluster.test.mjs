@@ -163,7 +163,7 @@ async function getJson(url) {
   return res.json();
 }
 
-/** POSTs JSON straight to one node (loopback: no token needed); answers the parsed body. */
+/** POSTs JSON to one node's admin listener (loopback: no token needed); answers the parsed body. */
 async function postJson(node, route, body) {
   const res = await fetch(`${node.admin}${route}`, {
     method: "POST",
