@@ -19,6 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub mod amqp;
 pub mod auth;
 pub mod cluster;
+pub mod envelope;
+pub mod forward_mark;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;
