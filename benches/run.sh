@@ -144,8 +144,11 @@ print(len(json.load(urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=2))
 start_cluster() {
   local n="$1" exchange="$2" prefix="$3" i log url admin deadline
   CLUSTER_PIDS=() CLUSTER_URLS="" CLUSTER_ADMINS=""
+  # The nodes' shared secret, fresh per cluster; through the environment, not argv.
+  local secret
+  secret="$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
   for i in $(seq 1 "$n"); do
-    HALLEY_LOG=warn taskset -c "$SERVER_CPU" "$ROOT/target/release/halley" --listen 127.0.0.1:0 \
+    HALLEY_CLUSTER_SECRET="$secret" HALLEY_LOG=warn taskset -c "$SERVER_CPU" "$ROOT/target/release/halley" --listen 127.0.0.1:0 \
       --admin-listen 127.0.0.1:0 \
       --demo false --amqp-url "$AMQP_URL" --cluster --node-name "$(printf 'node%02d' "$i")" \
       --cluster-exchange "$exchange" --max-sessions-per-ip 1000000 >"$prefix.node$i.log" 2>&1 &

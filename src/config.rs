@@ -206,9 +206,28 @@ pub struct Config {
     #[arg(
         long,
         env = "HALLEY_CLUSTER_EXCHANGE",
-        default_value = "halley.cluster"
+        default_value = "halley.cluster",
+        value_parser = parse_exchange
     )]
     pub cluster_exchange: String,
+
+    /// Secret the nodes share (at least 32 bytes, e.g. `openssl rand -hex 32`): every cluster
+    /// message and every forwarded request is authenticated with it. Required with --cluster;
+    /// give it through the environment or the config file, not the command line (`ps` shows
+    /// that).
+    #[arg(long, env = "HALLEY_CLUSTER_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub cluster_secret: Option<Secret>,
+
+    /// Addresses (or CIDR ranges; repeat, or comma-separate) other nodes may advertise: a node
+    /// announcing any other address is ignored, and requests are forwarded nowhere else.
+    /// Default: loopback and private ranges (10/8, 172.16/12, 192.168/16, fc00::/7).
+    #[arg(
+        long = "cluster-peers",
+        env = "HALLEY_CLUSTER_PEERS",
+        value_delimiter = ',',
+        default_values_t = crate::bridge::cluster::default_peers()
+    )]
+    pub cluster_peers: Vec<IpRange>,
 
     /// Milliseconds between cluster heartbeats; a node silent for three is dropped.
     #[arg(long, env = "HALLEY_CLUSTER_HEARTBEAT", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
@@ -229,6 +248,37 @@ pub struct Config {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "HALLEY_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// A secret option's value: its `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Checked in [`Config::cluster`], so that a refused value is never echoed in the error.
+fn parse_secret(secret: &str) -> Result<Secret, String> {
+    Ok(Secret(secret.to_owned()))
+}
+
+fn parse_exchange(name: &str) -> Result<String, String> {
+    match crate::bridge::cluster::amqp_name(name) {
+        Some(_) => Ok(name.to_owned()),
+        None => Err(format!(
+            "expected 1 to 255 letters, digits or `-_.:`, got {} bytes",
+            name.len()
+        )),
+    }
 }
 
 fn parse_node_name(name: &str) -> Result<String, String> {
@@ -297,6 +347,11 @@ impl Config {
             .amqp_url
             .clone()
             .ok_or("--cluster needs --amqp-url (the nodes meet on RabbitMQ)")?;
+        let secret = self.cluster_secret.as_ref().ok_or(
+            "--cluster needs --cluster-secret (HALLEY_CLUSTER_SECRET), the secret the nodes share",
+        )?;
+        let key = crate::bridge::envelope::Key::new(secret.expose().as_bytes())
+            .map_err(|e| format!("--cluster-secret: {e}"))?;
         let advertise = self.cluster_advertise.unwrap_or_else(|| {
             let mut addr = listening;
             if addr.ip().is_unspecified() {
@@ -304,7 +359,8 @@ impl Config {
             }
             addr
         });
-        let mut config = crate::bridge::cluster::ClusterConfig::new(url, advertise);
+        let mut config = crate::bridge::cluster::ClusterConfig::new(url, advertise, key);
+        config.peers = self.cluster_peers.clone();
         if let Some(name) = &self.node_name {
             config.node = name.clone();
         }
@@ -491,6 +547,46 @@ mod tests {
             Config::try_parse_from(["halley", "--admin-listen=0.0.0.0:9080", "--admin-token=t0k"])
                 .unwrap();
         assert_eq!(guarded.admin(), Ok(Some("t0k".into())));
+    }
+
+    #[test]
+    fn a_cluster_needs_a_long_enough_secret() {
+        let listening: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let base = ["halley", "--cluster", "--amqp-url=amqp://localhost"];
+        let config = Config::try_parse_from(base).unwrap();
+        let error = config.cluster(listening).unwrap_err();
+        assert!(error.contains("--cluster-secret"), "{error}");
+        let short = Config::try_parse_from(base.iter().copied().chain(["--cluster-secret=short"]));
+        let error = short.unwrap().cluster(listening).unwrap_err();
+        assert!(
+            error.starts_with("--cluster-secret:") && error.contains("at least 32 bytes"),
+            "{error}"
+        );
+        assert!(!error.contains("short"), "the value is not echoed: {error}");
+        let secret = "0123456789abcdef0123456789abcdef";
+        let config = Config::try_parse_from(base.iter().copied().chain([
+            "--cluster-secret",
+            secret,
+            "--cluster-peers=10.1.0.0/16",
+        ]))
+        .unwrap();
+        assert!(!format!("{config:?}").contains(secret));
+        let cluster = config.cluster(listening).unwrap().unwrap();
+        assert_eq!(cluster.peers, vec!["10.1.0.0/16".parse().unwrap()]);
+        let config = Config::try_parse_from(["halley"]).unwrap();
+        assert_eq!(
+            config.cluster_peers,
+            crate::bridge::cluster::default_peers()
+        );
+        assert!(Config::try_parse_from(["halley", "--cluster-peers=169.254.0.0/16x"]).is_err());
+    }
+
+    #[test]
+    fn cluster_exchange_names_fit_an_amqp_short_string() {
+        let long = format!("--cluster-exchange={}", "x".repeat(256));
+        assert!(Config::try_parse_from(["halley", long.as_str()]).is_err());
+        assert!(Config::try_parse_from(["halley", "--cluster-exchange=a b"]).is_err());
+        assert!(Config::try_parse_from(["halley", "--cluster-exchange=halley.c-1"]).is_ok());
     }
 
     #[test]

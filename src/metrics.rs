@@ -305,6 +305,22 @@ impl Collector for Collect {
                 counter(&mut m, value)?;
             }
         }
+        // Present without a cluster too: a request claiming to be forwarded is refused there.
+        let mut m = encoder.encode_descriptor(
+            "halley_cluster_rejected",
+            "Cluster messages and forwarded requests refused, by reason (see the README)",
+            None,
+            MetricType::Counter,
+        )?;
+        if let Some(cluster) = &self.cluster {
+            for (reason, value) in cluster.stats().rejected() {
+                counter(&mut m.encode_family(&[("reason", reason)])?, value)?;
+            }
+        }
+        counter(
+            &mut m.encode_family(&[("reason", "forward_mark")])?,
+            load(&stats.forward_refused),
+        )?;
         Ok(())
     }
 }

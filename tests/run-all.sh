@@ -66,6 +66,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 
 step "cargo test --workspace"
+wait_rabbitmq # tests/cluster.rs meets a real broker
 cargo test --workspace 2>&1 | tee "$log_dir/cargo.log"
 
 # Every decoder of client input under libFuzzer, briefly (longer: bash tests/fuzz/run.sh 300).

@@ -7,7 +7,8 @@
 //! - `hello`, every `heartbeat` (2 s): the node's name, its queue, and the address other nodes
 //!   forward HTTP requests for its sessions to. A node not heard from for three heartbeats is
 //!   dropped from the membership: cross-node queries stop waiting for it, and its sessions are
-//!   no longer forwarded to.
+//!   no longer forwarded to. An address outside the peer allowlist (`--cluster-peers`) is
+//!   refused: the node is not added, and no request is ever forwarded there.
 //! - `op`: a broadcast operation ([`RemoteOp`]: emit, join, leave, disconnect) that each node
 //!   applies to its own sockets. Each socket lives on one node, so each gets it once.
 //! - `fetch` / `sockets`: a cross-node socket query and its answers, the answers sent straight
@@ -19,29 +20,38 @@
 //! receives an HTTP request for another node's session knows where to forward it: no sticky
 //! sessions needed behind a load balancer ([`Cluster`] is the engine's `Locator`).
 //!
+//! Envelopes are sealed and opened by [`super::envelope`]: HMAC-SHA256 with the cluster's
+//! secret, a per-instance sequence and a timestamp. Anything unsigned, altered, stale, replayed
+//! or from a name that is no node name is dropped and counted ([`ClusterStats`]), before any of
+//! it is read. Envelopes are stamped when they are published, not when they are queued, so a
+//! sender's sequence follows the order of its one publishing channel.
+//!
 //! The link reconnects with backoff after a broker loss; local traffic goes on meanwhile, and
 //! operations published while it is down wait in a bounded queue (then are dropped, counted).
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
+use halley_transports::IpRange;
+use hyper::header::HeaderValue;
+use hyper::Method;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::envelope::{self, Freshness, Key, Message, Rejection, Stamp};
+use super::forward_mark;
 use crate::socketio::adapter::{Adapter, BoxFuture, RemoteOp, Selection, SocketInfo};
 use crate::socketio::Halley;
 
-/// Length of a node name, which is also the prefix of every session id it hands out.
-pub const NODE_NAME_LEN: usize = 6;
+pub use super::envelope::{valid_node_name, NODE_NAME_LEN};
 
 /// Operations waiting for the broker (during a reconnect, say) before new ones are dropped.
 const OUTBOX: usize = 10_000;
@@ -58,10 +68,14 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// How long a cross-node query waits for the other nodes' answers.
     pub request_timeout: Duration,
+    /// The cluster's shared secret: signs and checks envelopes and forward marks.
+    pub key: Key,
+    /// Addresses other nodes may advertise: requests are forwarded nowhere else.
+    pub peers: Vec<IpRange>,
 }
 
 impl ClusterConfig {
-    pub fn new(url: String, advertise: SocketAddr) -> Self {
+    pub fn new(url: String, advertise: SocketAddr, key: Key) -> Self {
         ClusterConfig {
             url,
             exchange: "halley.cluster".into(),
@@ -69,8 +83,28 @@ impl ClusterConfig {
             advertise,
             heartbeat: Duration::from_secs(2),
             request_timeout: Duration::from_secs(1),
+            key,
+            peers: default_peers(),
         }
     }
+}
+
+/// Where nodes may be by default: loopback and the private ranges (RFC 1918, IPv6 ULA). Not
+/// public addresses, and not link-local ones (169.254.169.254 is a cloud's metadata service):
+/// a node that forwarded a session's requests, cookies included, to an address a forged or
+/// mistaken hello named would hand them to whoever is there.
+pub fn default_peers() -> Vec<IpRange> {
+    [
+        "127.0.0.0/8",
+        "::1",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    ]
+    .iter()
+    .filter_map(|range| range.parse().ok())
+    .collect()
 }
 
 /// A fresh random node name.
@@ -83,38 +117,28 @@ pub fn random_node_name() -> String {
         .collect()
 }
 
-/// Whether `name` can be a node name.
-pub fn valid_node_name(name: &str) -> bool {
-    name.len() == NODE_NAME_LEN && name.bytes().all(|b| b.is_ascii_alphanumeric())
+/// A fresh random instance id: two processes never share a sequence.
+fn random_instance() -> u64 {
+    let mut raw = [0u8; 8];
+    let _ = getrandom::fill(&mut raw);
+    u64::from_le_bytes(raw)
 }
 
-/// One message between nodes.
-#[derive(Debug, Serialize, Deserialize)]
-struct Envelope {
-    node: String,
-    #[serde(flatten)]
-    message: Message,
+/// Milliseconds since the Unix epoch, as envelopes and forward marks are stamped.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Message {
-    Hello {
-        addr: SocketAddr,
-        queue: String,
-    },
-    Op {
-        op: RemoteOp,
-    },
-    Fetch {
-        request: u64,
-        to: Selection,
-        reply_to: String,
-    },
-    Sockets {
-        request: u64,
-        sockets: Vec<SocketInfo>,
-    },
+/// A queue or exchange name as AMQP carries it: at most 255 bytes (lapin panics on more), and
+/// the characters RabbitMQ itself uses in the names it generates.
+pub fn amqp_name(name: &str) -> Option<ShortString> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
+    if name.is_empty() || !name.bytes().all(allowed) {
+        return None;
+    }
+    ShortString::try_new(name).ok()
 }
 
 /// Where an outgoing envelope goes.
@@ -126,7 +150,8 @@ enum Route {
 }
 
 struct Outgoing {
-    body: Vec<u8>,
+    /// Sealed when published: see the module docs.
+    message: Message,
     route: Route,
     confirmed: Option<oneshot::Sender<Result<(), String>>>,
 }
@@ -150,7 +175,39 @@ pub struct ClusterStats {
     pub received: AtomicU64,
     /// Operations dropped: the outbox was full, or the broker refused them.
     pub dropped: AtomicU64,
+    /// Authentic envelopes that could not be read.
     pub malformed: AtomicU64,
+    /// Envelopes refused, by [`REJECTION_REASONS`].
+    rejected: [AtomicU64; REJECTION_REASONS.len()],
+}
+
+/// Why an envelope was refused, as the `reason` label of `halley_cluster_rejected_total`:
+/// no valid MAC; a sender name that is no node name; stamped outside the freshness window;
+/// seen already; a hello advertising an address outside `--cluster-peers`; a fetch whose reply
+/// queue is no AMQP queue name. (Refused forward marks are the engine's count, `forward_mark`.)
+pub const REJECTION_REASONS: [&str; 6] = [
+    "bad_mac",
+    "bad_node_name",
+    "stale",
+    "replayed",
+    "advertise",
+    "reply_to",
+];
+
+impl ClusterStats {
+    fn reject(&self, reason: &'static str) {
+        if let Some(i) = REJECTION_REASONS.iter().position(|&r| r == reason) {
+            self.rejected[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Envelopes refused so far, by reason.
+    pub fn rejected(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        REJECTION_REASONS
+            .iter()
+            .zip(&self.rejected)
+            .map(|(&reason, n)| (reason, n.load(Ordering::Relaxed)))
+    }
 }
 
 /// This node's end of the cluster: the socket.io layer's [`Adapter`] and the engine's
@@ -165,6 +222,11 @@ pub struct Cluster {
     next_request: AtomicU64,
     outbox: mpsc::Sender<Outgoing>,
     stats: ClusterStats,
+    /// Random per process: see [`Stamp::instance`].
+    instance: u64,
+    /// The last sequence number this instance stamped.
+    seq: AtomicU64,
+    freshness: Mutex<Freshness>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,7 +246,17 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             outbox,
             stats: ClusterStats::default(),
+            instance: random_instance(),
+            seq: AtomicU64::new(0),
+            freshness: Mutex::default(),
         });
+        if !cluster.peer_allowed(cluster.config.advertise.ip()) {
+            tracing::warn!(
+                advertise = %cluster.config.advertise,
+                "this node's advertise address is outside --cluster-peers: nodes with the same \
+                 allowlist will ignore it"
+            );
+        }
         let _ = cluster.io.set(io.clone());
         io.set_adapter(Arc::clone(&cluster) as Arc<dyn Adapter>);
         io.engine().set_locator(Arc::clone(&cluster) as _);
@@ -216,17 +288,29 @@ impl Cluster {
         lock(&self.members).get(name).map(|m| m.addr)
     }
 
-    fn envelope(&self, message: Message) -> Vec<u8> {
-        let envelope = Envelope {
+    fn peer_allowed(&self, ip: IpAddr) -> bool {
+        self.config.peers.iter().any(|range| range.contains(ip))
+    }
+
+    /// `message`, signed and stamped with the next sequence number.
+    fn seal(&self, message: &Message) -> Vec<u8> {
+        let stamp = Stamp {
             node: self.config.node.clone(),
-            message,
+            instance: self.instance,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            ts: now_ms(),
         };
-        serde_json::to_vec(&envelope).unwrap_or_default()
+        envelope::seal(&self.config.key, &stamp, message)
+    }
+
+    fn reject(&self, reason: &'static str, node: &str) {
+        self.stats.reject(reason);
+        tracing::warn!(reason, node, "cluster message refused");
     }
 
     fn send(&self, message: Message, route: Route) {
         let out = Outgoing {
-            body: self.envelope(message),
+            message,
             route,
             confirmed: None,
         };
@@ -239,29 +323,37 @@ impl Cluster {
     /// Handles one envelope from the cluster queue.
     fn receive(&self, body: &[u8]) {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let envelope: Envelope = match serde_json::from_slice(body) {
-            Ok(envelope) => envelope,
-            Err(error) => {
+        let opened = envelope::open(&self.config.key, body).and_then(|envelope| {
+            if envelope.stamp.node == self.config.node {
+                // Own envelopes come back through the fanout: not a replay, just skipped.
+                return Ok(None);
+            }
+            lock(&self.freshness).check(&envelope.stamp, now_ms())?;
+            Ok(Some(envelope))
+        });
+        let envelope = match opened {
+            Ok(Some(envelope)) => envelope,
+            Ok(None) => return,
+            Err(Rejection::Malformed) => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "malformed cluster message ignored");
+                tracing::warn!("malformed cluster message ignored");
                 return;
             }
+            Err(rejection) => return self.reject(rejection.as_str(), ""),
         };
-        if envelope.node == self.config.node {
-            return;
-        }
+        let node = envelope.stamp.node;
         let Some(io) = self.io.get() else { return };
         match envelope.message {
             Message::Hello { addr, .. } => {
+                if !self.peer_allowed(addr.ip()) {
+                    return self.reject("advertise", &node);
+                }
                 let member = Member {
                     addr,
                     seen: Instant::now(),
                 };
-                if lock(&self.members)
-                    .insert(envelope.node.clone(), member)
-                    .is_none()
-                {
-                    tracing::info!(node = %envelope.node, %addr, "cluster node joined");
+                if lock(&self.members).insert(node.clone(), member).is_none() {
+                    tracing::info!(%node, %addr, "cluster node joined");
                 }
             }
             Message::Op { op } => io.apply_remote(op),
@@ -270,6 +362,9 @@ impl Cluster {
                 to,
                 reply_to,
             } => {
+                if amqp_name(&reply_to).is_none() {
+                    return self.reject("reply_to", &node);
+                }
                 let sockets = io.local_sockets(&to);
                 self.send(
                     Message::Sockets { request, sockets },
@@ -279,7 +374,7 @@ impl Cluster {
             Message::Sockets { request, sockets } => {
                 let mut fetches = lock(&self.fetches);
                 if let Some(fetch) = fetches.get_mut(&request) {
-                    fetch.waiting.remove(&envelope.node);
+                    fetch.waiting.remove(&node);
                     fetch.sockets.extend(sockets);
                     if fetch.waiting.is_empty() {
                         if let Some(fetch) = fetches.remove(&request) {
@@ -327,11 +422,11 @@ impl Cluster {
         }
     }
 
-    fn hello(&self, queue: &str) -> Vec<u8> {
-        self.envelope(Message::Hello {
+    fn hello(&self, queue: &str) -> Message {
+        Message::Hello {
             addr: self.config.advertise,
             queue: queue.to_owned(),
-        })
+        }
     }
 }
 
@@ -348,6 +443,29 @@ impl halley_transports::forward::Locator for Cluster {
     fn owner(&self, sid: &str) -> Option<SocketAddr> {
         Cluster::owner(self, sid)
     }
+
+    fn sign_forward(&self, method: &Method, target: &str, client: IpAddr) -> Option<HeaderValue> {
+        let mark = forward_mark::sign(
+            &self.config.key,
+            &self.config.node,
+            method.as_str(),
+            target,
+            client,
+            now_ms(),
+        );
+        HeaderValue::from_str(&mark).ok()
+    }
+
+    fn verify_forward(&self, method: &Method, target: &str, mark: &HeaderValue) -> Option<IpAddr> {
+        let vouched = forward_mark::verify(
+            &self.config.key,
+            method.as_str(),
+            target,
+            mark.as_bytes(),
+            now_ms(),
+        )?;
+        Some(vouched.client)
+    }
 }
 
 impl Adapter for Cluster {
@@ -359,7 +477,7 @@ impl Adapter for Cluster {
     fn publish_confirmed(&self, op: RemoteOp) -> BoxFuture<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
         let out = Outgoing {
-            body: self.envelope(Message::Op { op }),
+            message: Message::Op { op },
             route: Route::All,
             confirmed: Some(tx),
         };
@@ -426,6 +544,11 @@ impl Adapter for Cluster {
 
 /// Keeps the link up: one broker session after another, with backoff between them.
 async fn run(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Outgoing>) {
+    if amqp_name(&cluster.config.exchange).is_none() {
+        // `halley` checks the option; this guards other callers of `Cluster::spawn`.
+        tracing::error!(exchange = %cluster.config.exchange, "invalid cluster exchange name: no cluster link");
+        return;
+    }
     let mut failures: u32 = 0;
     loop {
         let started = Instant::now();
@@ -494,7 +617,7 @@ async fn session(
             Some(out) = outbox.recv() => publish(cluster, &publisher, out).await?,
             _ = heartbeat.tick() => {
                 cluster.prune();
-                let hello = Outgoing { body: cluster.hello(&queue_name), route: Route::All, confirmed: None };
+                let hello = Outgoing { message: cluster.hello(&queue_name), route: Route::All, confirmed: None };
                 publish(cluster, &publisher, hello).await?;
             }
         }
@@ -506,17 +629,26 @@ async fn publish(
     publisher: &lapin::Channel,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
-    let (exchange, routing_key) = match &out.route {
-        Route::All => (cluster.config.exchange.as_str(), ""),
-        Route::Queue(queue) => ("", queue.as_str()),
+    let names = match &out.route {
+        Route::All => amqp_name(&cluster.config.exchange).map(|e| (e, ShortString::default())),
+        Route::Queue(queue) => amqp_name(queue).map(|q| (ShortString::default(), q)),
     };
+    let Some((exchange, routing_key)) = names else {
+        // Checked on receipt and at start already: this is the last line against a panic.
+        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(tx) = out.confirmed {
+            let _ = tx.send(Err("invalid exchange or queue name".to_owned()));
+        }
+        return Ok(());
+    };
+    let body = cluster.seal(&out.message);
     let sent = publisher
         .basic_publish(
-            exchange.into(),
-            routing_key.into(),
+            exchange,
+            routing_key,
             BasicPublishOptions::default(),
-            &out.body,
-            BasicProperties::default().with_content_type("application/json".into()),
+            &body,
+            BasicProperties::default().with_content_type("text/plain".into()),
         )
         .await;
     let confirm = match sent {
@@ -564,25 +696,43 @@ mod tests {
     }
 
     #[test]
-    fn envelopes_are_tagged_json() {
-        let envelope = Envelope {
-            node: "AbCd12".into(),
-            message: Message::Fetch {
-                request: 7,
-                to: Selection {
-                    ns: "/".into(),
-                    rooms: vec!["r".into()],
-                    ..Selection::default()
-                },
-                reply_to: "amq.gen-1".into(),
-            },
-        };
-        let text = serde_json::to_string(&envelope).unwrap();
-        assert_eq!(
-            text,
-            r#"{"node":"AbCd12","kind":"fetch","request":7,"to":{"ns":"/","rooms":["r"]},"reply_to":"amq.gen-1"}"#
-        );
-        let back: Envelope = serde_json::from_str(&text).unwrap();
-        assert!(matches!(back.message, Message::Fetch { request: 7, .. }));
+    fn default_peers_are_loopback_and_private_ranges_only() {
+        let peers = default_peers();
+        assert_eq!(peers.len(), 6);
+        let allowed = |ip: &str| peers.iter().any(|r| r.contains(ip.parse().unwrap()));
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "10.1.2.3",
+            "172.31.255.1",
+            "192.168.1.1",
+            "fd00::1",
+        ] {
+            assert!(allowed(ip), "{ip}");
+        }
+        for ip in [
+            "169.254.169.254",
+            "fe80::1",
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::",
+            "2001:db8::1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!allowed(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn amqp_names_are_short_strings_of_plain_characters() {
+        assert!(amqp_name("amq.gen-JzTY20BRgKO-HjmUJj0wLg").is_some());
+        assert!(amqp_name("halley.cluster").is_some());
+        assert!(amqp_name(&"q".repeat(255)).is_some());
+        assert!(amqp_name(&"q".repeat(256)).is_none());
+        assert!(amqp_name("").is_none());
+        assert!(amqp_name("a b").is_none());
+        assert!(amqp_name("é").is_none());
     }
 }

@@ -9,6 +9,11 @@
 //! - [`auth`]: the auth hook: the handshake's Cookie and auth payload, asked of an application
 //!   URL before a socket connects.
 //! - [`subscribe`]: the `subscribe` / `unsubscribe` convention for browsers in no-code mode.
+//! - [`envelope`]: what cluster nodes say to each other, signed with the cluster's secret, and
+//!   the freshness check for live traffic; pure.
+//! - [`forward_mark`]: the signed `x-halley-forwarded` value of a forwarded request; pure.
+//! - [`cluster`]: the cluster link over RabbitMQ: membership, broadcasts, cross-node queries,
+//!   the engine's session locator.
 //!
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
 //! before it returns: an AMQP message is acked only after that.
@@ -19,6 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub mod amqp;
 pub mod auth;
 pub mod cluster;
+pub mod envelope;
+pub mod forward_mark;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;

@@ -228,6 +228,18 @@ pub fn healthz(
                 "node": c.name(),
                 "connected": c.stats().connected.load(std::sync::atomic::Ordering::Acquire),
                 "members": c.members(),
+                "rejected": c
+                    .stats()
+                    .rejected()
+                    .chain([(
+                        "forward_mark",
+                        io.engine()
+                            .stats()
+                            .forward_refused
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    )])
+                    .map(|(reason, n)| (reason.to_owned(), Value::from(n)))
+                    .collect::<serde_json::Map<String, Value>>(),
             })),
         }),
     )

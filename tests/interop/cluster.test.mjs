@@ -22,6 +22,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFile } from "node:child_process";
 import { mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
+import crypto from "node:crypto";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -46,6 +47,8 @@ const GONE_BOUND_MS = 3 * HEARTBEAT_MS + REQUEST_TIMEOUT_MS;
 const NAMES = ["node01", "node02", "node03"];
 // Unique per run, so concurrent or earlier runs (and their leftover queues) never mix in.
 const EXCHANGE = `halley.test.cluster.${process.pid}.${Date.now().toString(36)}`;
+// The secret the nodes share (through the environment, as the README advises).
+const SECRET = crypto.randomBytes(32).toString("hex");
 const ROOM = "lobby";
 
 /** name → { name, url, server, tap } */
@@ -149,6 +152,7 @@ async function startNode(name) {
     HALLEY_NODE_NAME: name,
     HALLEY_CLUSTER_HEARTBEAT: String(HEARTBEAT_MS),
     HALLEY_CLUSTER_EXCHANGE: EXCHANGE,
+    HALLEY_CLUSTER_SECRET: SECRET,
     HALLEY_SUBSCRIBE_PATTERNS: "*",
     HALLEY_DEMO: "false",
     HALLEY_SHUTDOWN_GRACE: "1",
@@ -498,6 +502,24 @@ test("one Engine.IO session driven by hand through each node directly", async ()
     async () => (await sockets(c, { action: "list", room: "by-hand" })).sockets.length === 0,
     "the session closed through node02 to be gone from node03's list",
   );
+});
+
+test("a request claiming to be forwarded by a node is refused unless a node signed it", async () => {
+  const [a, b] = NAMES.map((n) => nodes.get(n));
+  const handshake = await (await fetch(`${a.url}/socket.io/?EIO=4&transport=polling`)).text();
+  const { sid } = JSON.parse(handshake.slice(1));
+  const url = (node) => `${node.url}/socket.io/?EIO=4&transport=polling&sid=${sid}`;
+  // Through the other node, genuinely forwarded: the session's first poll answers.
+  const genuine = await fetch(url(b));
+  assert.equal(genuine.status, 200, await genuine.text());
+  for (const node of [a, b]) {
+    const before = (await membersOf(node)).rejected.forward_mark;
+    const res = await fetch(url(node), { headers: { "x-halley-forwarded": "1" } });
+    assert.equal(res.status, 403, `${node.name}`);
+    assert.deepEqual(await res.json(), { code: 4, message: "Forbidden" });
+    assert.equal((await membersOf(node)).rejected.forward_mark, before + 1, `${node.name} counted it`);
+  }
+  await fetch(url(a), { method: "POST", body: "1" });
 });
 
 test("POST /sockets lists, joins, leaves and disconnects sockets of other nodes", async () => {

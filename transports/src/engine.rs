@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -266,7 +267,7 @@ impl Engine {
     }
 
     /// The node that owns the session this request names, when that is another node.
-    fn owner_elsewhere<B>(&self, req: &Request<B>) -> Option<SocketAddr> {
+    fn owner_elsewhere<B>(&self, req: &Request<B>) -> Option<(SocketAddr, &dyn Locator)> {
         let locator = self.shared.locator.get()?;
         if forward::is_forwarded(req) {
             return None;
@@ -275,7 +276,7 @@ impl Engine {
         if self.shared.registry.get(sid).is_some() {
             return None;
         }
-        locator.owner(sid)
+        Some((locator.owner(sid)?, locator.as_ref()))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -305,11 +306,23 @@ impl Engine {
 
     /// Serves one request for this engine's path.
     pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
-        if let Some(owner) = self.owner_elsewhere(&req) {
+        // Only a node of the cluster may say it forwarded a request.
+        let remote_addr = match forward::inbound(self.shared.locator.get(), &req, remote_addr) {
+            Ok(addr) => addr,
+            Err(error) => {
+                self.shared
+                    .stats
+                    .forward_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%remote_addr, "request with a forged forward mark refused");
+                return error.into_response();
+            }
+        };
+        if let Some((owner, locator)) = self.owner_elsewhere(&req) {
             // The owner answers with its own headers (CORS included).
             // Boxed, like the POST below: a parked GET's future (hyper keeps it per connection)
             // must not reserve room for the rarer, larger paths.
-            return Box::pin(forward::forward(req, owner, remote_addr))
+            return Box::pin(forward::forward(req, owner, remote_addr, locator))
                 .await
                 .unwrap_or_else(EngineError::into_response);
         }

@@ -1,0 +1,456 @@
+//! The cluster link against a real RabbitMQ (`AMQP_URL`, default the local guest account):
+//! two nodes in this process, each on its own listener, and an intruder that can publish to the
+//! cluster exchange and read from it (any AMQP user with those permissions) but does not know
+//! the cluster's secret. Nothing the intruder publishes takes effect, while genuine traffic
+//! between the nodes goes on; a request claiming to be forwarded by a node is refused.
+//!
+//! Negatives are proven after a positive control: forged envelopes go into a node's queue
+//! before a genuine one (the intruder waits for the broker's confirms first), and the queue
+//! hands them over in order, so once the genuine one has arrived, every forged one was handled.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::sio::{builder, SioServer, WsClient};
+use common::{eventually, request};
+use futures_util::StreamExt;
+use halley::bridge::cluster::{Cluster, ClusterConfig};
+use halley::bridge::envelope::{self, Key, Message, Stamp};
+use halley::socketio::adapter::{Adapter, RemoteOp, Selection};
+use hyper::{Method, StatusCode};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::json;
+
+const SECRET: &[u8] = b"test-cluster-secret-0123456789abcdef";
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// A connection to the broker; waits for it to come up (it may still be booting when the tests
+/// start), then fails loudly: these tests need a real RabbitMQ.
+async fn broker() -> Connection {
+    let url = amqp_url();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match Connection::connect(&url, ConnectionProperties::default()).await {
+            Ok(conn) => return conn,
+            Err(error) if tokio::time::Instant::now() > deadline => {
+                panic!("no RabbitMQ at {url} ({error}): start it (rabbitmq-server -detached)")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn unique_exchange(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("halley.test.{test}.{}.{nanos}", std::process::id())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+struct Node {
+    server: SioServer,
+    cluster: Arc<Cluster>,
+}
+
+async fn start_node(name: &str, exchange: &str) -> Node {
+    let io = builder().node_name(name).build();
+    io.ns("/", |_| {});
+    let server = SioServer::start(io.clone()).await;
+    let mut config = ClusterConfig::new(amqp_url(), server.addr, Key::new(SECRET).unwrap());
+    config.node = name.to_owned();
+    config.exchange = exchange.to_owned();
+    config.heartbeat = Duration::from_millis(200);
+    let cluster = Cluster::spawn(&io, config);
+    Node { server, cluster }
+}
+
+/// Two nodes that list each other.
+async fn two_nodes(test: &str) -> (Node, Node, String) {
+    let exchange = unique_exchange(test);
+    let a = start_node("nodeA1", &exchange).await;
+    let b = start_node("nodeB1", &exchange).await;
+    for (node, other) in [(&a, "nodeB1"), (&b, "nodeA1")] {
+        let cluster = Arc::clone(&node.cluster);
+        eventually(&format!("{} to list {other}", cluster.name()), move || {
+            cluster.members() == [other]
+        })
+        .await;
+    }
+    (a, b, exchange)
+}
+
+/// Someone with publish and read access to the cluster exchange, but not the secret.
+struct Intruder {
+    channel: Channel,
+    exchange: String,
+    /// A queue bound to the exchange: sees every envelope the nodes broadcast.
+    tap: String,
+    /// A queue to which forged queries ask for answers.
+    inbox: String,
+}
+
+impl Intruder {
+    async fn join(exchange: &str) -> Intruder {
+        let conn = broker().await;
+        let channel = conn.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let private = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        let tap = channel
+            .queue_declare("".into(), private, FieldTable::default())
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                tap.name().clone(),
+                exchange.into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let inbox = channel
+            .queue_declare("".into(), private, FieldTable::default())
+            .await
+            .unwrap();
+        // The connection lives as long as its channel is used.
+        std::mem::forget(conn);
+        Intruder {
+            channel,
+            exchange: exchange.to_owned(),
+            tap: tap.name().as_str().to_owned(),
+            inbox: inbox.name().as_str().to_owned(),
+        }
+    }
+
+    /// Publishes `body` to the cluster exchange and waits until the broker has routed it.
+    async fn publish(&self, body: &[u8]) {
+        let confirm = self
+            .channel
+            .basic_publish(
+                self.exchange.as_str().into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack(), "the broker took it");
+    }
+
+    /// The next envelope broadcast by `node` that the tap saw, with `pick` matching its message.
+    async fn capture(&self, node: &str, pick: impl Fn(&Message) -> bool) -> Vec<u8> {
+        let mut consumer = self
+            .channel
+            .basic_consume(
+                self.tap.as_str().into(),
+                "tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let key = Key::new(SECRET).unwrap();
+        common::within("a genuine envelope on the tap", async {
+            loop {
+                let delivery = consumer.next().await.unwrap().unwrap();
+                // The test knows the secret; the intruder only keeps the bytes.
+                if let Ok(envelope) = envelope::open(&key, &delivery.data) {
+                    if envelope.stamp.node == node && pick(&envelope.message) {
+                        return delivery.data;
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Whether anything arrived in the intruder's inbox.
+    async fn inbox_empty(&self) -> bool {
+        self.channel
+            .basic_get(self.inbox.as_str().into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .is_none()
+    }
+}
+
+fn news(tag: &str) -> RemoteOp {
+    RemoteOp::Emit {
+        to: Selection {
+            ns: "/".into(),
+            ..Selection::default()
+        },
+        event: "news".into(),
+        args: vec![json!(tag)],
+        binary: Vec::new(),
+        volatile: false,
+    }
+}
+
+/// What an unauthenticated sender used to be able to say (the envelope format before secrets).
+fn unsigned(node: &str, message: &serde_json::Value) -> Vec<u8> {
+    let mut value = message.clone();
+    value["node"] = json!(node);
+    serde_json::to_vec(&value).unwrap()
+}
+
+fn rejected(node: &Node, reason: &str) -> u64 {
+    node.cluster
+        .stats()
+        .rejected()
+        .find(|(r, _)| *r == reason)
+        .map_or(0, |(_, n)| n)
+}
+
+async fn client_of(node: &Node) -> WsClient {
+    let mut client = node.server.ws().await;
+    client.connect("/", None).await;
+    client
+}
+
+#[tokio::test]
+async fn forged_cluster_envelopes_take_no_effect_and_genuine_ones_do() {
+    let (a, b, exchange) = two_nodes("forged").await;
+    let intruder = Intruder::join(&exchange).await;
+    let mut client = client_of(&b).await;
+    let everyone = json!({"ns": "/"});
+
+    // A genuine broadcast from node A reaches B's client; the intruder captures it on the way.
+    let captured = {
+        let capture = intruder.capture("nodeA1", |m| matches!(m, Message::Op { .. }));
+        a.cluster.publish(news("genuine-1"));
+        let (captured, frame) = tokio::join!(capture, client.text());
+        assert_eq!(frame, r#"42["news","genuine-1"]"#);
+        captured
+    };
+
+    // 1. An unsigned emit and an unsigned disconnect, in the old envelope format.
+    let emit = json!({"kind": "op", "op": {"op": "emit", "to": everyone, "event": "news", "args": ["unsigned"]}});
+    intruder.publish(&unsigned("nodeA1", &emit)).await;
+    let disconnect = json!({"kind": "op", "op": {"op": "disconnect", "to": everyone}});
+    intruder.publish(&unsigned("nodeA1", &disconnect)).await;
+    // 2. The captured envelope with its payload altered (same length, MAC kept).
+    let altered = String::from_utf8(captured.clone())
+        .unwrap()
+        .replace("genuine-1", "altered-1");
+    assert_ne!(altered.as_bytes(), &captured[..]);
+    intruder.publish(altered.as_bytes()).await;
+    // 3. The captured envelope, as it was.
+    intruder.publish(&captured).await;
+    // 4. A query for every socket, answered to the intruder's own queue.
+    let fetch = json!({"kind": "fetch", "request": 1, "to": everyone, "reply_to": intruder.inbox});
+    intruder.publish(&unsigned("nodeA1", &fetch)).await;
+    // 5. A hello in node A's name with the intruder's address: B would forward A's sessions'
+    //    requests (cookies included) there.
+    let hijack = json!({"kind": "hello", "addr": "127.0.0.1:9", "queue": "q"});
+    intruder.publish(&unsigned("nodeA1", &hijack)).await;
+    // 6. An envelope signed with another secret.
+    let other = Key::new(b"another-secret-0123456789abcdef-xyz").unwrap();
+    let stamp = Stamp {
+        node: "nodeA1".into(),
+        instance: 1,
+        seq: 1,
+        ts: now_ms(),
+    };
+    let op = Message::Op {
+        op: news("other-secret"),
+    };
+    intruder.publish(&envelope::seal(&other, &stamp, &op)).await;
+
+    // The positive control: a genuine broadcast after all of them.
+    a.cluster.publish(news("genuine-2"));
+    assert_eq!(client.text().await, r#"42["news","genuine-2"]"#);
+
+    // None of the forged ones arrived (the client got genuine-2 right after genuine-1), the
+    // client is still connected, nobody answered the intruder, A is still where it was.
+    let sockets = a
+        .cluster
+        .fetch_sockets(Selection {
+            ns: "/".into(),
+            ..Selection::default()
+        })
+        .await;
+    assert_eq!(sockets.len(), 1, "B's client is still there: {sockets:?}");
+    assert!(
+        intruder.inbox_empty().await,
+        "the forged query got an answer"
+    );
+    assert_eq!(
+        b.cluster.owner("nodeA1xxxxxxxxxxxxxx"),
+        Some(a.server.addr),
+        "B still forwards A's sessions to A"
+    );
+    assert_eq!(b.cluster.members(), ["nodeA1"]);
+    assert_eq!(
+        rejected(&b, "bad_mac"),
+        6,
+        "4 unsigned, the altered one, another secret"
+    );
+    assert_eq!(rejected(&b, "replayed"), 1, "the captured envelope");
+    a.cluster.publish(news("genuine-3"));
+    assert_eq!(client.text().await, r#"42["news","genuine-3"]"#);
+}
+
+#[tokio::test]
+async fn authentic_envelopes_from_bad_names_stale_or_advertising_foreign_addresses_are_dropped() {
+    // What a node that knows the secret but is misconfigured or compromised might send.
+    let (a, b, exchange) = two_nodes("policy").await;
+    let intruder = Intruder::join(&exchange).await;
+    let mut client = client_of(&b).await;
+    let key = Key::new(SECRET).unwrap();
+    let stamp = |node: &str, seq: u64, ts: u64| Stamp {
+        node: node.into(),
+        instance: 99,
+        seq,
+        ts,
+    };
+    let hello = |addr: &str| Message::Hello {
+        addr: addr.parse::<SocketAddr>().unwrap(),
+        queue: "q".into(),
+    };
+    // The cloud metadata address and a public one: never forwarding targets by default.
+    let metadata = envelope::seal(
+        &key,
+        &stamp("evil01", 1, now_ms()),
+        &hello("169.254.169.254:80"),
+    );
+    intruder.publish(&metadata).await;
+    let public = envelope::seal(&key, &stamp("evil01", 2, now_ms()), &hello("8.8.8.8:80"));
+    intruder.publish(&public).await;
+    // A name that is no node name (it would become a prefix of session ids).
+    let op = Message::Op {
+        op: news("bad-name"),
+    };
+    let bad_name = envelope::seal(&key, &stamp("../x", 1, now_ms()), &op);
+    intruder.publish(&bad_name).await;
+    // An envelope a minute old.
+    let op = Message::Op { op: news("stale") };
+    let stale = envelope::seal(&key, &stamp("evil01", 3, now_ms() - 60_000), &op);
+    intruder.publish(&stale).await;
+    // A reply queue name lapin cannot carry (used to panic the link: > 255 bytes).
+    let fetch = Message::Fetch {
+        request: 1,
+        to: Selection {
+            ns: "/".into(),
+            ..Selection::default()
+        },
+        reply_to: "q".repeat(300),
+    };
+    let long_reply = envelope::seal(&key, &stamp("evil01", 4, now_ms()), &fetch);
+    intruder.publish(&long_reply).await;
+
+    a.cluster.publish(news("genuine"));
+    assert_eq!(client.text().await, r#"42["news","genuine"]"#);
+    assert_eq!(
+        b.cluster.members(),
+        ["nodeA1"],
+        "no forwarding target added"
+    );
+    assert_eq!(rejected(&b, "advertise"), 2);
+    assert_eq!(rejected(&b, "bad_node_name"), 1);
+    assert_eq!(rejected(&b, "stale"), 1);
+    assert_eq!(rejected(&b, "reply_to"), 1);
+    assert!(b.cluster.stats().connected.load(Ordering::Acquire));
+    // The link survived all of it: queries still work both ways.
+    let all = Selection {
+        ns: "/".into(),
+        ..Selection::default()
+    };
+    assert_eq!(a.cluster.fetch_sockets(all.clone()).await.len(), 1);
+    assert_eq!(b.cluster.fetch_sockets(all).await.len(), 0);
+}
+
+#[tokio::test]
+async fn forwarded_requests_need_a_mark_made_with_the_secret() {
+    let (a, b, _) = two_nodes("forward").await;
+    let sid = a.server.polling_open().await;
+    assert!(sid.starts_with("nodeA1"), "{sid}");
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+
+    // Through B, genuinely forwarded to A: the session's packets come back.
+    let headers = [("content-type", "text/plain;charset=UTF-8")];
+    let reply = request(b.server.addr, Method::POST, &path, &headers, "40").await;
+    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "ok"));
+    let reply = request(b.server.addr, Method::GET, &path, &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(reply.text().starts_with("40{\"sid\":"), "{reply:?}");
+
+    // Straight to the owner, claiming to be forwarded: refused, counted.
+    for forged in ["1", "nodeB1 0 127.0.0.1 00", ""] {
+        let reply = request(
+            a.server.addr,
+            Method::GET,
+            &path,
+            &[("x-halley-forwarded", forged)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{forged:?}: {reply:?}");
+        assert_eq!(reply.text(), r#"{"code":4,"message":"Forbidden"}"#);
+    }
+    // Also through B: a forged mark is never passed on as if B had made it.
+    let reply = request(
+        b.server.addr,
+        Method::GET,
+        &path,
+        &[("x-halley-forwarded", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let refused = |node: &Node| {
+        node.server
+            .io
+            .engine()
+            .stats()
+            .forward_refused
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!((refused(&a), refused(&b)), (3, 1));
+
+    // A node outside any cluster refuses the header too.
+    let lone = SioServer::start(builder().build()).await;
+    let sid = lone.polling_open().await;
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let reply = request(
+        lone.addr,
+        Method::GET,
+        &path,
+        &[("x-halley-forwarded", "1")],
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+}
