@@ -194,7 +194,7 @@ fn own_origin<'a>(headers: &'a HeaderMap, peer: IpAddr, trusted: &[IpRange]) -> 
     // further out, from someone this server has no reason to trust.
     let forwarded = |name: &HeaderName| {
         proxied
-            .then(|| headers.get_all(name).iter().last())
+            .then(|| headers.get_all(name).iter().next_back())
             .flatten()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
