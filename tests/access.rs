@@ -491,6 +491,49 @@ async fn origin_is_checked_before_a_request_is_forwarded_to_the_owner_node() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
 }
 
+/// Knows no other node.
+struct Alone;
+
+impl Locator for Alone {
+    fn owner(&self, _sid: &str) -> Option<SocketAddr> {
+        None
+    }
+}
+
+#[tokio::test]
+async fn the_owner_node_serves_a_request_that_the_node_behind_the_proxy_let_through() {
+    // The owner does not trust the forwarding node as a proxy, so it could not read the
+    // public origin from X-Forwarded-*: it leaves the judgement to the node that could.
+    let owner = TestServer::start(EngineConfig {
+        trusted_proxies: Vec::new(),
+        ..same_origin()
+    })
+    .await;
+    owner.engine.set_locator(Arc::new(Alone));
+    let entry = TestServer::start(same_origin()).await;
+    entry.engine.set_locator(Arc::new(Elsewhere(owner.addr)));
+    let sid = owner.handshake().await.sid;
+    let query = format!("EIO=4&transport=polling&sid={sid}");
+    let proxied = [
+        ("x-forwarded-host", "app.example"),
+        ("x-forwarded-proto", "https"),
+        TEXT,
+    ];
+    let mut headers = proxied.to_vec();
+    headers.push(("origin", "https://app.example"));
+    let reply = entry
+        .request(Method::POST, &query, &headers, "4via the entry node")
+        .await;
+    assert_eq!(reply.text(), "ok");
+    let mut headers = proxied.to_vec();
+    headers.push(FOREIGN);
+    let reply = entry.request(Method::POST, &query, &headers, "4evil").await;
+    assert_forbidden(&reply);
+    assert_eq!(owner.poll(&sid).await.text(), "4via the entry node");
+    assert_eq!(refusals(&entry, Kind::Post), 1);
+    assert_eq!(refusals(&owner, Kind::Post), 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------

@@ -445,8 +445,10 @@ impl Engine {
         remote_addr: SocketAddr,
     ) -> Result<(), EngineError> {
         // Another node checked it when the browser's request reached it; here the peer is that
-        // node, and the public origin its proxy named may not be readable any more.
-        if forward::is_forwarded(req) {
+        // node, and the public origin its proxy named may not be readable any more. (No page
+        // can add the marker: a WebSocket, script, iframe or form sets no headers, and a
+        // fetch that does is preflighted, which grants nothing to a foreign page.)
+        if self.shared.locator.get().is_some() && forward::is_forwarded(req) {
             return Ok(());
         }
         let query = Query::parse(req.uri().query().unwrap_or(""));
