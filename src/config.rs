@@ -75,7 +75,8 @@ pub struct Config {
     pub max_sessions_per_ip: u64,
 
     /// Reverse proxies (addresses or CIDR ranges; repeat, or comma-separate) whose
-    /// X-Forwarded-For names the client for --max-sessions-per-ip.
+    /// X-Forwarded-For names the client for --max-sessions-per-ip, and whose X-Forwarded-Host
+    /// and X-Forwarded-Proto name the public origin for the origin policy.
     #[arg(
         long = "trusted-proxy",
         env = "HALLEY_TRUSTED_PROXIES",
@@ -111,8 +112,9 @@ pub struct Config {
     #[arg(long, env = "HALLEY_RECOVERY_WINDOW", value_parser = clap::value_parser!(u64).range(1..))]
     pub recovery_window: Option<u64>,
 
-    /// Origins allowed to connect cross-origin (repeat, or comma-separate); `*` allows any
-    /// origin without credentials. Default: same origin only.
+    /// Origins allowed besides the server's own (repeat, or comma-separate): they may open
+    /// WebSockets, POST, read script-like GETs and read with CORS. `*` allows any origin (CORS
+    /// without credentials). Default: same origin only.
     #[arg(
         long = "cors-origin",
         env = "HALLEY_CORS_ORIGINS",

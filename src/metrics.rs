@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use halley_transports::origin;
 use halley_transports::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
 use halley_transports::{full, Body, Engine, Refusal, TransportKind};
 use hyper::header::{self, HeaderValue};
@@ -155,6 +156,20 @@ impl Collector for Collect {
                 counter(
                     &mut m.encode_family(&[("limit", limit.as_str())])?,
                     stats.refusals(limit),
+                )?;
+            }
+        }
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_origin_refused",
+                "Requests refused with 403 by the origin policy, by kind (websocket handshake, script-like GET, POST)",
+                None,
+                MetricType::Counter,
+            )?;
+            for kind in origin::Kind::ALL {
+                counter(
+                    &mut m.encode_family(&[("kind", kind.as_str())])?,
+                    stats.origin_refusals(kind),
                 )?;
             }
         }

@@ -21,6 +21,8 @@ use tracing::Instrument;
 
 use crate::admission::{self, Admission, IpRange};
 use crate::forward::{self, Locator};
+use crate::origin;
+pub use crate::origin::Cors;
 use crate::packet::{Packet, Str};
 use crate::registry::Registry;
 use crate::session::{CloseReason, Session, SessionConfig, TransportKind};
@@ -48,18 +50,6 @@ pub trait Handler: Send + Sync + 'static {
     fn on_close(&self, socket: &Arc<Socket>, reason: CloseReason);
 }
 
-/// Which origins may read responses cross-origin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Cors {
-    /// No CORS headers: same-origin pages only.
-    #[default]
-    SameOrigin,
-    /// `Access-Control-Allow-Origin: *`, never with credentials.
-    AnyOrigin,
-    /// Only these origins (`scheme://host[:port]`), with credentials.
-    Origins(Vec<String>),
-}
-
 /// Engine.IO settings. The defaults are the reference server's.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -68,6 +58,8 @@ pub struct EngineConfig {
     pub session: SessionConfig,
     /// The largest POST body or WebSocket message accepted, in bytes (advertised as `maxPayload`).
     pub max_payload: usize,
+    /// Which pages may connect (WebSocket, POST, script-like GETs: see [`crate::origin`]) and
+    /// read responses cross-origin.
     pub cors: Cors,
     /// The transports offered; all by default, since reaching old browsers is the point.
     pub transports: Vec<TransportKind>,
@@ -90,7 +82,8 @@ pub struct EngineConfig {
     /// Sessions one client address holds at once, at most (IPv6: one /64); 503 beyond. See
     /// [`crate::admission`] for the address a request counts against.
     pub max_sessions_per_ip: usize,
-    /// Peers whose `X-Forwarded-For` names the client (reverse proxies); loopback by default.
+    /// Peers whose `X-Forwarded-For` names the client, and whose `X-Forwarded-Host` and
+    /// `X-Forwarded-Proto` name the public origin (reverse proxies); loopback by default.
     pub trusted_proxies: Vec<IpRange>,
     /// Put before every session id: a cluster node's name, so that every node can tell which
     /// one owns a session. Empty outside a cluster.
@@ -318,6 +311,13 @@ impl Engine {
                 return error.into_response();
             }
         };
+        // Before forwarding: the node a browser reached is the one that can judge its origin (a
+        // request forwarded by an authenticated node, verified just above, is not judged again).
+        if let Err(error) = self.check_origin(&req, remote_addr) {
+            let mut res = error.into_response();
+            common_headers(res.headers_mut(), is_msie(req.headers()));
+            return res;
+        }
         if let Some((owner, locator)) = self.owner_elsewhere(&req) {
             // The owner answers with its own headers (CORS included).
             // Boxed, like the POST below: a parked GET's future (hyper keeps it per connection)
@@ -402,13 +402,6 @@ impl Engine {
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(EngineError::BadRequest);
         }
-        // Script-like responses are readable cross-site without CORS: check who asks.
-        if req.method() == Method::GET
-            && framing.readable_cross_site()
-            && !self.source_allowed(req.headers())
-        {
-            return Err(EngineError::Forbidden);
-        }
         if let Some(sid) = query.sid {
             let socket = self
                 .shared
@@ -458,38 +451,49 @@ impl Engine {
         receive(&self.shared, &socket, transport, &framing).await
     }
 
-    /// Whether the page asking for a script-like response may read it: its Origin (or the
-    /// origin of its Referer) must be allowed, or be this server itself.
-    fn source_allowed(&self, headers: &HeaderMap) -> bool {
-        let source = headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| {
-                headers
-                    .get(header::REFERER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(origin_of)
-            });
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        let same_origin = |source: &str| {
-            host.is_some_and(|host| {
-                source
-                    .split_once("://")
-                    .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-            })
-        };
-        match (&self.shared.config.cors, source) {
-            (Cors::AnyOrigin, _) => true,
-            (Cors::Origins(allowed), Some(source)) => {
-                same_origin(&source) || allowed.contains(&source)
-            }
-            // With a list configured, a request that hides where it comes from is refused.
-            (Cors::Origins(_), None) => false,
-            (Cors::SameOrigin, Some(source)) => same_origin(&source),
-            // Privacy proxies strip both headers; same-origin-only deployments still serve them.
-            (Cors::SameOrigin, None) => true,
+    /// Applies the origin policy ([`crate::origin`]) to a request: refusals are counted and
+    /// logged here, and only here.
+    fn check_origin<B>(
+        &self,
+        req: &Request<B>,
+        remote_addr: SocketAddr,
+    ) -> Result<(), EngineError> {
+        // Another node checked it when the browser's request reached it; here the peer is that
+        // node, and the public origin its proxy named may not be readable any more. The mark
+        // was verified (`forward::inbound`) before this runs: nobody without the cluster's
+        // secret gets past it.
+        if self.shared.locator.get().is_some() && forward::is_forwarded(req) {
+            return Ok(());
         }
+        let query = Query::parse(req.uri().query().unwrap_or(""));
+        let Some(kind) = origin::Kind::of(
+            req.method(),
+            query.transport.and_then(TransportKind::from_name),
+            query.j.is_some(),
+            websocket::is_upgrade_request(req),
+        ) else {
+            return Ok(());
+        };
+        let config = &self.shared.config;
+        origin::check(
+            kind,
+            req.headers(),
+            remote_addr.ip(),
+            &config.cors,
+            &config.trusted_proxies,
+        )
+        .map_err(|reason| {
+            self.shared.stats.origin_refused(kind);
+            tracing::debug!(
+                kind = kind.as_str(),
+                reason = reason.as_str(),
+                origin = ?req.headers().get(header::ORIGIN),
+                referer = ?req.headers().get(header::REFERER),
+                peer = %remote_addr,
+                "request refused by the origin policy"
+            );
+            EngineError::Forbidden
+        })
     }
 
     /// Closes every session (polling clients get a close packet, WebSockets a close frame) and
@@ -512,9 +516,9 @@ impl Engine {
                     HeaderValue::from_static("*"),
                 );
             }
-            (Cors::Origins(allowed), Some(origin)) => {
+            (Cors::Origins(_), Some(origin)) => {
                 headers.append(header::VARY, HeaderValue::from_static("Origin"));
-                if allowed.iter().any(|a| a.as_bytes() == origin.as_bytes()) {
+                if origin::listed(&self.shared.config.cors, origin.as_bytes()) {
                     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
                     headers.insert(
                         header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -537,12 +541,6 @@ pub(crate) enum Framing {
     XhrStreaming,
 }
 
-impl Framing {
-    fn readable_cross_site(&self) -> bool {
-        !matches!(self, Framing::Xhr)
-    }
-}
-
 /// Serves a receiving GET on `transport`, framed as asked.
 async fn receive(
     shared: &Arc<Shared>,
@@ -555,13 +553,6 @@ async fn receive(
     } else {
         polling::poll(shared, socket, framing).await
     }
-}
-
-/// `scheme://authority` of a URL, if it has one.
-fn origin_of(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
 /// Creates, registers and starts a session, and tells the application.

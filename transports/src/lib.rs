@@ -8,6 +8,9 @@
 //! - [`registry`]: the one sid → session map every transport shares.
 //! - [`admission`]: the session limits (total, per client address) and which address a
 //!   handshake counts against (trusted proxies, `X-Forwarded-For`).
+//! - [`origin`]: the origin policy: whether the page behind a WebSocket handshake, a POST
+//!   or a script-like GET may make it (`Origin`, `Referer`, `Sec-Fetch-Site`, the public
+//!   origin a trusted proxy names), pure.
 //! - [`stats`]: per-transport counters (atomics) for metrics.
 //! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
 //!   place a session ends.
@@ -40,6 +43,7 @@ pub mod admission;
 pub mod engine;
 pub mod forward;
 pub mod framing;
+pub mod origin;
 pub mod packet;
 mod polling;
 pub mod registry;
@@ -51,7 +55,8 @@ mod streaming;
 mod websocket;
 
 pub use admission::{IpRange, Refusal};
-pub use engine::{full, Body, Cors, Engine, EngineConfig, EngineError, Handler};
+pub use engine::{full, Body, Engine, EngineConfig, EngineError, Handler};
+pub use origin::Cors;
 pub use packet::{Frame, Packet, Str};
 pub use session::{CloseReason, PushError, SessionConfig, TransportKind};
 pub use socket::{Handshake, Headers, Message, Socket};

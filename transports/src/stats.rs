@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::admission::Refusal;
+use crate::origin;
 use crate::session::{CloseReason, TransportKind};
 
 /// Counters of one transport.
@@ -56,6 +57,8 @@ pub struct EngineStats {
     closes: [AtomicU64; 7],
     /// Handshakes refused by a session limit, by [`Refusal::ALL`].
     refusals: [AtomicU64; 2],
+    /// Requests refused by the origin policy, by [`origin::Kind::ALL`].
+    origin_refusals: [AtomicU64; 3],
     /// HTTP connections cut because the client stopped reading a response (counted by the
     /// server hosting the engine).
     pub write_timeouts: AtomicU64,
@@ -75,6 +78,13 @@ fn refusal_index(limit: Refusal) -> usize {
     Refusal::ALL
         .iter()
         .position(|&r| r == limit)
+        .unwrap_or_default()
+}
+
+fn origin_index(kind: origin::Kind) -> usize {
+    origin::Kind::ALL
+        .iter()
+        .position(|&k| k == kind)
         .unwrap_or_default()
 }
 
@@ -99,6 +109,15 @@ impl EngineStats {
 
     pub(crate) fn refused(&self, limit: Refusal) {
         self.refusals[refusal_index(limit)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of `kind` refused so far by the origin policy.
+    pub fn origin_refusals(&self, kind: origin::Kind) -> u64 {
+        self.origin_refusals[origin_index(kind)].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn origin_refused(&self, kind: origin::Kind) {
+        self.origin_refusals[origin_index(kind)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Fallbacks reported away from `t` for `reason` (one of [`FALLBACK_REASONS`]).
