@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "HALLEY_HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub header_read_timeout: u64,
 
+    /// Milliseconds a POST's body may take to arrive once its headers have; beyond, 408 and
+    /// the session is closed.
+    #[arg(long, env = "HALLEY_BODY_READ_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_read_timeout: u64,
+
     /// Milliseconds a write may wait for a client to read before its connection is closed.
     #[arg(long, env = "HALLEY_WRITE_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout: u64,
@@ -329,6 +334,7 @@ impl Config {
             .max_namespaces(self.max_namespaces as usize)
             .max_attachments(self.max_attachments as usize)
             .upgrade_timeout(Duration::from_millis(self.upgrade_timeout))
+            .body_read_timeout(Duration::from_millis(self.body_read_timeout))
             .cors(cors);
         match self.recovery_window {
             Some(ms) => builder.connection_state_recovery(Duration::from_millis(ms), true),

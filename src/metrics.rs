@@ -184,6 +184,15 @@ impl Collector for Collect {
         }
         {
             let mut m = encoder.encode_descriptor(
+                "halley_body_timeouts",
+                "POSTs answered 408 because their body stopped arriving (body read timeout)",
+                None,
+                MetricType::Counter,
+            )?;
+            counter(&mut m, load(&stats.body_timeouts))?;
+        }
+        {
+            let mut m = encoder.encode_descriptor(
                 "halley_session_closes",
                 "Sessions closed, by reason (outbox full = disconnected for not reading)",
                 None,

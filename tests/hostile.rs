@@ -333,6 +333,57 @@ async fn ten_thousand_handshakes_that_never_poll_are_reaped_on_time() {
     assert_healthy(&server).await;
 }
 
+#[tokio::test]
+async fn a_post_whose_body_stops_arriving_gets_408_and_ends_its_session() {
+    let server = TestServer::start(EngineConfig {
+        body_read_timeout: Duration::from_millis(300),
+        ..long_heartbeat_config()
+    })
+    .await;
+    let sid = server.handshake().await.sid;
+    // The heartbeat is far longer than the test: only the body's deadline can end this POST.
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let head = format!(
+        "POST /engine.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: {}\r\n\
+         Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n4partial",
+        server.addr
+    );
+    tcp.write_all(head.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    within("an answer to the stalled POST", async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    eventually("the session to end", || {
+        server.engine.socket(&sid).is_none()
+    })
+    .await;
+    assert_eq!(
+        server.engine.stats().closes(CloseReason::ProtocolError),
+        1,
+        "closed as a broken upstream"
+    );
+    let metrics = halley::metrics::Metrics::new(
+        server.engine.clone(),
+        None,
+        Arc::new(halley::bridge::Latency::default()),
+    )
+    .render();
+    assert!(
+        metrics.lines().any(|l| l == "halley_body_timeouts_total 1"),
+        "{metrics}"
+    );
+    assert_healthy(&server).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed and oversized input
 // ---------------------------------------------------------------------------------------------

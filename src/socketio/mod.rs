@@ -179,6 +179,13 @@ impl Builder {
         self
     }
 
+    /// How long a POST's body may take to arrive (default 30 s): 408 and the session closed
+    /// beyond.
+    pub fn body_read_timeout(mut self, d: Duration) -> Self {
+        self.engine.body_read_timeout = d;
+        self
+    }
+
     /// The largest message or POST body accepted, in bytes (default 1,000,000).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.engine.max_payload = bytes;

@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub session: SessionConfig,
     /// The largest POST body or WebSocket message accepted, in bytes (advertised as `maxPayload`).
     pub max_payload: usize,
+    /// How long a POST's body may take to arrive once its headers have: a client that stops
+    /// sending mid-body is answered 408 and its session closed, rather than holding the
+    /// request for as long as the session lives (which a WebSocket upgrade keeps alive).
+    pub body_read_timeout: Duration,
     /// Which pages may connect (WebSocket, POST, script-like GETs: see [`crate::origin`]) and
     /// read responses cross-origin.
     pub cors: Cors,
@@ -96,6 +100,7 @@ impl Default for EngineConfig {
             path: "/engine.io/".into(),
             session: SessionConfig::default(),
             max_payload: 1_000_000,
+            body_read_timeout: Duration::from_secs(30),
             cors: Cors::default(),
             transports: TransportKind::ALL.to_vec(),
             jsonp: true,
@@ -133,6 +138,8 @@ pub enum EngineError {
     UnsupportedProtocolVersion,
     #[error("Payload too large")]
     PayloadTooLarge,
+    #[error("Request body timeout")]
+    BodyTimeout,
     #[error("Service unavailable")]
     Unavailable,
 }
@@ -144,7 +151,10 @@ impl EngineError {
             EngineError::UnknownTransport => 0,
             EngineError::UnknownSid => 1,
             EngineError::BadHandshakeMethod => 2,
-            EngineError::BadRequest | EngineError::PayloadTooLarge | EngineError::Unavailable => 3,
+            EngineError::BadRequest
+            | EngineError::PayloadTooLarge
+            | EngineError::BodyTimeout
+            | EngineError::Unavailable => 3,
             EngineError::Forbidden => 4,
             EngineError::UnsupportedProtocolVersion => 5,
         }
@@ -154,6 +164,7 @@ impl EngineError {
         match self {
             EngineError::Forbidden => StatusCode::FORBIDDEN,
             EngineError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             EngineError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -726,6 +737,7 @@ mod tests {
                 400,
             ),
             (EngineError::PayloadTooLarge, 3, "Payload too large", 413),
+            (EngineError::BodyTimeout, 3, "Request body timeout", 408),
             (EngineError::Unavailable, 3, "Service unavailable", 503),
         ];
         for (error, code, message, status) in cases {

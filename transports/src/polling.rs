@@ -127,12 +127,19 @@ pub(crate) async fn post(
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
     });
-    // A client that stops sending mid-body holds its connection only as long as its session
-    // lives (and the session only as long as its heartbeat): no timer of its own is needed.
+    // A client that stops sending mid-body would hold the request for as long as its session
+    // lives, and a WebSocket upgrade keeps the session alive: the body has a deadline of its
+    // own. Its packets are lost with it, so the session ends.
     let mut body = tokio::select! {
         body = read_body(req, shared.config.max_payload) => body?,
         () = socket.wait_until(|s| s.is_closed().then_some(())) => {
             return Err(EngineError::UnknownSid);
+        }
+        () = tokio::time::sleep(shared.config.body_read_timeout) => {
+            shared.stats.body_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(sid = %socket.sid(), "POST body timed out, closing");
+            socket.close(CloseReason::ProtocolError);
+            return Err(EngineError::BodyTimeout);
         }
     };
     if form {

@@ -62,6 +62,8 @@ pub struct EngineStats {
     /// HTTP connections cut because the client stopped reading a response (counted by the
     /// server hosting the engine).
     pub write_timeouts: AtomicU64,
+    /// POSTs whose body did not arrive within the body read timeout.
+    pub body_timeouts: AtomicU64,
     /// Requests refused because they carried a forward mark no node of the cluster made for
     /// them (or any mark, outside a cluster).
     pub forward_refused: AtomicU64,
