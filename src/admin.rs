@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use halley_transports::{full, Body};
+use halley_transports::Body;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -241,14 +241,7 @@ pub fn router(state: AdminState) -> Router {
 /// The public listener's `/healthz`: alive, nothing more (counts, node names and errors are on
 /// the admin listener).
 pub fn public_healthz() -> Response<Body> {
-    let mut res = Response::new(full(json!({ "status": "ok" }).to_string()));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
+    publish::json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
 /// Whether `addr` may serve the admin endpoints without a token: loopback only.

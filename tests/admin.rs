@@ -43,6 +43,20 @@ fn publish_body() -> String {
     json!({ "event": "news", "data": { "from": "admin" } }).to_string()
 }
 
+/// A genuine `POST /publish` on the admin listener; its answer.
+async fn publish(halley: &Halley) -> Value {
+    let reply = request(
+        halley.admin,
+        Method::POST,
+        "/publish",
+        &[JSON],
+        publish_body(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    json_of(&reply.body)
+}
+
 fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"))
 }
@@ -83,16 +97,7 @@ async fn the_admin_listener_publishes_to_public_clients() {
     let halley = Halley::start(&[], &[]).await;
     let mut client = WsClient::open(halley.addr, true).await;
     client.connect("/", None).await;
-    let reply = request(
-        halley.admin,
-        Method::POST,
-        "/publish",
-        &[JSON],
-        publish_body(),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    assert_eq!(json_of(&reply.body), json!({ "delivered": 1 }));
+    assert_eq!(publish(&halley).await, json!({ "delivered": 1 }));
     assert_eq!(client.text().await, r#"42["news",{"from":"admin"}]"#);
     let reply = request(
         halley.admin,
@@ -178,15 +183,7 @@ async fn the_admin_listener_refuses_requests_a_web_page_could_forge() {
         assert_eq!(metric(&halley, counter).await, before + 1, "{what} counted");
     }
     // Nothing of the above reached the client: the next frame is the genuine publish.
-    let reply = request(
-        halley.admin,
-        Method::POST,
-        "/publish",
-        &[JSON],
-        publish_body(),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    publish(&halley).await;
     assert_eq!(client.text().await, r#"42["news",{"from":"admin"}]"#);
 }
 

@@ -59,7 +59,8 @@ fn root() -> String {
     "/".into()
 }
 
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+/// A JSON response that no cache keeps.
+pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     let mut res = Response::new(full(body.to_string()));
     *res.status_mut() = status;
     res.headers_mut().insert(
