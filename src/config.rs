@@ -156,11 +156,11 @@ pub struct Config {
     pub subscribe_patterns: Vec<String>,
 
     /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); enables the AMQP bridge.
-    #[arg(long, env = "HALLEY_AMQP_URL")]
+    #[arg(long, env = "HALLEY_AMQP_URL", value_parser = crate::bridge::amqp::check_url)]
     pub amqp_url: Option<String>,
 
     /// Queue to consume (declared durable unless --amqp-queue-passive), e.g. `socket.io`.
-    #[arg(long, env = "HALLEY_AMQP_QUEUE")]
+    #[arg(long, env = "HALLEY_AMQP_QUEUE", value_parser = crate::bridge::amqp::check_name)]
     pub amqp_queue: Option<String>,
 
     /// The queue exists already: check it instead of declaring it.
@@ -177,7 +177,7 @@ pub struct Config {
     pub amqp_prefetch: u16,
 
     /// Exchange (topic) that receives client events no handler takes; routing key = event name.
-    #[arg(long, env = "HALLEY_AMQP_PUBLISH_EXCHANGE")]
+    #[arg(long, env = "HALLEY_AMQP_PUBLISH_EXCHANGE", value_parser = crate::bridge::amqp::check_name)]
     pub amqp_publish_exchange: Option<String>,
 
     /// Forward the handshake's Cookie header with each published client event (`x-cookie`).
@@ -187,6 +187,12 @@ pub struct Config {
     /// Milliseconds a client ack waits for the backend's reply.
     #[arg(long, env = "HALLEY_AMQP_REPLY_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub amqp_reply_timeout: u64,
+
+    /// Bytes of client events waiting to be published (while the broker is slow or away), at
+    /// most; events beyond are refused (the client's ack gets an error) and counted. The queue
+    /// also holds 10,000 events at most.
+    #[arg(long, env = "HALLEY_AMQP_OUTBOUND_MAX_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub amqp_outbound_max_bytes: u64,
 
     /// Join the cluster of Halley nodes sharing this RabbitMQ (needs --amqp-url): broadcasts,
     /// room operations and publishes reach the sockets of every node, and requests for another
@@ -387,6 +393,7 @@ impl Config {
             publish_exchange: self.amqp_publish_exchange.clone(),
             forward_cookie: self.amqp_forward_cookie,
             reply_timeout: Duration::from_millis(self.amqp_reply_timeout),
+            outbound_max_bytes: usize::try_from(self.amqp_outbound_max_bytes).unwrap_or(usize::MAX),
         })
     }
 

@@ -29,6 +29,7 @@ pub mod forward_mark;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;
+pub mod supervise;
 
 use crate::socketio::adapter::RemoteOp;
 use crate::socketio::{EmitError, Halley};
