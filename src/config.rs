@@ -599,6 +599,37 @@ mod tests {
     }
 
     #[test]
+    fn amqp_names_fit_short_strings_and_the_outbound_queue_is_bounded() {
+        let base = ["halley", "--amqp-url=amqp://127.0.0.1:5672/%2f"];
+        let config = Config::try_parse_from(base).unwrap();
+        let amqp = config.amqp().unwrap();
+        assert_eq!(amqp.outbound_max_bytes, 16 << 20);
+        let config = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--amqp-outbound-max-bytes=4096"]),
+        )
+        .unwrap();
+        assert_eq!(config.amqp().unwrap().outbound_max_bytes, 4096);
+        assert!(Config::try_parse_from(
+            base.iter().copied().chain(["--amqp-outbound-max-bytes=0"])
+        )
+        .is_err());
+        let long = "q".repeat(256);
+        for option in ["--amqp-queue", "--amqp-publish-exchange"] {
+            let arg = format!("{option}={long}");
+            assert!(
+                Config::try_parse_from(base.iter().copied().chain([arg.as_str()])).is_err(),
+                "{option}"
+            );
+        }
+        let bind = format!("--amqp-bind=events:{long}");
+        assert!(Config::try_parse_from(base.iter().copied().chain([bind.as_str()])).is_err());
+        let vhost = format!("--amqp-url=amqp://127.0.0.1:5672/{long}");
+        assert!(Config::try_parse_from(["halley", vhost.as_str()]).is_err());
+    }
+
+    #[test]
     fn every_option_has_an_environment_variable() {
         for arg in Config::command().get_arguments() {
             if arg.get_long().is_some() && arg.get_id() != "help" && arg.get_id() != "version" {
