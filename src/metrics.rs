@@ -253,7 +253,7 @@ impl Collector for Collect {
             {
                 let mut m = encoder.encode_descriptor(
                     "halley_amqp_publish_refused",
-                    "Client events refused before they were queued for RabbitMQ, by reason (event_name: over 255 bytes; backlog_full, backlog_bytes: the outbound queue's count or byte bound)",
+                    "Client events refused before they were queued for RabbitMQ, by reason (event_name: over 255 bytes; backlog_full, backlog_bytes: the outbound queue's count or byte bound; headers: too large for one AMQP frame)",
                     None,
                     MetricType::Counter,
                 )?;

@@ -436,3 +436,53 @@ async fn readyz_waits_for_the_cluster_link() {
         "still no broker on the closed port"
     );
 }
+
+#[tokio::test]
+async fn a_cookie_too_big_for_an_amqp_frame_is_refused_without_costing_the_connection() {
+    // RabbitMQ closes the whole connection on a header frame over its frame_max (128 kB by
+    // default): a client's huge Cookie forwarded as `x-cookie` must not do that.
+    let (_conn, channel) = broker().await;
+    let exchange = unique("cookies");
+    let mut published = tap(&channel, &exchange).await;
+    let url = amqp_url();
+    let halley = Halley::start(
+        &[
+            "--amqp-url",
+            &url,
+            "--amqp-publish-exchange",
+            &exchange,
+            "--amqp-forward-cookie",
+        ],
+        &[],
+    )
+    .await;
+    health_until(
+        halley.admin,
+        "amqp connected",
+        Duration::from_secs(10),
+        |h| h["amqp"]["connected"] == true,
+    )
+    .await;
+    let cookie = format!("session={}", "c".repeat(200_000));
+    let mut big = WsClient::open_with(halley.addr, true, &[("cookie", &cookie)]).await;
+    big.connect("/", None).await;
+    big.send(r#"421["crumbs",1]"#);
+    assert_eq!(
+        big.text().await,
+        r#"431[{"error":"event headers too large for the AMQP broker (the Cookie?)"}]"#
+    );
+    let mut small = WsClient::open(halley.addr, true).await;
+    small.connect("/", None).await;
+    small.send(r#"42["ok",2]"#);
+    let delivery = within("a published client event", published.next())
+        .await
+        .expect("the tap is open")
+        .expect("a delivery");
+    assert_eq!(delivery.routing_key.as_str(), "ok");
+    let (_, health) = get_json(halley.admin, "/healthz").await;
+    assert_eq!(
+        health["amqp"]["connects"], 1,
+        "the connection survived: {health}"
+    );
+    assert_eq!(health["amqp"]["publish_refused"]["headers"], 1, "{health}");
+}

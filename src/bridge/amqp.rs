@@ -13,7 +13,8 @@
 //!
 //! Nothing a client or the broker sends may stop the bridge: an event whose name cannot be a
 //! routing key (an AMQP short string: at most 255 bytes) is refused before it is queued, and so
-//! is an event that would take the outbound queue past its count or byte bound; each refusal is
+//! is an event that would take the outbound queue past its count or byte bound, or whose
+//! headers (a huge forwarded Cookie) would not fit in one AMQP frame; each refusal is
 //! counted ([`Refusal`]) and answers the client's ack, if it asked for one, with
 //! `{"error": "..."}`. Every name that becomes a short string is checked first, so that lapin's
 //! `From<&str>` (which panics beyond 255 bytes) is never reached with one it could refuse.
@@ -179,13 +180,17 @@ pub enum Refusal {
     BacklogFull,
     /// The event would take the outbound queue past `outbound_max_bytes`.
     BacklogBytes,
+    /// Its headers (a huge forwarded Cookie) do not fit in one frame of the broker's
+    /// negotiated `frame_max`: RabbitMQ would close the whole connection over it.
+    Headers,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [
+    pub const ALL: [Refusal; 4] = [
         Refusal::EventName,
         Refusal::BacklogFull,
         Refusal::BacklogBytes,
+        Refusal::Headers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -193,6 +198,7 @@ impl Refusal {
             Refusal::EventName => "event_name",
             Refusal::BacklogFull => "backlog_full",
             Refusal::BacklogBytes => "backlog_bytes",
+            Refusal::Headers => "headers",
         }
     }
 
@@ -203,6 +209,7 @@ impl Refusal {
             Refusal::BacklogFull | Refusal::BacklogBytes => {
                 "server busy: the event was not published (AMQP backlog full)"
             }
+            Refusal::Headers => "event headers too large for the AMQP broker (the Cookie?)",
         }
     }
 }
@@ -562,6 +569,7 @@ async fn session(
         .map(|e| short(e, "publish exchange name"))
         .transpose()?;
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
+    let frame_max = usize::try_from(conn.configuration().frame_max()).unwrap_or(usize::MAX);
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -656,7 +664,8 @@ async fn session(
             },
             Some(out) = outbound.recv(), if publish_exchange.is_some() => {
                 if let Some(exchange) = &publish_exchange {
-                    publish(&publisher, config, stats, &pending, exchange, reply_queue.name(), out).await?;
+                    let to = Destination { exchange, reply_queue: reply_queue.name(), frame_max };
+                    publish(&publisher, config, stats, &pending, &to, out).await?;
                 }
             }
         }
@@ -802,17 +811,44 @@ fn target(headers: Option<&FieldTable>) -> Target {
     }
 }
 
-/// Publishes one client event, checked already (see [`Outbound`]); fails only when the
-/// channel does.
+/// Where client events go on this connection.
+struct Destination<'a> {
+    exchange: &'a ShortString,
+    reply_queue: &'a ShortString,
+    /// The negotiated largest frame: the properties (headers included) must fit in one.
+    frame_max: usize,
+}
+
+/// Room in a content header frame for all but the headers table: frame header and end, class,
+/// weight, body size, property flags, content type, and reply_to and correlation_id (short
+/// strings, 256 bytes each at most).
+const PROPERTIES_OVERHEAD: usize = 1024;
+
+/// The encoded size of a headers table of long strings: per entry, the key's length byte and
+/// bytes, the type byte, the value's 4 length bytes and bytes; and the table's 4 length bytes.
+fn headers_size(headers: &[(&'static str, String)]) -> usize {
+    4 + headers
+        .iter()
+        .map(|(k, v)| 1 + k.len() + 1 + 4 + v.len())
+        .sum::<usize>()
+}
+
+/// Publishes one client event, checked already (see [`Outbound`]) but for the frame size the
+/// broker chose; fails only when the channel does.
 async fn publish(
     publisher: &lapin::Channel,
     config: &AmqpConfig,
     stats: &Arc<BridgeStats>,
     pending: &Arc<Pending>,
-    exchange: &ShortString,
-    reply_queue: &ShortString,
+    to: &Destination<'_>,
     out: Outbound,
 ) -> Result<(), lapin::Error> {
+    if headers_size(&out.headers).saturating_add(PROPERTIES_OVERHEAD) > to.frame_max {
+        // RabbitMQ answers a header frame over frame_max by closing the connection, which would
+        // cost every other client's events and acks.
+        stats.refuse(Refusal::Headers, out.routing_key.as_str(), out.ack);
+        return Ok(());
+    }
     let mut headers = FieldTable::default();
     for (key, value) in out.headers {
         // The keys are this file's constants (`x-namespace`, …), all far below 255 bytes.
@@ -825,7 +861,7 @@ async fn publish(
     if let Some(ack) = out.ack {
         let id = tag("ack");
         properties = properties
-            .with_reply_to(reply_queue.clone())
+            .with_reply_to(to.reply_queue.clone())
             .with_correlation_id(id.clone());
         let key = id.as_str().to_owned();
         pending.insert(key.clone(), ack);
@@ -843,7 +879,7 @@ async fn publish(
     }
     let confirm = publisher
         .basic_publish(
-            exchange.clone(),
+            to.exchange.clone(),
             out.routing_key,
             BasicPublishOptions::default(),
             &out.body,
@@ -979,7 +1015,12 @@ mod tests {
         let refused: Vec<_> = stats.refused().collect();
         assert_eq!(
             refused,
-            [("event_name", 1), ("backlog_full", 0), ("backlog_bytes", 2)]
+            [
+                ("event_name", 1),
+                ("backlog_full", 0),
+                ("backlog_bytes", 2),
+                ("headers", 0)
+            ]
         );
         assert_eq!(stats.snapshot().publish_refused["backlog_bytes"], 2);
     }
