@@ -274,7 +274,10 @@ impl BridgeStats {
 
     /// Counts `refusal` and tells the client's ack, if any.
     fn refuse(&self, refusal: Refusal, event: &str, ack: Option<AckSender>) {
-        self.refused[refusal as usize].fetch_add(1, Ordering::Relaxed);
+        // `Refusal::ALL` lists the variants in declaration order, one counter each.
+        if let Some(n) = self.refused.get(refusal as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         // Debug, not warn: a client can cause this at will, and the counter is the signal.
         tracing::debug!(
             reason = refusal.as_str(),
