@@ -215,6 +215,7 @@ pub fn router(state: AdminState) -> Router {
     } = state;
     let (io_p, io_s, io_h) = (io.clone(), io.clone(), io);
     let (amqp_h, amqp_r) = (amqp.clone(), amqp);
+    let (cluster_h, cluster_r) = (cluster.clone(), cluster);
     Router::without_engine()
         .guard(move |req| guard.refusal(req))
         .endpoint("/publish", move |req, _| {
@@ -227,11 +228,15 @@ pub fn router(state: AdminState) -> Router {
             std::future::ready(publish::healthz(
                 &io_h,
                 amqp_h.as_deref(),
-                cluster.as_deref(),
+                cluster_h.as_deref(),
             ))
         })
         .endpoint("/readyz", move |_, _| {
-            std::future::ready(publish::readyz(amqp_r.as_deref(), true))
+            std::future::ready(publish::readyz(
+                amqp_r.as_deref(),
+                cluster_r.as_deref(),
+                true,
+            ))
         })
         .endpoint("/metrics", move |_, _| {
             std::future::ready(metrics.response())

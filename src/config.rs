@@ -161,11 +161,11 @@ pub struct Config {
     pub subscribe_patterns: Vec<String>,
 
     /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); enables the AMQP bridge.
-    #[arg(long, env = "HALLEY_AMQP_URL")]
+    #[arg(long, env = "HALLEY_AMQP_URL", value_parser = crate::bridge::amqp::check_url)]
     pub amqp_url: Option<String>,
 
     /// Queue to consume (declared durable unless --amqp-queue-passive), e.g. `socket.io`.
-    #[arg(long, env = "HALLEY_AMQP_QUEUE")]
+    #[arg(long, env = "HALLEY_AMQP_QUEUE", value_parser = crate::bridge::amqp::check_name)]
     pub amqp_queue: Option<String>,
 
     /// The queue exists already: check it instead of declaring it.
@@ -182,7 +182,7 @@ pub struct Config {
     pub amqp_prefetch: u16,
 
     /// Exchange (topic) that receives client events no handler takes; routing key = event name.
-    #[arg(long, env = "HALLEY_AMQP_PUBLISH_EXCHANGE")]
+    #[arg(long, env = "HALLEY_AMQP_PUBLISH_EXCHANGE", value_parser = crate::bridge::amqp::check_name)]
     pub amqp_publish_exchange: Option<String>,
 
     /// Forward the handshake's Cookie header with each published client event (`x-cookie`).
@@ -192,6 +192,12 @@ pub struct Config {
     /// Milliseconds a client ack waits for the backend's reply.
     #[arg(long, env = "HALLEY_AMQP_REPLY_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub amqp_reply_timeout: u64,
+
+    /// Bytes of client events waiting to be published (while the broker is slow or away), at
+    /// most; events beyond are refused (the client's ack gets an error) and counted. The queue
+    /// also holds 10,000 events at most.
+    #[arg(long, env = "HALLEY_AMQP_OUTBOUND_MAX_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub amqp_outbound_max_bytes: u64,
 
     /// Join the cluster of Halley nodes sharing this RabbitMQ (needs --amqp-url): broadcasts,
     /// room operations and publishes reach the sockets of every node, and requests for another
@@ -393,6 +399,7 @@ impl Config {
             publish_exchange: self.amqp_publish_exchange.clone(),
             forward_cookie: self.amqp_forward_cookie,
             reply_timeout: Duration::from_millis(self.amqp_reply_timeout),
+            outbound_max_bytes: usize::try_from(self.amqp_outbound_max_bytes).unwrap_or(usize::MAX),
         })
     }
 
@@ -595,6 +602,37 @@ mod tests {
         assert!(Config::try_parse_from(["halley", long.as_str()]).is_err());
         assert!(Config::try_parse_from(["halley", "--cluster-exchange=a b"]).is_err());
         assert!(Config::try_parse_from(["halley", "--cluster-exchange=halley.c-1"]).is_ok());
+    }
+
+    #[test]
+    fn amqp_names_fit_short_strings_and_the_outbound_queue_is_bounded() {
+        let base = ["halley", "--amqp-url=amqp://127.0.0.1:5672/%2f"];
+        let config = Config::try_parse_from(base).unwrap();
+        let amqp = config.amqp().unwrap();
+        assert_eq!(amqp.outbound_max_bytes, 16 << 20);
+        let config = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--amqp-outbound-max-bytes=4096"]),
+        )
+        .unwrap();
+        assert_eq!(config.amqp().unwrap().outbound_max_bytes, 4096);
+        assert!(Config::try_parse_from(
+            base.iter().copied().chain(["--amqp-outbound-max-bytes=0"])
+        )
+        .is_err());
+        let long = "q".repeat(256);
+        for option in ["--amqp-queue", "--amqp-publish-exchange"] {
+            let arg = format!("{option}={long}");
+            assert!(
+                Config::try_parse_from(base.iter().copied().chain([arg.as_str()])).is_err(),
+                "{option}"
+            );
+        }
+        let bind = format!("--amqp-bind=events:{long}");
+        assert!(Config::try_parse_from(base.iter().copied().chain([bind.as_str()])).is_err());
+        let vhost = format!("--amqp-url=amqp://127.0.0.1:5672/{long}");
+        assert!(Config::try_parse_from(["halley", vhost.as_str()]).is_err());
     }
 
     #[test]

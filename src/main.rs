@@ -134,7 +134,7 @@ async fn run(config: Config) {
         guard,
         latency,
         amqp: amqp.clone(),
-        cluster,
+        cluster: cluster.clone(),
         metrics,
     });
     let router = {
@@ -150,7 +150,7 @@ async fn run(config: Config) {
                 std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(publish::readyz(amqp.as_deref(), false))
+                std::future::ready(publish::readyz(amqp.as_deref(), cluster.as_deref(), false))
             })
     };
     if let Ok(addr) = admin_listener.local_addr() {

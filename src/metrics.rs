@@ -250,6 +250,26 @@ impl Collector for Collect {
                 )?;
                 m.encode_gauge(&i64::from(snap.connected))?;
             }
+            {
+                let mut m = encoder.encode_descriptor(
+                    "halley_amqp_outbound_bytes",
+                    "Bytes of client events waiting to be published (bounded by --amqp-outbound-max-bytes)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                m.encode_gauge(&i64::try_from(snap.outbound_bytes).unwrap_or(i64::MAX))?;
+            }
+            {
+                let mut m = encoder.encode_descriptor(
+                    "halley_amqp_publish_refused",
+                    "Client events refused before they were queued for RabbitMQ, by reason (event_name: over 255 bytes; backlog_full, backlog_bytes: the outbound queue's count or byte bound; headers: too large for one AMQP frame)",
+                    None,
+                    MetricType::Counter,
+                )?;
+                for (reason, value) in amqp.refused() {
+                    counter(&mut m.encode_family(&[("reason", reason)])?, value)?;
+                }
+            }
             for (name, help, value) in [
                 (
                     "halley_amqp_consumed",
@@ -273,13 +293,18 @@ impl Collector for Collect {
                 ),
                 (
                     "halley_amqp_publish_dropped",
-                    "Client events that could not be published",
+                    "Queued client events the broker did not take (nacked, or the connection lost first)",
                     snap.publish_dropped,
                 ),
                 (
                     "halley_amqp_connects",
                     "Connections made to RabbitMQ",
                     snap.connects,
+                ),
+                (
+                    "halley_amqp_restarts",
+                    "Times the bridge's task ended or panicked and was restarted",
+                    snap.restarts,
                 ),
             ] {
                 let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -323,6 +348,11 @@ impl Collector for Collect {
                     "halley_cluster_malformed",
                     "Cluster messages that could not be read",
                     load(&stats.malformed),
+                ),
+                (
+                    "halley_cluster_restarts",
+                    "Times the cluster link's task ended or panicked and was restarted",
+                    load(&stats.restarts),
                 ),
             ] {
                 let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -1,4 +1,4 @@
-//! The RabbitMQ bridge (lapin): the only module that sees AMQP types.
+//! The RabbitMQ bridge (lapin): with the cluster link, the only module that sees AMQP types.
 //!
 //! Inbound, it consumes a named queue (the seed's `socket.io`) and/or server-named queues bound
 //! to exchanges, maps each delivery to an emit ([`super::mapping`]), queues it into every local
@@ -11,8 +11,18 @@
 //! remote address and, when enabled, the handshake's Cookie). A client event sent with an ack is
 //! published with `reply_to`/`correlation_id`; the backend's reply answers the ack.
 //!
+//! Nothing a client or the broker sends may stop the bridge: an event whose name cannot be a
+//! routing key (an AMQP short string: at most 255 bytes) is refused before it is queued, and so
+//! is an event that would take the outbound queue past its count or byte bound, or whose
+//! headers (a huge forwarded Cookie) would not fit in one AMQP frame; each refusal is
+//! counted ([`Refusal`]) and answers the client's ack, if it asked for one, with
+//! `{"error": "..."}`. Every name that becomes a short string is checked first, so that lapin's
+//! `From<&str>` (which panics beyond 255 bytes) is never reached with one it could refuse.
+//!
 //! A lost connection is retried with exponential backoff and jitter; sockets keep being served
-//! meanwhile, and [`BridgeStats`] (shown on `/healthz`) says where the bridge stands.
+//! meanwhile, and [`BridgeStats`] (shown on `/healthz`) says where the bridge stands. Should the
+//! connection loop end anyway (a panic), [`super::supervise`] runs it again; the outbound queue
+//! outlives it, so events queued meanwhile are published by the next one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +38,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde::Serialize;
+use serde_json::json;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -49,6 +60,12 @@ impl std::str::FromStr for Binding {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some((exchange, pattern)) if !exchange.is_empty() && !pattern.is_empty() => {
+                if exchange.len() > SHORT_STRING_MAX || pattern.len() > SHORT_STRING_MAX {
+                    return Err(format!(
+                        "the exchange and the pattern are AMQP short strings: at most \
+                         {SHORT_STRING_MAX} bytes each"
+                    ));
+                }
                 Ok(Binding {
                     exchange: exchange.into(),
                     pattern: pattern.into(),
@@ -57,6 +74,37 @@ impl std::str::FromStr for Binding {
             _ => Err(format!("expected EXCHANGE:PATTERN, got {s:?}")),
         }
     }
+}
+
+/// The longest AMQP short string (queue, exchange and header names, routing keys), in bytes.
+pub const SHORT_STRING_MAX: usize = 255;
+
+/// A name that AMQP carries as a short string; `what` names it in the refusal.
+fn short(name: &str, what: &'static str) -> Result<ShortString, SessionError> {
+    ShortString::try_new(name).map_err(|_| SessionError::Name(what))
+}
+
+/// For the configuration: a queue or exchange name fits an AMQP short string.
+pub fn check_name(name: &str) -> Result<String, String> {
+    if name.len() > SHORT_STRING_MAX {
+        return Err(format!(
+            "an AMQP name has at most {SHORT_STRING_MAX} bytes, this one has {}",
+            name.len()
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// For the configuration: an `amqp://` URL that lapin can use without panicking (its virtual
+/// host becomes a short string).
+pub fn check_url(url: &str) -> Result<String, String> {
+    let uri: lapin::uri::AMQPUri = url.parse()?;
+    if uri.vhost.len() > SHORT_STRING_MAX {
+        return Err(format!(
+            "the virtual host has at most {SHORT_STRING_MAX} bytes"
+        ));
+    }
+    Ok(url.to_owned())
 }
 
 /// What the bridge connects to and how it maps messages.
@@ -79,6 +127,9 @@ pub struct AmqpConfig {
     pub forward_cookie: bool,
     /// How long a client ack waits for the backend's reply.
     pub reply_timeout: Duration,
+    /// Bytes of client events (bodies, routing keys, headers) waiting for the broker, at most;
+    /// beyond, events are refused (with [`OUTBOUND_QUEUE`] as the bound on their count).
+    pub outbound_max_bytes: usize,
 }
 
 impl Default for AmqpConfig {
@@ -93,6 +144,7 @@ impl Default for AmqpConfig {
             publish_exchange: None,
             forward_cookie: false,
             reply_timeout: Duration::from_secs(10),
+            outbound_max_bytes: 16 << 20,
         }
     }
 }
@@ -105,10 +157,61 @@ pub struct BridgeStats {
     pub acked: AtomicU64,
     pub rejected: AtomicU64,
     pub published: AtomicU64,
-    /// Client events that could not be published (broker down, queue full, publish failed).
+    /// Client events queued for the broker that it did not take (nacked, or the connection was
+    /// lost before the confirm).
     pub publish_dropped: AtomicU64,
+    /// Client events refused before they were queued, by [`Refusal`].
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// Bytes of client events in the outbound queue now (see [`AmqpConfig::outbound_max_bytes`]).
+    outbound_bytes: AtomicU64,
     pub connects: AtomicU64,
+    /// Times the bridge's task ended or panicked and was started again.
+    pub restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
+}
+
+/// Why a client event was not published, as the `reason` label of
+/// `halley_amqp_publish_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The event name is over 255 bytes: no routing key can carry it.
+    EventName,
+    /// The outbound queue holds [`OUTBOUND_QUEUE`] events already.
+    BacklogFull,
+    /// The event would take the outbound queue past `outbound_max_bytes`.
+    BacklogBytes,
+    /// Its headers (a huge forwarded Cookie) do not fit in one frame of the broker's
+    /// negotiated `frame_max`: RabbitMQ would close the whole connection over it.
+    Headers,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 4] = [
+        Refusal::EventName,
+        Refusal::BacklogFull,
+        Refusal::BacklogBytes,
+        Refusal::Headers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::EventName => "event_name",
+            Refusal::BacklogFull => "backlog_full",
+            Refusal::BacklogBytes => "backlog_bytes",
+            Refusal::Headers => "headers",
+        }
+    }
+
+    /// What the client's ack is told.
+    fn message(self) -> &'static str {
+        match self {
+            Refusal::EventName => "event name too long for AMQP (max 255 bytes)",
+            Refusal::BacklogFull | Refusal::BacklogBytes => {
+                "server busy: the event was not published (AMQP backlog full)"
+            }
+            Refusal::Headers => "event headers too large for the AMQP broker (the Cookie?)",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -119,13 +222,33 @@ pub struct StatsSnapshot {
     pub rejected: u64,
     pub published: u64,
     pub publish_dropped: u64,
+    pub publish_refused: std::collections::BTreeMap<&'static str, u64>,
+    pub outbound_bytes: u64,
     pub connects: u64,
+    pub restarts: u64,
     pub last_error: Option<String>,
 }
 
 impl BridgeStats {
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// Client events refused so far, by reason.
+    pub fn refused(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Refusal::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, n)| (r.as_str(), n.load(Ordering::Relaxed)))
+    }
+
+    /// Bytes of client events waiting in the outbound queue.
+    pub fn outbound_bytes(&self) -> u64 {
+        self.outbound_bytes.load(Ordering::Relaxed)
+    }
+
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -137,7 +260,10 @@ impl BridgeStats {
             rejected: n(&self.rejected),
             published: n(&self.published),
             publish_dropped: n(&self.publish_dropped),
+            publish_refused: self.refused().collect(),
+            outbound_bytes: self.outbound_bytes(),
             connects: n(&self.connects),
+            restarts: n(&self.restarts),
             last_error: self
                 .last_error
                 .lock()
@@ -145,42 +271,149 @@ impl BridgeStats {
                 .clone(),
         }
     }
+
+    /// Counts `refusal` and tells the client's ack, if any.
+    fn refuse(&self, refusal: Refusal, event: &str, ack: Option<AckSender>) {
+        // `Refusal::ALL` lists the variants in declaration order, one counter each.
+        if let Some(n) = self.refused.get(refusal as usize) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
+        // Debug, not warn: a client can cause this at will, and the counter is the signal.
+        tracing::debug!(
+            reason = refusal.as_str(),
+            event = event.get(..64).unwrap_or("(long name)"),
+            "client event not published"
+        );
+        if let Some(ack) = ack {
+            let _ = ack.send(vec![json!({ "error": refusal.message() })], Vec::new());
+        }
+    }
 }
 
-/// A client event on its way to the broker.
+/// A client event on its way to the broker, checked and encoded: publishing it cannot fail
+/// on its content.
 struct Outbound {
-    event: String,
-    args: Vec<Value>,
+    routing_key: ShortString,
+    body: Vec<u8>,
     headers: Vec<(&'static str, String)>,
     ack: Option<AckSender>,
+    /// Its share of the byte bound, given back when the event leaves the queue (or is dropped).
+    _reserved: Reservation,
 }
 
-/// Client events waiting for the bridge; beyond this they are dropped and counted.
-const OUTBOUND_QUEUE: usize = 10_000;
+/// Bytes an event holds in the outbound queue; released on drop, whatever its fate.
+struct Reservation {
+    stats: Arc<BridgeStats>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// `bytes` more in the queue, unless that takes it past `max`. Admission checks the sum
+    /// after adding, so concurrent senders can only err on the side of refusing.
+    fn take(stats: &Arc<BridgeStats>, bytes: u64, max: u64) -> Option<Reservation> {
+        let before = stats.outbound_bytes.fetch_add(bytes, Ordering::AcqRel);
+        let reservation = Reservation {
+            stats: Arc::clone(stats),
+            bytes,
+        };
+        // Over the bound: the reservation's drop gives the bytes back at once.
+        (before.saturating_add(bytes) <= max).then_some(reservation)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.stats
+            .outbound_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Client events waiting for the bridge; beyond this they are refused and counted (the byte
+/// bound, [`AmqpConfig::outbound_max_bytes`], usually comes first).
+pub const OUTBOUND_QUEUE: usize = 10_000;
+
+/// The outbound queue's receiving end. It belongs to the bridge, not to one run of its task: a
+/// restarted task takes it up with the events queued meanwhile.
+type OutboundQueue = Arc<tokio::sync::Mutex<mpsc::Receiver<Outbound>>>;
 
 /// Starts the bridge for `io`: forwards unhandled events (when a publish exchange is set) and
-/// runs the connection loop in the background. Returns its stats.
+/// runs the connection loop in the background, under [`super::supervise`]. Returns its stats.
 pub fn spawn(io: Halley, config: AmqpConfig, latency: Arc<super::Latency>) -> Arc<BridgeStats> {
     let stats = Arc::new(BridgeStats::default());
     let (tx, rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     if config.publish_exchange.is_some() {
         let forward_cookie = config.forward_cookie;
+        let max_bytes = u64::try_from(config.outbound_max_bytes).unwrap_or(u64::MAX);
         let hook_stats = Arc::clone(&stats);
         // Behind a reverse proxy the peer is the proxy: report the client it names.
         let trusted = io.engine().config().trusted_proxies.clone();
         io.on_unhandled(move |socket, name, event| {
-            let outbound = outbound(socket, name, event, forward_cookie, &trusted);
-            if tx.try_send(outbound).is_err() {
-                hook_stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    event = name,
-                    "amqp bridge backlog full, client event dropped"
-                );
+            let checked = outbound(socket, name, event, forward_cookie, &trusted)
+                .and_then(|pending| pending.reserve(&hook_stats, max_bytes));
+            match checked {
+                Ok(out) => {
+                    if let Err(full) = tx.try_send(out) {
+                        let ack = full.into_inner().ack;
+                        hook_stats.refuse(Refusal::BacklogFull, name, ack);
+                    }
+                }
+                Err((refusal, ack)) => hook_stats.refuse(refusal, name, ack),
             }
         });
     }
-    tokio::spawn(run(io, config, Arc::clone(&stats), latency, rx));
+    let queue: OutboundQueue = Arc::new(tokio::sync::Mutex::new(rx));
+    let down_stats = Arc::clone(&stats);
+    let task_stats = Arc::clone(&stats);
+    tokio::spawn(super::supervise::supervise(
+        "amqp bridge",
+        move |reason| {
+            down_stats.connected.store(false, Ordering::Release);
+            down_stats.restarts.fetch_add(1, Ordering::Relaxed);
+            down_stats.set_error(format!("bridge task {reason}"));
+        },
+        move || {
+            run(
+                io.clone(),
+                config.clone(),
+                Arc::clone(&task_stats),
+                Arc::clone(&latency),
+                Arc::clone(&queue),
+            )
+        },
+    ));
     stats
+}
+
+/// A client event checked but not yet admitted to the queue.
+struct Unreserved {
+    routing_key: ShortString,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+    ack: Option<AckSender>,
+}
+
+type Refused = (Refusal, Option<AckSender>);
+
+impl Unreserved {
+    /// Its size against the byte bound: what it keeps in memory until published.
+    fn bytes(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        (self.body.len() + self.routing_key.as_str().len() + headers) as u64
+    }
+
+    fn reserve(self, stats: &Arc<BridgeStats>, max: u64) -> Result<Outbound, Refused> {
+        match Reservation::take(stats, self.bytes(), max) {
+            Some(reserved) => Ok(Outbound {
+                routing_key: self.routing_key,
+                body: self.body,
+                headers: self.headers,
+                ack: self.ack,
+                _reserved: reserved,
+            }),
+            None => Err((Refusal::BacklogBytes, self.ack)),
+        }
+    }
 }
 
 fn outbound(
@@ -189,7 +422,11 @@ fn outbound(
     event: Event,
     forward_cookie: bool,
     trusted: &[halley_transports::IpRange],
-) -> Outbound {
+) -> Result<Unreserved, Refused> {
+    // The routing key is the event name: a client's name over 255 bytes would make lapin panic.
+    let Ok(routing_key) = ShortString::try_new(name) else {
+        return Err((Refusal::EventName, event.ack));
+    };
     let handshake = socket.handshake();
     let mut headers = vec![
         ("x-namespace", socket.ns().to_owned()),
@@ -209,21 +446,29 @@ fn outbound(
         // Attachments are not forwarded (their placeholders stay in the JSON); say so.
         headers.push(("x-dropped-attachments", event.binary.len().to_string()));
     }
-    Outbound {
-        event: name.to_owned(),
-        args: event.args,
+    // Encoded here, on the client's task: the byte bound counts what is really held, and the
+    // bridge's one task does not pay for every client's serialization. (A `Vec<Value>` always
+    // serializes: its map keys are strings.)
+    let body = serde_json::to_vec(&event.args).unwrap_or_default();
+    Ok(Unreserved {
+        routing_key,
+        body,
         headers,
         ack: event.ack,
-    }
+    })
 }
 
+/// The bridge's connection loop: one broker session after another, with backoff between them.
+/// It never returns; a panic in it ends this run, and the supervisor starts another.
 async fn run(
     io: Halley,
     config: AmqpConfig,
     stats: Arc<BridgeStats>,
     latency: Arc<super::Latency>,
-    mut outbound: mpsc::Receiver<Outbound>,
+    queue: OutboundQueue,
 ) {
+    // Held for the whole run; a run that panics releases it as it unwinds.
+    let mut outbound = queue.lock().await;
     let mut failures: u32 = 0;
     loop {
         let started = Instant::now();
@@ -233,7 +478,7 @@ async fn run(
         };
         stats.connected.store(false, Ordering::Release);
         tracing::warn!(%error, "amqp bridge disconnected; retrying");
-        *stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+        stats.set_error(error);
         // A session that lived a while starts the backoff over.
         if started.elapsed() > Duration::from_secs(30) {
             failures = 0;
@@ -253,13 +498,42 @@ pub(crate) fn backoff(failures: u32) -> Duration {
     Duration::from_millis((base as f64 * factor) as u64)
 }
 
-fn tag(prefix: &str) -> ShortString {
+/// A random consumer tag or correlation id: `prefix` (a constant of a few bytes) and 16 hex
+/// digits, far below the short string's 255 bytes.
+fn tag(prefix: &'static str) -> ShortString {
     let mut r = [0u8; 8];
     let _ = getrandom::fill(&mut r);
     ShortString::from(format!("{prefix}-{:016x}", u64::from_le_bytes(r)))
 }
 
-type Pending = Arc<Mutex<HashMap<String, AckSender>>>;
+/// Client acks waiting for the backend's reply, by correlation id. It lives as long as the
+/// session whose reply queue the backend answers to: when that ends (connection lost, or the
+/// task panicking), no reply can come any more, and each ack still waiting is told so.
+#[derive(Default)]
+struct Pending(Mutex<HashMap<String, AckSender>>);
+
+impl Pending {
+    fn insert(&self, id: String, ack: AckSender) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, ack);
+    }
+
+    fn remove(&self, id: &str) -> Option<AckSender> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let acks = self.0.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, ack) in acks.drain() {
+            let error = "the connection to the backend was lost before it replied";
+            let _ = ack.send(vec![json!({ "error": error })], Vec::new());
+        }
+    }
+}
 
 /// Why a broker session ended.
 #[derive(Debug, thiserror::Error)]
@@ -270,6 +544,11 @@ enum SessionError {
     MissingQueue(String),
     #[error("the broker cancelled a consumer (queue deleted?)")]
     ConsumerCancelled,
+    /// Only through the library: `halley` checks its options.
+    #[error("the {0} is longer than an AMQP short string (255 bytes)")]
+    Name(&'static str),
+    #[error("invalid AMQP URL: {0}")]
+    Url(String),
 }
 
 /// One connection's life: declare, consume, publish, until something fails.
@@ -280,7 +559,20 @@ async fn session(
     latency: &super::Latency,
     outbound: &mut mpsc::Receiver<Outbound>,
 ) -> Result<(), SessionError> {
+    // Every configured name is checked before lapin sees it (it panics on an over-long one).
+    check_url(&config.url).map_err(SessionError::Url)?;
+    let queue_name = config
+        .queue
+        .as_deref()
+        .map(|q| short(q, "queue name"))
+        .transpose()?;
+    let publish_exchange = config
+        .publish_exchange
+        .as_deref()
+        .map(|e| short(e, "publish exchange name"))
+        .transpose()?;
     let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
+    let frame_max = usize::try_from(conn.configuration().frame_max()).unwrap_or(usize::MAX);
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -289,7 +581,7 @@ async fn session(
     // Each consumer with the reach of its messages: the work queue's go to the whole cluster
     // (one node takes each), a binding's stay local (every node has its own binding).
     let mut consumers: Vec<(super::Reach, Consumer)> = Vec::new();
-    if let Some(queue) = &config.queue {
+    if let Some(queue) = &queue_name {
         // A queue that exists is used as it is (it may carry a dead-letter exchange or other
         // arguments that a plain declare would conflict with); a missing one is declared durable.
         // The check runs on a throwaway channel: a failed passive declare closes its channel.
@@ -299,34 +591,36 @@ async fn session(
         };
         let probe = conn.create_channel().await?;
         let exists = probe
-            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .queue_declare(queue.clone(), passive, FieldTable::default())
             .await
             .is_ok();
         if !exists {
             if config.queue_passive {
-                return Err(SessionError::MissingQueue(queue.clone()));
+                return Err(SessionError::MissingQueue(queue.as_str().to_owned()));
             }
             let durable = QueueDeclareOptions {
                 durable: true,
                 ..QueueDeclareOptions::default()
             };
             channel
-                .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+                .queue_declare(queue.clone(), durable, FieldTable::default())
                 .await?;
         }
         consumers.push((
             super::Reach::Cluster,
-            consume(&channel, queue.as_str().into(), false).await?,
+            consume(&channel, queue.clone(), false).await?,
         ));
     }
     for binding in &config.bindings {
-        declare_exchange(&channel, &binding.exchange, ExchangeKind::Topic).await?;
+        let exchange = short(&binding.exchange, "binding's exchange name")?;
+        let pattern = short(&binding.pattern, "binding's pattern")?;
+        declare_exchange(&channel, exchange.clone(), ExchangeKind::Topic).await?;
         let queue = declare_private_queue(&channel).await?;
         channel
             .queue_bind(
                 queue.name().clone(),
-                binding.exchange.as_str().into(),
-                binding.pattern.as_str().into(),
+                exchange,
+                pattern,
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -341,12 +635,12 @@ async fn session(
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    if let Some(exchange) = &config.publish_exchange {
-        declare_exchange(&publisher, exchange, ExchangeKind::Topic).await?;
+    if let Some(exchange) = &publish_exchange {
+        declare_exchange(&publisher, exchange.clone(), ExchangeKind::Topic).await?;
     }
     let reply_queue = declare_private_queue(&channel).await?;
     let mut replies = consume(&channel, reply_queue.name().clone(), true).await?;
-    let pending: Pending = Arc::default();
+    let pending: Arc<Pending> = Arc::default();
 
     stats.connected.store(true, Ordering::Release);
     stats.connects.fetch_add(1, Ordering::Relaxed);
@@ -371,8 +665,11 @@ async fn session(
                 Some(reply) => answer(&pending, reply?),
                 None => return Ok(()),
             },
-            Some(out) = outbound.recv() => {
-                publish(&publisher, config, stats, &pending, reply_queue.name(), out).await?;
+            Some(out) = outbound.recv(), if publish_exchange.is_some() => {
+                if let Some(exchange) = &publish_exchange {
+                    let to = Destination { exchange, reply_queue: reply_queue.name(), frame_max };
+                    publish(&publisher, config, stats, &pending, &to, out).await?;
+                }
             }
         }
     }
@@ -395,7 +692,7 @@ async fn consume(
 /// Declares the durable exchange `name` of `kind` (a no-op when it exists alike).
 pub(crate) async fn declare_exchange(
     channel: &lapin::Channel,
-    name: &str,
+    name: ShortString,
     kind: ExchangeKind,
 ) -> Result<(), lapin::Error> {
     let options = ExchangeDeclareOptions {
@@ -403,7 +700,7 @@ pub(crate) async fn declare_exchange(
         ..ExchangeDeclareOptions::default()
     };
     channel
-        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .exchange_declare(name, kind, options, FieldTable::default())
         .await
 }
 
@@ -517,57 +814,85 @@ fn target(headers: Option<&FieldTable>) -> Target {
     }
 }
 
+/// Where client events go on this connection.
+struct Destination<'a> {
+    exchange: &'a ShortString,
+    reply_queue: &'a ShortString,
+    /// The negotiated largest frame: the properties (headers included) must fit in one.
+    frame_max: usize,
+}
+
+/// Room in a content header frame for all but the headers table: frame header and end, class,
+/// weight, body size, property flags, content type, and reply_to and correlation_id (short
+/// strings, 256 bytes each at most).
+const PROPERTIES_OVERHEAD: usize = 1024;
+
+/// The encoded size of a headers table of long strings: per entry, the key's length byte and
+/// bytes, the type byte, the value's 4 length bytes and bytes; and the table's 4 length bytes.
+fn headers_size(headers: &[(&'static str, String)]) -> usize {
+    4 + headers
+        .iter()
+        .map(|(k, v)| 1 + k.len() + 1 + 4 + v.len())
+        .sum::<usize>()
+}
+
+/// Publishes one client event, checked already (see [`Outbound`]) but for the frame size the
+/// broker chose; fails only when the channel does.
 async fn publish(
     publisher: &lapin::Channel,
     config: &AmqpConfig,
     stats: &Arc<BridgeStats>,
-    pending: &Pending,
-    reply_queue: &ShortString,
+    pending: &Arc<Pending>,
+    to: &Destination<'_>,
     out: Outbound,
 ) -> Result<(), lapin::Error> {
-    let Some(exchange) = &config.publish_exchange else {
+    if headers_size(&out.headers).saturating_add(PROPERTIES_OVERHEAD) > to.frame_max {
+        // RabbitMQ answers a header frame over frame_max by closing the connection, which would
+        // cost every other client's events and acks.
+        stats.refuse(Refusal::Headers, out.routing_key.as_str(), out.ack);
         return Ok(());
-    };
+    }
     let mut headers = FieldTable::default();
     for (key, value) in out.headers {
+        // The keys are this file's constants (`x-namespace`, …), all far below 255 bytes.
         headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
     }
-    let body = serde_json::to_vec(&out.args).unwrap_or_default();
     let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_headers(headers);
+    let mut correlation = None;
     if let Some(ack) = out.ack {
         let id = tag("ack");
         properties = properties
-            .with_reply_to(reply_queue.clone())
+            .with_reply_to(to.reply_queue.clone())
             .with_correlation_id(id.clone());
         let key = id.as_str().to_owned();
-        pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), ack);
-        let pending = Arc::clone(pending);
+        pending.insert(key.clone(), ack);
+        correlation = Some(key.clone());
+        // Weak: the session's end, not this timer, decides when the map goes (see `Pending`).
+        let pending = Arc::downgrade(pending);
         let timeout = config.reply_timeout;
         tokio::spawn(async move {
             tokio::time::sleep(timeout).await;
             // Dropping the sender leaves the client's own ack timeout to fire.
-            pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
+            if let Some(pending) = pending.upgrade() {
+                drop(pending.remove(&key));
+            }
         });
     }
     let confirm = publisher
         .basic_publish(
-            exchange.as_str().into(),
-            out.event.as_str().into(),
+            to.exchange.clone(),
+            out.routing_key,
             BasicPublishOptions::default(),
-            &body,
+            &out.body,
             properties,
         )
         .await?;
-    // Counted once the broker confirms it: a nack, or a channel lost first, is a drop.
+    // Counted once the broker confirms it: a nack, or a channel lost first, is a drop, and an
+    // ack waiting for a reply that cannot come is told so.
     let stats = Arc::clone(stats);
+    let pending = Arc::downgrade(pending);
     tokio::spawn(async move {
         match confirm.await {
             Ok(confirmation) if confirmation.is_ack() => {
@@ -576,6 +901,13 @@ async fn publish(
             _ => {
                 stats.publish_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("the broker did not confirm a published client event");
+                let ack = correlation
+                    .zip(pending.upgrade())
+                    .and_then(|(key, pending)| pending.remove(&key));
+                if let Some(ack) = ack {
+                    let error = "the broker did not take the event";
+                    let _ = ack.send(vec![json!({ "error": error })], Vec::new());
+                }
             }
         }
     });
@@ -583,16 +915,13 @@ async fn publish(
 }
 
 /// Answers a client's ack from the backend's reply: a JSON array is the ack's arguments, any
-/// other JSON value or text is its one argument.
+/// other JSON value or text is its one argument. The correlation id came from the broker
+/// already parsed as a short string: it is only looked up, never converted.
 fn answer(pending: &Pending, reply: lapin::message::Delivery) {
     let Some(id) = reply.properties.correlation_id().as_ref() else {
         return;
     };
-    let Some(ack) = pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(id.as_str())
-    else {
+    let Some(ack) = pending.remove(id.as_str()) else {
         return;
     };
     let args = match serde_json::from_slice::<Value>(&reply.data) {
@@ -661,6 +990,60 @@ mod tests {
         );
         assert!("events".parse::<Binding>().is_err());
         assert!(":x".parse::<Binding>().is_err());
+    }
+
+    #[test]
+    fn the_byte_bound_admits_up_to_max_and_gives_bytes_back_on_drop() {
+        let stats = Arc::new(BridgeStats::default());
+        let a = Reservation::take(&stats, 60, 100).expect("60 of 100");
+        assert!(Reservation::take(&stats, 41, 100).is_none(), "101 > 100");
+        assert_eq!(
+            stats.outbound_bytes(),
+            60,
+            "a refused reservation gives its bytes back"
+        );
+        let b = Reservation::take(&stats, 40, 100).expect("exactly 100");
+        drop(a);
+        assert_eq!(stats.outbound_bytes(), 40);
+        drop(b);
+        assert_eq!(stats.outbound_bytes(), 0);
+    }
+
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let stats = BridgeStats::default();
+        stats.refuse(Refusal::EventName, &"é".repeat(200), None);
+        stats.refuse(Refusal::BacklogBytes, "x", None);
+        stats.refuse(Refusal::BacklogBytes, "x", None);
+        let refused: Vec<_> = stats.refused().collect();
+        assert_eq!(
+            refused,
+            [
+                ("event_name", 1),
+                ("backlog_full", 0),
+                ("backlog_bytes", 2),
+                ("headers", 0)
+            ]
+        );
+        assert_eq!(stats.snapshot().publish_refused["backlog_bytes"], 2);
+    }
+
+    #[test]
+    fn over_long_names_are_refused_before_lapin_sees_them() {
+        assert!(check_name(&"q".repeat(255)).is_ok());
+        assert!(check_name(&"q".repeat(256)).is_err());
+        let long = format!("{}:#", "e".repeat(256));
+        assert!(long.parse::<Binding>().is_err());
+        let long = format!("events:{}", "p".repeat(256));
+        assert!(long.parse::<Binding>().is_err());
+        assert!(check_url("amqp://guest:guest@127.0.0.1:5672/%2f").is_ok());
+        let vhost = format!("amqp://127.0.0.1:5672/{}", "v".repeat(256));
+        assert!(check_url(&vhost).is_err());
+        assert!(check_url("not a url").is_err());
+        assert!(matches!(
+            short(&"x".repeat(256), "queue name"),
+            Err(SessionError::Name("queue name"))
+        ));
     }
 
     #[test]

@@ -28,6 +28,8 @@
 //!
 //! The link reconnects with backoff after a broker loss; local traffic goes on meanwhile, and
 //! operations published while it is down wait in a bounded queue (then are dropped, counted).
+//! Should the link's task end anyway (a panic), [`super::supervise`] runs it again; the queue
+//! outlives it, and `/readyz` answers 503 until the link is back.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -175,6 +177,8 @@ pub struct ClusterStats {
     pub received: AtomicU64,
     /// Operations dropped: the outbox was full, or the broker refused them.
     pub dropped: AtomicU64,
+    /// Times the link's task ended or panicked and was started again.
+    pub restarts: AtomicU64,
     /// Authentic envelopes that could not be read.
     pub malformed: AtomicU64,
     /// Envelopes refused, by [`REJECTION_REASONS`].
@@ -234,7 +238,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cluster {
-    /// Starts the link and installs it as `io`'s adapter.
+    /// Starts the link (under [`super::supervise`]) and installs it as `io`'s adapter.
     pub fn spawn(io: &Halley, config: ClusterConfig) -> Arc<Cluster> {
         let (outbox, rx) = mpsc::channel(OUTBOX);
         let cluster = Arc::new(Cluster {
@@ -260,7 +264,28 @@ impl Cluster {
         let _ = cluster.io.set(io.clone());
         io.set_adapter(Arc::clone(&cluster) as Arc<dyn Adapter>);
         io.engine().set_locator(Arc::clone(&cluster) as _);
-        tokio::spawn(run(Arc::clone(&cluster), rx));
+        let (Some(exchange), Ok(_)) = (
+            amqp_name(&cluster.config.exchange),
+            super::amqp::check_url(&cluster.config.url),
+        ) else {
+            // `halley` checks its options; this guards other callers of `Cluster::spawn`.
+            tracing::error!(
+                exchange = %cluster.config.exchange,
+                "invalid cluster exchange name or broker URL: no cluster link"
+            );
+            return cluster;
+        };
+        let outbox: Outbox = Arc::new(tokio::sync::Mutex::new(rx));
+        let (down, task) = (Arc::clone(&cluster), Arc::clone(&cluster));
+        tokio::spawn(super::supervise::supervise(
+            "cluster link",
+            move |_reason| {
+                down.stats.connected.store(false, Ordering::Release);
+                down.stats.restarts.fetch_add(1, Ordering::Relaxed);
+                *lock(&down.queue) = None;
+            },
+            move || run(Arc::clone(&task), exchange.clone(), Arc::clone(&outbox)),
+        ));
         cluster
     }
 
@@ -542,17 +567,19 @@ impl Adapter for Cluster {
     }
 }
 
-/// Keeps the link up: one broker session after another, with backoff between them.
-async fn run(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Outgoing>) {
-    if amqp_name(&cluster.config.exchange).is_none() {
-        // `halley` checks the option; this guards other callers of `Cluster::spawn`.
-        tracing::error!(exchange = %cluster.config.exchange, "invalid cluster exchange name: no cluster link");
-        return;
-    }
+/// The outbox's receiving end. It belongs to the link, not to one run of its task: a restarted
+/// task takes it up with the operations queued meanwhile.
+type Outbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>;
+
+/// Keeps the link up: one broker session after another, with backoff between them. It never
+/// returns; a panic in it ends this run, and the supervisor starts another.
+async fn run(cluster: Arc<Cluster>, exchange: ShortString, outbox: Outbox) {
+    // Held for the whole run; a run that panics releases it as it unwinds.
+    let mut outbox = outbox.lock().await;
     let mut failures: u32 = 0;
     loop {
         let started = Instant::now();
-        let error = match session(&cluster, &mut outbox).await {
+        let error = match session(&cluster, &exchange, &mut outbox).await {
             Ok(()) => "connection closed".to_owned(),
             Err(error) => error.to_string(),
         };
@@ -570,6 +597,7 @@ async fn run(cluster: Arc<Cluster>, mut outbox: mpsc::Receiver<Outgoing>) {
 /// One broker connection: declare the exchange and this node's queue, then relay both ways.
 async fn session(
     cluster: &Arc<Cluster>,
+    exchange: &ShortString,
     outbox: &mut mpsc::Receiver<Outgoing>,
 ) -> Result<(), lapin::Error> {
     let config = &cluster.config;
@@ -579,12 +607,12 @@ async fn session(
     publisher
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    super::amqp::declare_exchange(&channel, &config.exchange, ExchangeKind::Fanout).await?;
+    super::amqp::declare_exchange(&channel, exchange.clone(), ExchangeKind::Fanout).await?;
     let queue = super::amqp::declare_private_queue(&channel).await?;
     channel
         .queue_bind(
             queue.name().clone(),
-            config.exchange.as_str().into(),
+            exchange.clone(),
             "".into(),
             QueueBindOptions::default(),
             FieldTable::default(),
@@ -594,7 +622,9 @@ async fn session(
     let mut consumer = channel
         .basic_consume(
             queue.name().clone(),
-            format!("halley-cluster-{}", config.node).as_str().into(),
+            // A node name is 6 characters when `halley` sets it; a library caller's longer one
+            // gets a tag the broker picks (an empty tag asks for one) instead of a panic.
+            ShortString::try_new(format!("halley-cluster-{}", config.node)).unwrap_or_default(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..BasicConsumeOptions::default()

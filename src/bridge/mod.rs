@@ -2,9 +2,9 @@
 //!
 //! # Layout
 //! - [`mapping`]: a backend message (content type, routing headers, body) → an emit, pure.
-//! - [`amqp`]: the RabbitMQ bridge (the only file that sees AMQP types): consume queues and
-//!   exchange bindings, publish unhandled client events, answer client acks from replies,
-//!   reconnect with backoff.
+//! - [`amqp`]: the RabbitMQ bridge: consume queues and exchange bindings, publish unhandled
+//!   client events (refusing names AMQP cannot carry, and events beyond the outbound queue's
+//!   count and byte bounds), answer client acks from replies, reconnect with backoff.
 //! - [`publish`]: `POST /publish` with a bearer token, and `/healthz`, `/readyz`.
 //! - [`auth`]: the auth hook: the handshake's Cookie and auth payload, asked of an application
 //!   URL before a socket connects.
@@ -14,6 +14,8 @@
 //! - [`forward_mark`]: the signed `x-halley-forwarded` value of a forwarded request; pure.
 //! - [`cluster`]: the cluster link over RabbitMQ: membership, broadcasts, cross-node queries,
 //!   the engine's session locator.
+//! - [`supervise`]: runs the bridge's and the cluster link's tasks again when they end or
+//!   panic, with backoff; knows nothing of brokers.
 //!
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
 //! before it returns: an AMQP message is acked only after that.
@@ -29,6 +31,7 @@ pub mod forward_mark;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;
+pub mod supervise;
 
 use crate::socketio::adapter::RemoteOp;
 use crate::socketio::{EmitError, Halley};

@@ -228,6 +228,7 @@ pub fn healthz(
             "cluster": cluster.map(|c| json!({
                 "node": c.name(),
                 "connected": c.stats().connected.load(std::sync::atomic::Ordering::Acquire),
+                "restarts": c.stats().restarts.load(std::sync::atomic::Ordering::Relaxed),
                 "members": c.members(),
                 "rejected": c
                     .stats()
@@ -246,17 +247,35 @@ pub fn healthz(
     )
 }
 
-/// `/readyz`: 503 while a configured broker is unreachable; with `detail` (the admin
-/// listener's), the broker link's state too.
-pub fn readyz(amqp: Option<&BridgeStats>, detail: bool) -> Response<Body> {
-    match amqp {
-        Some(stats) if !stats.connected() => {
-            let mut body = json!({ "status": "unavailable" });
-            if detail {
-                body["amqp"] = json!(stats.snapshot());
-            }
-            json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
-        }
-        _ => json_response(StatusCode::OK, &json!({ "status": "ready" })),
+/// `/readyz`: 503 while a configured broker link (the AMQP bridge, the cluster link) is down,
+/// restarting after a panic included; with `detail` (the admin listener's), the links' state
+/// too.
+pub fn readyz(
+    amqp: Option<&BridgeStats>,
+    cluster: Option<&super::cluster::Cluster>,
+    detail: bool,
+) -> Response<Body> {
+    let amqp_down = amqp.is_some_and(|stats| !stats.connected());
+    let cluster_connected = |c: &super::cluster::Cluster| {
+        c.stats()
+            .connected
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    let cluster_down = cluster.is_some_and(|c| !cluster_connected(c));
+    if !amqp_down && !cluster_down {
+        return json_response(StatusCode::OK, &json!({ "status": "ready" }));
     }
+    let mut body = json!({ "status": "unavailable" });
+    if detail {
+        if let Some(stats) = amqp {
+            body["amqp"] = json!(stats.snapshot());
+        }
+        if let Some(c) = cluster {
+            body["cluster"] = json!({
+                "connected": cluster_connected(c),
+                "restarts": c.stats().restarts.load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+    }
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
 }

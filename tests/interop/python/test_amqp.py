@@ -614,6 +614,52 @@ class OutboundTests(BridgeTest):
         self.assertEqual(result, {"value": ("answer", 42)})
 
 
+class RefusedEventTests(BridgeTest):
+    """A client event whose name cannot be an AMQP routing key (over 255 bytes) is refused:
+    the ack says why, the refusal is counted, and the bridge goes on both ways."""
+
+    def setUp(self):
+        self.work = unique()
+        _, self.chan = self.broker()
+        self.chan.exchange_declare(EXCHANGE, "topic", durable=True)
+        self.tap = self.chan.queue_declare("", exclusive=True).method.queue
+        self.chan.queue_bind(self.tap, EXCHANGE, "#")
+        self.addCleanup(self.delete_queue)
+        self.server = self.halley("--amqp-publish-exchange", EXCHANGE, "--amqp-queue", self.work)
+
+    def delete_queue(self):
+        _, chan = broker()
+        chan.queue_delete(self.work)
+        chan.connection.close()
+
+    def test_over_long_event_name_is_refused_and_the_bridge_lives_on(self):
+        sio = self.client(self.server)
+        sid = sio.get_sid("/")
+        long_name = "n" * 300
+        sio.emit(long_name, {"no": "ack"})
+        self.assertEqual(
+            sio.call(long_name, 1, timeout=TIMEOUT),
+            {"error": "event name too long for AMQP (max 255 bytes)"},
+        )
+        sio.emit("after", 2)
+        method, _, body = self.consume_one(
+            self.chan,
+            self.tap,
+            lambda method, props, body: (props.headers or {}).get("x-socket") == sid,
+        )
+        self.assertEqual((method.routing_key, body), ("after", b"[2]"), "the refused never left")
+        publish(self.chan, self.work, '"still consuming"')
+        self.assertEqual(sio.inbox.wait("news"), [["still consuming"]])
+        health = self.server.health()["amqp"]
+        self.assertEqual(health["publish_refused"]["event_name"], 2)
+        self.assertTrue(health["connected"])
+        self.assertEqual((health["connects"], health["restarts"]), (1, 0))
+        self.assertEqual(http_status(self.server, "/readyz", admin=False)[0], 200)
+        with DIRECT.open(self.server.admin + "/metrics", timeout=2) as res:
+            metrics = res.read().decode()
+        self.assertIn('halley_amqp_publish_refused_total{reason="event_name"} 2', metrics)
+
+
 class BindingTests(BridgeTest):
     """--amqp-bind consumes an exchange through a private queue, next to --amqp-queue."""
 
