@@ -432,7 +432,7 @@ async fn a_client_refused_too_often_is_told_so_and_its_connection_closed() {
     let io = builder().max_auth_attempts(3).build();
     io.ns("/", |_| {});
     io.ns("/other", |_| {});
-    auth::install(&io, service.config());
+    let stats = auth::install(&io, service.config());
     let server = SioServer::start(io.clone()).await;
     let mut client = server.ws().await;
     for _ in 0..3 {
@@ -458,4 +458,24 @@ async fn a_client_refused_too_often_is_told_so_and_its_connection_closed() {
     // A new connection starts afresh.
     let mut again = server.ws().await;
     again.connect("/", Some(r#"{"token":"good"}"#)).await;
+
+    let metrics = halley::metrics::Metrics::new(
+        io.engine().clone(),
+        None,
+        Arc::new(halley::bridge::Latency::default()),
+    )
+    .with_socketio(Arc::clone(io.stats()))
+    .with_auth(stats)
+    .render();
+    for line in [
+        r#"halley_connects_refused_total{reason="too_many_auth_attempts"} 1"#,
+        r#"halley_connects_refused_total{reason="auth_payload_too_large"} 0"#,
+        r#"halley_room_joins_refused_total{reason="too_many_rooms"} 0"#,
+        r#"halley_auth_checks_total{outcome="refused"} 3"#,
+        r#"halley_auth_checks_total{outcome="allowed"} 1"#,
+        "halley_auth_in_flight 0",
+        "halley_auth_waiting 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
 }
