@@ -167,16 +167,18 @@ impl Drop for Counted<'_> {
 
 /// Installs the hook on every namespace of `io`; returns its counters.
 pub fn install(io: &Halley, config: AuthConfig) -> Arc<AuthStats> {
+    // No slot at all would refuse every socket: one at least.
+    let concurrency = config.concurrency.max(1);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(config.timeout));
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(config.concurrency)
+        .pool_max_idle_per_host(concurrency)
         .build(connector);
     let stats = Arc::new(AuthStats::default());
     let hook = Arc::new(Hook {
-        slots: Semaphore::new(config.concurrency.max(1)),
+        slots: Semaphore::new(concurrency),
         config,
         client,
         stats: Arc::clone(&stats),

@@ -271,6 +271,17 @@ impl IoShared {
             self.refuse_by_limit(conn, &ns, ConnectRefusal::AuthPayloadTooLarge);
             return Ok(());
         }
+        // The socket keeps the text; the `Value` is read here (recovery's `pid` and `offset`)
+        // and dropped.
+        let auth_text = match serde_json::value::to_raw_value(&auth) {
+            Ok(text) => text,
+            Err(error) => {
+                // A `Value` always serializes; should it not, the CONNECT is refused, not lost.
+                tracing::error!(%error, "auth payload not serializable");
+                self.refuse_by_limit(conn, &ns, ConnectRefusal::AuthPayloadTooLarge);
+                return Ok(());
+            }
+        };
         let Some(namespace) = self.namespace(&ns) else {
             let error = json!({ "message": "Invalid namespace" });
             let _ = conn.send(
@@ -287,24 +298,16 @@ impl IoShared {
             namespace.take_session(pid, offset)
         });
         let ack_timeout = self.config.ack_timeout;
-        let auth = match serde_json::value::to_raw_value(&auth) {
-            Ok(auth) => auth,
-            // A `Value` always serializes; answered like any refusal all the same.
-            Err(_) => {
-                self.refuse_by_limit(conn, &ns, ConnectRefusal::AuthPayloadTooLarge);
-                return Ok(());
-            }
-        };
         let socket = match restored {
             Some((session, after)) => Socket::restored(
                 namespace,
                 Arc::clone(conn),
-                auth,
+                auth_text,
                 ack_timeout,
                 session,
                 after,
             ),
-            None => match Socket::new(namespace, Arc::clone(conn), auth, ack_timeout) {
+            None => match Socket::new(namespace, Arc::clone(conn), auth_text, ack_timeout) {
                 Ok(socket) => socket,
                 Err(error) => {
                     tracing::error!(%error, "no entropy for a socket id");
@@ -373,7 +376,7 @@ impl IoShared {
 
     /// Answers a CONNECT to `ns` that a limit refuses, and counts it.
     fn refuse_by_limit(&self, conn: &Conn, ns: &str, reason: ConnectRefusal) {
-        self.rooms.stats.count_connect(reason);
+        self.limits.stats.count_connect(reason);
         let error = json!({ "message": reason.message() });
         let _ = conn.send(
             packet::encode(PacketKind::ConnectError, ns, None, Some(&error)),

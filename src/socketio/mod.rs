@@ -126,7 +126,8 @@ pub(crate) struct IoShared {
     /// The engine's outbox length, which bounds a recovery replay.
     max_outbox: usize,
     adapter: AdapterSlot,
-    rooms: Arc<RoomLimits>,
+    /// The room bounds, and the counters of every limit's refusals.
+    limits: Arc<RoomLimits>,
 }
 
 impl IoShared {
@@ -165,7 +166,7 @@ impl IoShared {
                 Arc::clone(&self.fallback),
                 self.recovery(),
                 Arc::clone(&self.adapter),
-                Arc::clone(&self.rooms),
+                Arc::clone(&self.limits),
             )
         });
         Some(Arc::clone(ns))
@@ -349,7 +350,7 @@ impl Builder {
     }
 
     pub fn build(self) -> Halley {
-        let rooms = Arc::new(RoomLimits {
+        let limits = Arc::new(RoomLimits {
             max_rooms: self.socketio.max_rooms,
             max_room_name: self.socketio.max_room_name,
             stats: Arc::new(Stats::default()),
@@ -362,7 +363,7 @@ impl Builder {
             hooks: RwLock::default(),
             max_outbox: self.engine.session.max_outbox,
             adapter: AdapterSlot::default(),
-            rooms,
+            limits,
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -411,7 +412,7 @@ impl Halley {
             Arc::clone(&self.shared.fallback),
             self.shared.recovery(),
             Arc::clone(&self.shared.adapter),
-            Arc::clone(&self.shared.rooms),
+            Arc::clone(&self.shared.limits),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
@@ -480,7 +481,7 @@ impl Halley {
                 Fallback::default(),
                 None,
                 Arc::clone(&self.shared.adapter),
-                Arc::clone(&self.shared.rooms),
+                Arc::clone(&self.shared.limits),
             )
             .broadcast(),
         }
@@ -512,7 +513,7 @@ impl Halley {
 
     /// Refusals by the Socket.IO layer's limits (rooms, CONNECTs), for `/metrics`.
     pub fn stats(&self) -> &Arc<Stats> {
-        &self.shared.rooms.stats
+        &self.shared.limits.stats
     }
 
     /// Joins a cluster: from now on every broadcast and room operation is also handed to
