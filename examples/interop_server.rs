@@ -83,9 +83,10 @@ fn room_arg(event: &Event) -> Option<String> {
 
 fn join(socket: &Arc<Socket>, event: Event) {
     if let Some(room) = room_arg(&event) {
-        socket.join(room);
+        // Acks whether it joined: a room beyond the server's room limits is refused.
+        let joined = socket.join(room).is_ok();
         if let Some(ack) = event.ack {
-            let _ = ack.send_data(&true);
+            let _ = ack.send_data(&joined);
         }
     }
 }

@@ -16,7 +16,7 @@ use halley::server;
 use halley::socketio::{Event, Halley, Socket};
 
 fn on_connect(socket: &Arc<Socket>) {
-    let _ = socket.emit("auth", socket.auth());
+    let _ = socket.emit("auth", &socket.auth());
 }
 
 fn message(socket: &Arc<Socket>, event: Event) {

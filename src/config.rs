@@ -89,6 +89,26 @@ pub struct Config {
     #[arg(long, env = "HALLEY_MAX_NAMESPACES", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_namespaces: u64,
 
+    /// Largest auth payload of a Socket.IO CONNECT, in bytes of JSON; beyond, CONNECT_ERROR
+    /// "auth payload too large" (the connection stays).
+    #[arg(long, env = "HALLEY_MAX_AUTH_PAYLOAD", default_value_t = 8192, value_parser = clap::value_parser!(u64).range(2..=1_073_741_824))]
+    pub max_auth_payload: u64,
+
+    /// Rooms one socket may be in, its own id room aside; joins beyond are refused ("too many
+    /// rooms").
+    #[arg(long, env = "HALLEY_MAX_ROOMS", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rooms: u64,
+
+    /// Longest room name a socket may join, in bytes; longer ones are refused ("room name too
+    /// long").
+    #[arg(long, env = "HALLEY_MAX_ROOM_NAME", default_value_t = 255, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_room_name: u64,
+
+    /// CONNECTs the auth hook may refuse on one connection; the next gets CONNECT_ERROR "too
+    /// many authentication attempts" and the connection is closed.
+    #[arg(long, env = "HALLEY_MAX_AUTH_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_auth_attempts: u64,
+
     /// Binary attachments one Socket.IO packet may announce; more closes the connection.
     #[arg(long, env = "HALLEY_MAX_ATTACHMENTS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_attachments: u64,
@@ -147,9 +167,15 @@ pub struct Config {
     #[arg(long, env = "HALLEY_AUTH_URL")]
     pub auth_url: Option<hyper::Uri>,
 
-    /// Milliseconds the auth hook may take before the socket is refused.
+    /// Milliseconds the auth hook may take before the socket is refused, waiting for a free
+    /// slot (--auth-concurrency) included.
     #[arg(long, env = "HALLEY_AUTH_TIMEOUT", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub auth_timeout: u64,
+
+    /// Auth hook checks in flight at once (over pooled keep-alive connections); checks beyond
+    /// wait for a slot, within --auth-timeout.
+    #[arg(long, env = "HALLEY_AUTH_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub auth_concurrency: u64,
 
     /// Rooms browsers may join with the `subscribe` event (`*` wildcards; repeat, or
     /// comma-separate). Rooms the auth hook grants are allowed too.
@@ -339,6 +365,10 @@ impl Config {
             .trusted_proxies(&self.trusted_proxies)
             .max_namespaces(self.max_namespaces as usize)
             .max_attachments(self.max_attachments as usize)
+            .max_auth_payload(self.max_auth_payload as usize)
+            .max_rooms(self.max_rooms as usize)
+            .max_room_name(self.max_room_name as usize)
+            .max_auth_attempts(self.max_auth_attempts as usize)
             .upgrade_timeout(Duration::from_millis(self.upgrade_timeout))
             .body_read_timeout(Duration::from_millis(self.body_read_timeout))
             .cors(cors);
@@ -408,6 +438,7 @@ impl Config {
         Some(crate::bridge::auth::AuthConfig {
             url: self.auth_url.clone()?,
             timeout: Duration::from_millis(self.auth_timeout),
+            concurrency: self.auth_concurrency as usize,
         })
     }
 
@@ -523,6 +554,27 @@ mod tests {
         assert_eq!(config.trusted_proxies, IpRange::LOOPBACK.to_vec());
         assert_eq!(config.max_namespaces, 32);
         assert_eq!(config.server().header_read_timeout, Duration::from_secs(10));
+        let io = config.builder().build();
+        let socketio = io.config();
+        assert_eq!(socketio.max_auth_payload, 8192);
+        assert_eq!((socketio.max_rooms, socketio.max_room_name), (128, 255));
+        assert_eq!(socketio.max_auth_attempts, 10);
+        assert!(config.auth().is_none());
+        let config = Config::try_parse_from([
+            "halley",
+            "--auth-url=http://127.0.0.1:9000/auth",
+            "--max-auth-payload=100",
+            "--max-rooms=3",
+            "--max-room-name=4",
+            "--max-auth-attempts=5",
+        ])
+        .unwrap();
+        assert_eq!(config.auth().unwrap().concurrency, 64);
+        let io = config.builder().build();
+        let socketio = io.config();
+        assert_eq!(socketio.max_auth_payload, 100);
+        assert_eq!((socketio.max_rooms, socketio.max_room_name), (3, 4));
+        assert_eq!(socketio.max_auth_attempts, 5);
         let config = Config::try_parse_from([
             "halley",
             "--max-sessions=5",

@@ -112,23 +112,24 @@ async fn run(config: Config) {
     if config.demo {
         halley::demo::install(&io);
     }
-    if let Some(auth) = config.auth() {
-        auth::install(&io, auth);
-    }
+    let auth_stats = config.auth().map(|auth| auth::install(&io, auth));
     let latency = Arc::new(halley::bridge::Latency::default());
     let amqp = config
         .amqp()
         .map(|amqp| amqp::spawn(io.clone(), amqp, Arc::clone(&latency)));
     let guard = Arc::new(AdminGuard::new(admin_token));
-    let metrics = Arc::new(
-        halley::metrics::Metrics::with_cluster(
-            io.engine().clone(),
-            amqp.clone(),
-            Arc::clone(&latency),
-            cluster.clone(),
-        )
-        .with_admin(Arc::clone(&guard)),
-    );
+    let mut metrics = halley::metrics::Metrics::with_cluster(
+        io.engine().clone(),
+        amqp.clone(),
+        Arc::clone(&latency),
+        cluster.clone(),
+    )
+    .with_admin(Arc::clone(&guard))
+    .with_socketio(Arc::clone(io.stats()));
+    if let Some(stats) = auth_stats {
+        metrics = metrics.with_auth(stats);
+    }
+    let metrics = Arc::new(metrics);
     let admin_router = admin::router(admin::AdminState {
         io: io.clone(),
         guard,

@@ -17,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::bridge::amqp::BridgeStats;
+use crate::bridge::auth::{AuthStats, Outcome};
 use crate::bridge::cluster::Cluster;
 use crate::bridge::{Latency, Source};
 
@@ -400,6 +401,82 @@ impl Collector for AdminCollect {
     }
 }
 
+/// The Socket.IO layer's limits: refused joins and CONNECTs.
+#[derive(Debug)]
+struct SocketIoCollect(Arc<crate::socketio::limits::Stats>);
+
+impl Collector for SocketIoCollect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        use crate::socketio::limits::{ConnectRefusal, JoinRefusal};
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_room_joins_refused",
+                "Room joins refused by a room limit (max_rooms, max_room_name), by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for reason in JoinRefusal::ALL {
+                counter(
+                    &mut m.encode_family(&[("reason", reason.as_str())])?,
+                    self.0.joins_refused(reason),
+                )?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "halley_connects_refused",
+            "Socket.IO CONNECTs refused by a limit (max_namespaces, max_auth_payload, max_auth_attempts), by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in ConnectRefusal::ALL {
+            counter(
+                &mut m.encode_family(&[("reason", reason.as_str())])?,
+                self.0.connects_refused(reason),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The auth hook: checks by outcome, and the checks under way.
+#[derive(Debug)]
+struct AuthCollect(Arc<AuthStats>);
+
+impl Collector for AuthCollect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        {
+            let mut m = encoder.encode_descriptor(
+                "halley_auth_checks",
+                "Auth hook checks, by outcome (allowed, refused, error, timeout, busy = no free slot in time, room_limits)",
+                None,
+                MetricType::Counter,
+            )?;
+            for outcome in Outcome::ALL {
+                counter(
+                    &mut m.encode_family(&[("outcome", outcome.as_str())])?,
+                    self.0.checks(outcome),
+                )?;
+            }
+        }
+        for (name, help, value) in [
+            (
+                "halley_auth_in_flight",
+                "Auth hook requests under way (at most --auth-concurrency)",
+                self.0.in_flight(),
+            ),
+            (
+                "halley_auth_waiting",
+                "Auth hook checks waiting for a free slot",
+                self.0.waiting(),
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            m.encode_gauge(&(value as i64))?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
     pub fn new(engine: Engine, amqp: Option<Arc<BridgeStats>>, latency: Arc<Latency>) -> Self {
         Self::with_cluster(engine, amqp, latency, None)
@@ -426,6 +503,22 @@ impl Metrics {
     pub fn with_admin(mut self, admin: Arc<crate::admin::AdminGuard>) -> Self {
         self.registry
             .register_collector(Box::new(AdminCollect(admin)));
+        self
+    }
+
+    /// Adds the Socket.IO layer's limits (`halley_room_joins_refused_total{reason}`,
+    /// `halley_connects_refused_total{reason}`), from [`crate::socketio::Halley::stats`].
+    pub fn with_socketio(mut self, stats: Arc<crate::socketio::limits::Stats>) -> Self {
+        self.registry
+            .register_collector(Box::new(SocketIoCollect(stats)));
+        self
+    }
+
+    /// Adds the auth hook's counters (`halley_auth_checks_total{outcome}`,
+    /// `halley_auth_in_flight`, `halley_auth_waiting`), from [`crate::bridge::auth::install`].
+    pub fn with_auth(mut self, stats: Arc<AuthStats>) -> Self {
+        self.registry
+            .register_collector(Box::new(AuthCollect(stats)));
         self
     }
 

@@ -1,7 +1,9 @@
 //! Black-box tests of every limit Halley puts on what one client may hold or send, against a
 //! real server on 127.0.0.1:0: sessions in total and per client address, the header read
 //! timeout (slowloris), the upgrade timeout, the connect timeout, maxPayload on every transport,
-//! binary attachments per packet, namespaces per connection, and the outbox (backpressure).
+//! binary attachments per packet, namespaces per connection, the auth payload, and the outbox
+//! (backpressure). Rooms per socket and the auth hook's bounds are in `socketio.rs` and
+//! `bridge.rs`.
 //!
 //! Each test configures its limit small or short and checks the behaviour beyond it; each would
 //! fail if its limit were removed. Waits are on responses, frames and closes, under the hang
@@ -26,6 +28,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use common::sio::{self, SioServer};
 use common::*;
+use halley::socketio::limits::ConnectRefusal;
 
 fn engine_config() -> EngineConfig {
     long_heartbeat_config()
@@ -389,6 +392,44 @@ async fn max_namespaces_answers_connect_error_beyond_it_and_keeps_the_connection
     // Leaving one makes room.
     client.send("41/a,");
     client.connect("/b", None).await;
+}
+
+#[tokio::test]
+async fn an_auth_payload_over_the_limit_gets_connect_error_and_the_connection_stays() {
+    let io = sio::builder().max_auth_payload(64).build();
+    io.dynamic_ns(|path| path.starts_with("/dyn-"), |_| {});
+    let (ns, _probe) = sio::record(&io, "/", &[]);
+    let server = SioServer::start(io.clone()).await;
+    let mut client = server.ws().await;
+
+    // 65 bytes of JSON: one too many.
+    let over = format!(r#"{{"token":"{}"}}"#, "x".repeat(53));
+    assert_eq!(over.len(), 65);
+    client.send(&format!("40{over}"));
+    assert_eq!(
+        client.text().await,
+        r#"44{"message":"auth payload too large"}"#
+    );
+    // Refused before the lookup: no dynamic namespace is created for it.
+    client.send(&format!("40/dyn-1,{over}"));
+    assert_eq!(
+        client.text().await,
+        r#"44/dyn-1,{"message":"auth payload too large"}"#
+    );
+    assert!(io.of("/dyn-1").is_none());
+    assert_eq!(ns.len(), 0);
+    assert_eq!(
+        io.stats()
+            .connects_refused(ConnectRefusal::AuthPayloadTooLarge),
+        2
+    );
+
+    // The connection stays, and 64 bytes are welcome, kept as they came.
+    let exact = format!(r#"{{"token":"{}"}}"#, "x".repeat(52));
+    let id = client.connect("/", Some(&exact)).await;
+    let socket = ns.socket(&id).unwrap();
+    assert_eq!(socket.auth_json().get(), exact);
+    assert_eq!(socket.auth()["token"].as_str().map(str::len), Some(52));
 }
 
 // ---------------------------------------------------------------------------------------------

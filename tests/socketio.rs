@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use halley::socketio::{AckError, AckReply, ConnectError, DisconnectReason, EmitError, Socket};
+use halley::socketio::limits::JoinRefusal;
+use halley::socketio::{
+    AckError, AckReply, ConnectError, DisconnectReason, EmitError, JoinError, Socket,
+};
 use halley::Halley;
 use serde_json::{json, Value};
 
@@ -79,7 +82,7 @@ async fn connect_to_root_answers_only_a_sid_distinct_from_the_engine_sid() {
     let socket = probe.connected.next("the connect handler").await;
     assert_eq!(socket.id(), sid);
     assert_eq!(socket.ns(), "/");
-    assert_eq!(socket.auth(), &json!({}));
+    assert_eq!(socket.auth(), json!({}));
     assert!(socket.connected());
     assert_eq!(ns.len(), 1);
 
@@ -100,11 +103,11 @@ async fn connect_auth_payload_is_visible_in_socket_auth() {
         .connect("/", Some(r#"{"token":"abc","n":[1,2]}"#))
         .await;
     let socket = root.connected.next("the root connect handler").await;
-    assert_eq!(socket.auth(), &json!({"token": "abc", "n": [1, 2]}));
+    assert_eq!(socket.auth(), json!({"token": "abc", "n": [1, 2]}));
 
     client.connect("/chat", Some(r#"{"token":"xyz"}"#)).await;
     let socket = chat.connected.next("the /chat connect handler").await;
-    assert_eq!(socket.auth(), &json!({"token": "xyz"}));
+    assert_eq!(socket.auth(), json!({"token": "xyz"}));
 }
 
 #[tokio::test]
@@ -192,8 +195,8 @@ async fn refused_socket_leaves_no_trace_even_after_a_middleware_joined_rooms() {
     let (seen_tx, mut seen) = channel::<Arc<Socket>>();
     // The first middleware joins rooms; the second refuses clients without a token.
     ns.middleware(move |socket| {
-        socket.join("r");
-        socket.join("r2");
+        socket.join("r").unwrap();
+        socket.join("r2").unwrap();
         let _ = seen_tx.send(Arc::clone(socket));
         Ok(())
     })
@@ -575,8 +578,8 @@ async fn rooms_select_recipients_for_every_kind_of_broadcast() {
         Arc::clone(&clients[1].1),
         Arc::clone(&clients[2].1),
     );
-    a.join("r");
-    b.join("r");
+    a.join("r").unwrap();
+    b.join("r").unwrap();
     assert_eq!(sorted(a.rooms()), sorted(vec![a.id().into(), "r".into()]));
 
     assert_eq!(io.to("r").emit("m", &"room").unwrap(), 2);
@@ -598,7 +601,7 @@ async fn rooms_select_recipients_for_every_kind_of_broadcast() {
     c.leave(c.id());
     assert!(c.rooms().is_empty());
     assert!(io.to(c.id()).sockets().is_empty());
-    c.join(c.id());
+    c.join(c.id()).unwrap();
     assert_eq!(io.to(c.id()).sockets().len(), 1);
     assert_eq!(io.emit("m", &"end").unwrap(), 3);
 
@@ -627,12 +630,46 @@ async fn rooms_select_recipients_for_every_kind_of_broadcast() {
 }
 
 #[tokio::test]
+async fn join_is_refused_beyond_the_room_limits_and_the_own_room_does_not_count() {
+    let io = builder().max_rooms(2).max_room_name(5).build();
+    let (_ns, mut probe) = record(&io, "/", &[]);
+    let server = SioServer::start(io.clone()).await;
+    let mut client = server.ws().await;
+    client.connect("/", None).await;
+    let socket = probe.connected.next("the socket").await;
+
+    socket.join("a").unwrap();
+    socket.join("b").unwrap();
+    assert_eq!(socket.join("c"), Err(JoinError::TooManyRooms { limit: 2 }));
+    assert_eq!(socket.join("a"), Ok(()), "a room it is in costs nothing");
+    // Its own room is 22 bytes long and outside the count.
+    socket.leave(socket.id());
+    socket.join(socket.id()).unwrap();
+    assert_eq!(socket.rooms().len(), 3);
+    socket.leave("a");
+    assert_eq!(
+        socket.join("abcdef"),
+        Err(JoinError::NameTooLong { limit: 5 })
+    );
+    socket.join("c").unwrap();
+    assert_eq!(io.to("c").emit("m", &1).unwrap(), 1);
+    assert!(io.to("abcdef").sockets().is_empty());
+    let stats = io.stats();
+    assert_eq!(stats.joins_refused(JoinRefusal::TooManyRooms), 1);
+    assert_eq!(stats.joins_refused(JoinRefusal::NameTooLong), 1);
+    // A server-side join of many sockets skips the ones at their limit.
+    io.to("c").join("d");
+    assert!(io.to("d").sockets().is_empty());
+    assert_eq!(client.text().await, r#"42["m",1]"#);
+}
+
+#[tokio::test]
 async fn disconnected_socket_leaves_every_room() {
     let (server, ns, mut probe) = start_root(&[]).await;
     let mut clients = three(&server, &mut probe).await;
     let (a, b) = (Arc::clone(&clients[0].1), Arc::clone(&clients[1].1));
-    a.join("r");
-    b.join("r");
+    a.join("r").unwrap();
+    b.join("r").unwrap();
     assert_eq!(ns.to("r").sockets().len(), 2);
 
     clients[0].0.close();
@@ -1143,7 +1180,7 @@ async fn polling_carries_connect_events_acks_and_binary() {
     assert_ne!(json["sid"], sid.as_str());
     let socket = probe.connected.next("the socket").await;
     assert_eq!(json["sid"], socket.id());
-    assert_eq!(socket.auth(), &json!({"token": "p"}));
+    assert_eq!(socket.auth(), json!({"token": "p"}));
 
     // Two events in one POST, in order.
     server.post(&sid, "42[\"ev\",1]\x1e42[\"ev\",2]").await;

@@ -256,7 +256,7 @@ async fn a_dropped_connection_recovers_id_rooms_data_and_missed_events_in_order(
     let (ns, mut probe) = record(&io, "/", &[]);
     let server = SioServer::start(io.clone()).await;
     let first = session(&server, &mut probe).await;
-    first.socket.join("r");
+    first.socket.join("r").unwrap();
     first.socket.set_data(json!({"user": "ann"}));
     let id = first.socket.id().to_owned();
 
@@ -439,7 +439,7 @@ async fn no_recovery_once_the_window_has_passed() {
     let (_ns, mut probe) = record(&io, "/", &[]);
     let server = SioServer::start(io.clone()).await;
     let first = session(&server, &mut probe).await;
-    first.socket.join("r");
+    first.socket.join("r").unwrap();
     drop_connection(&first, &mut probe).await;
     io.emit("missed", &1).unwrap();
     // The passing of the window is the condition under test: no event stands for it.
@@ -631,7 +631,7 @@ async fn middlewares_and_hooks_see_a_recovered_socket_and_what_they_send_is_repl
     });
     let server = SioServer::start(io.clone()).await;
     let first = guarded_session(&server, &mut probe).await;
-    first.socket.join("r");
+    first.socket.join("r").unwrap();
     first.socket.set_data(json!(42));
     let id = first.socket.id().to_owned();
     drop_connection(&first, &mut probe).await;

@@ -4,8 +4,11 @@
 //! it joins each room that is allowed, either by a configured pattern (`*` matches any run of
 //! characters: `news.*`, `user-*`) or because the auth hook's answer listed it for this socket.
 //! The ack gets `{"ok": true, "rooms": [joined...]}` or, when nothing was allowed,
-//! `{"ok": false, "error": "not allowed", "rooms": []}`. `unsubscribe` leaves the rooms named
-//! and acks `{"ok": true, "rooms": [left...]}`. A socket's own id room cannot be left this way.
+//! `{"ok": false, "error": "not allowed", "rooms": []}`. A room beyond the server's room limits
+//! stops the request there: `{"ok": false, "error": "too many rooms", "limit": 128, "rooms":
+//! [joined before it...]}` (or `"room name too long"` with the limit in bytes); the rooms named
+//! after it are not tried. `unsubscribe` leaves the rooms named and acks `{"ok": true, "rooms":
+//! [left...]}`. A socket's own id room cannot be left this way.
 //!
 //! A room named like a socket id is never joined this way, whatever the patterns say: it is
 //! another socket's private room, and joining it would show that socket's messages to the
@@ -26,11 +29,11 @@ pub struct SubscribePolicy {
 }
 
 impl SubscribePolicy {
-    fn allows(&self, socket: &Socket, room: &str) -> bool {
+    /// Whether `room` may be joined, `granted` being the socket's data (the auth hook's answer).
+    fn allows(&self, granted: &Value, room: &str) -> bool {
         if room.is_empty() || Sid::has_shape(room) {
             return false;
         }
-        let granted = socket.data();
         let by_hook = granted["rooms"]
             .as_array()
             .is_some_and(|rooms| rooms.iter().any(|r| r == room));
@@ -73,17 +76,33 @@ fn rooms_of(event: &Event) -> Vec<String> {
 pub fn install(ns: &Namespace, policy: SubscribePolicy) {
     let policy = Arc::new(policy);
     ns.on("subscribe", move |socket: &Arc<Socket>, event: Event| {
-        let joined: Vec<String> = rooms_of(&event)
-            .into_iter()
-            .filter(|room| policy.allows(socket, room))
-            .collect();
-        for room in &joined {
-            socket.join(room.as_str());
+        // Read once: a request may name many rooms.
+        let granted = socket.data();
+        let mut joined = Vec::new();
+        let mut refused = None;
+        for room in rooms_of(&event) {
+            if !policy.allows(&granted, &room) {
+                continue;
+            }
+            match socket.join(room.as_str()) {
+                Ok(()) => joined.push(room),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
         }
-        let reply = if joined.is_empty() {
-            json!({ "ok": false, "error": "not allowed", "rooms": [] })
-        } else {
-            json!({ "ok": true, "rooms": joined })
+        let reply = match refused {
+            Some(error) => json!({
+                "ok": false,
+                "error": error.message(),
+                "limit": error.limit(),
+                "rooms": joined,
+            }),
+            None if joined.is_empty() => {
+                json!({ "ok": false, "error": "not allowed", "rooms": [] })
+            }
+            None => json!({ "ok": true, "rooms": joined }),
         };
         if let Some(ack) = event.ack {
             let _ = ack.send_data(&reply);

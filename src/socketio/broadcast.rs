@@ -163,10 +163,13 @@ impl BroadcastOperator {
         Ok(sent)
     }
 
-    /// Makes every selected socket join `room`.
+    /// Makes every selected socket join `room`; a socket at its room limits stays out (counted
+    /// in the metrics, logged at debug level).
     pub fn join(&self, room: &str) {
         for socket in self.sockets() {
-            socket.join(room);
+            if let Err(error) = socket.join(room) {
+                tracing::debug!(id = socket.id(), room, %error, "join refused");
+            }
         }
         self.tell_cluster(|to| RemoteOp::Join {
             to,

@@ -6,13 +6,14 @@
 //! recover a dropped session (connection state recovery, [`super::recovery`]).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use halley_transports::{CloseReason, Handler, Message};
 use serde_json::{json, Value};
 
+use super::limits::ConnectRefusal;
 use super::ns::ConnectError;
 use super::packet::{self, Packet, PacketKind};
 use super::socket::{AckReply, DisconnectReason, Event, Socket};
@@ -36,6 +37,8 @@ pub(crate) struct Client {
     /// The connect-timeout task, cancelled by the first CONNECT so that it does not stay
     /// parked (with its timer) for the life of every connection.
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
+    /// CONNECTs the connect hooks refused on this connection (bounded by `max_auth_attempts`).
+    hook_refusals: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +95,7 @@ impl Handler for IoShared {
             partial: Mutex::default(),
             ever_connected: AtomicBool::new(false),
             connect_timer: Mutex::default(),
+            hook_refusals: AtomicUsize::new(0),
         });
         if conn.set_ext(Arc::clone(&client)).is_err() {
             return;
@@ -190,12 +194,21 @@ impl IoShared {
         binary: Vec<Bytes>,
     ) -> Result<(), Violation> {
         let Packet {
-            kind, ns, id, data, ..
+            kind,
+            ns,
+            id,
+            data,
+            data_len,
+            ..
         } = packet;
         match kind {
-            PacketKind::Connect => {
-                self.connect(conn, client, ns, data.unwrap_or_else(|| json!({})))
-            }
+            PacketKind::Connect => self.connect(
+                conn,
+                client,
+                ns,
+                data.unwrap_or_else(|| json!({})),
+                data_len,
+            ),
             PacketKind::Disconnect => {
                 let socket = client
                     .socket(&ns)
@@ -242,21 +255,33 @@ impl IoShared {
         client: &Client,
         ns: String,
         auth: Value,
+        auth_len: usize,
     ) -> Result<(), Violation> {
         if client.socket(&ns).is_some() || lock(&client.connecting).contains(&ns) {
             return Err(Violation::AlreadyConnected(ns));
         }
-        // Checked before the namespace is looked up, so that it creates no dynamic namespace.
+        // Checked before the namespace is looked up, so that they create no dynamic namespace.
         let joined = lock(&client.sockets).len();
         let joining = lock(&client.connecting).len();
         if joined + joining >= self.config.max_namespaces {
-            let error = json!({ "message": "too many namespaces" });
-            let _ = conn.send(
-                packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)),
-                false,
-            );
+            self.refuse_by_limit(conn, &ns, ConnectRefusal::TooManyNamespaces);
             return Ok(());
         }
+        if auth_len > self.config.max_auth_payload {
+            self.refuse_by_limit(conn, &ns, ConnectRefusal::AuthPayloadTooLarge);
+            return Ok(());
+        }
+        // The socket keeps the text; the `Value` is read here (recovery's `pid` and `offset`)
+        // and dropped.
+        let auth_text = match serde_json::value::to_raw_value(&auth) {
+            Ok(text) => text,
+            Err(error) => {
+                // A `Value` always serializes; should it not, the CONNECT is refused, not lost.
+                tracing::error!(%error, "auth payload not serializable");
+                self.refuse_by_limit(conn, &ns, ConnectRefusal::AuthPayloadTooLarge);
+                return Ok(());
+            }
+        };
         let Some(namespace) = self.namespace(&ns) else {
             let error = json!({ "message": "Invalid namespace" });
             let _ = conn.send(
@@ -277,12 +302,12 @@ impl IoShared {
             Some((session, after)) => Socket::restored(
                 namespace,
                 Arc::clone(conn),
-                auth,
+                auth_text,
                 ack_timeout,
                 session,
                 after,
             ),
-            None => match Socket::new(namespace, Arc::clone(conn), auth, ack_timeout) {
+            None => match Socket::new(namespace, Arc::clone(conn), auth_text, ack_timeout) {
                 Ok(socket) => socket,
                 Err(error) => {
                     tracing::error!(%error, "no entropy for a socket id");
@@ -305,6 +330,15 @@ impl IoShared {
             establish(conn, client, socket);
             return Ok(());
         }
+        // Each hook run may cost an authentication service a request: a client that keeps
+        // failing is stopped, and its connection closed, rather than left to guess forever.
+        if client.hook_refusals.load(Ordering::Acquire) >= self.config.max_auth_attempts {
+            socket.abandon();
+            self.refuse_by_limit(conn, &ns, ConnectRefusal::TooManyAuthAttempts);
+            tracing::debug!(sid = %conn.sid(), "too many authentication attempts, closing");
+            conn.close(CloseReason::ServerClose);
+            return Ok(());
+        }
         // Asynchronous hooks (an auth service): the CONNECT reply waits for them, and a second
         // CONNECT for this namespace meanwhile is a violation like any other.
         lock(&client.connecting).insert(ns.clone());
@@ -322,7 +356,10 @@ impl IoShared {
             };
             lock(&client.connecting).remove(&ns);
             match verdict {
-                Err(refusal) => refuse(&conn, &socket, &refusal),
+                Err(refusal) => {
+                    client.hook_refusals.fetch_add(1, Ordering::AcqRel);
+                    refuse(&conn, &socket, &refusal)
+                }
                 Ok(()) if conn.is_closed() => {
                     // A recovered session whose new connection dropped meanwhile stays
                     // recoverable, as its first connection was.
@@ -335,6 +372,16 @@ impl IoShared {
             }
         });
         Ok(())
+    }
+
+    /// Answers a CONNECT to `ns` that a limit refuses, and counts it.
+    fn refuse_by_limit(&self, conn: &Conn, ns: &str, reason: ConnectRefusal) {
+        self.limits.stats.count_connect(reason);
+        let error = json!({ "message": reason.message() });
+        let _ = conn.send(
+            packet::encode(PacketKind::ConnectError, ns, None, Some(&error)),
+            false,
+        );
     }
 }
 

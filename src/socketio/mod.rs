@@ -6,6 +6,8 @@
 //!   reassembly); implements the engine's `Handler`.
 //! - [`ns`]: namespaces, their middlewares and handlers, sockets, and the room index.
 //! - [`socket`]: one client in one namespace: emit, acks, rooms, disconnect.
+//! - [`limits`]: what one client may make the server keep (rooms, auth payload, connect-hook
+//!   attempts), the errors that report it, and the refusal counters.
 //! - [`broadcast`]: room selection and fan-out, encoding once.
 //! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes.
 //! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
@@ -29,6 +31,7 @@
 pub mod adapter;
 pub mod broadcast;
 mod client;
+pub mod limits;
 pub mod ns;
 pub mod packet;
 pub mod recovery;
@@ -42,6 +45,7 @@ use halley_transports::{Cors, Engine, EngineConfig, IpRange, TransportKind};
 use serde::Serialize;
 
 pub use broadcast::BroadcastOperator;
+pub use limits::JoinError;
 pub use ns::{ConnectError, Namespace};
 pub use recovery::RecoveryConfig;
 pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Event, Socket};
@@ -49,6 +53,7 @@ pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Eve
 use crate::client_js;
 use crate::server::Router;
 use adapter::{Adapter, RemoteOp, Selection, SocketInfo};
+use limits::{RoomLimits, Stats};
 use ns::{AdapterSlot, ConnectHandler, Fallback, Recovery};
 
 /// Socket.IO settings beyond the engine's.
@@ -66,6 +71,17 @@ pub struct SocketIoConfig {
     pub ack_timeout: Duration,
     /// Connection state recovery; off (`None`) by default, as in socket.io.
     pub recovery: Option<RecoveryConfig>,
+    /// The largest auth payload of a CONNECT, in bytes of JSON as sent; a CONNECT beyond is
+    /// answered CONNECT_ERROR `{"message":"auth payload too large"}` and the connection stays.
+    pub max_auth_payload: usize,
+    /// Rooms one socket may be in, its own id room aside; [`Socket::join`] refuses more.
+    pub max_rooms: usize,
+    /// The longest room name [`Socket::join`] accepts, in bytes.
+    pub max_room_name: usize,
+    /// CONNECTs that connect hooks refused, at most, on one connection: the next CONNECT that
+    /// needs the hooks is answered CONNECT_ERROR `{"message":"too many authentication
+    /// attempts"}` and the connection is closed.
+    pub max_auth_attempts: usize,
 }
 
 impl Default for SocketIoConfig {
@@ -76,6 +92,14 @@ impl Default for SocketIoConfig {
             max_namespaces: 32,
             ack_timeout: Duration::from_secs(10),
             recovery: None,
+            // socket.io-client sends `{}`, a token or a recovery `pid` and `offset`: tens of
+            // bytes; a JWT with generous claims fits in 8 KiB several times over.
+            max_auth_payload: 8 * 1024,
+            // Centrifugo's `client_channel_limit`.
+            max_rooms: 128,
+            // An AMQP short string, the longest a bridge can carry as a routing key.
+            max_room_name: 255,
+            max_auth_attempts: 10,
         }
     }
 }
@@ -102,6 +126,8 @@ pub(crate) struct IoShared {
     /// The engine's outbox length, which bounds a recovery replay.
     max_outbox: usize,
     adapter: AdapterSlot,
+    /// The room bounds, and the counters of every limit's refusals.
+    limits: Arc<RoomLimits>,
 }
 
 impl IoShared {
@@ -140,6 +166,7 @@ impl IoShared {
                 Arc::clone(&self.fallback),
                 self.recovery(),
                 Arc::clone(&self.adapter),
+                Arc::clone(&self.limits),
             )
         });
         Some(Arc::clone(ns))
@@ -227,6 +254,31 @@ impl Builder {
         self
     }
 
+    /// The largest auth payload a CONNECT may carry, in bytes of JSON (default 8 KiB).
+    pub fn max_auth_payload(mut self, bytes: usize) -> Self {
+        self.socketio.max_auth_payload = bytes;
+        self
+    }
+
+    /// Rooms one socket may be in, its own id room aside (default 128).
+    pub fn max_rooms(mut self, n: usize) -> Self {
+        self.socketio.max_rooms = n;
+        self
+    }
+
+    /// The longest room name a socket may join, in bytes (default 255).
+    pub fn max_room_name(mut self, bytes: usize) -> Self {
+        self.socketio.max_room_name = bytes;
+        self
+    }
+
+    /// CONNECTs refused by connect hooks (the auth hook) one connection may make before the
+    /// next is refused without asking and the connection closed (default 10).
+    pub fn max_auth_attempts(mut self, n: usize) -> Self {
+        self.socketio.max_auth_attempts = n;
+        self
+    }
+
     /// Sessions held at once, at most (default 100,000); handshakes beyond get 503.
     pub fn max_sessions(mut self, n: usize) -> Self {
         self.engine.max_sessions = n;
@@ -305,6 +357,11 @@ impl Builder {
     }
 
     pub fn build(self) -> Halley {
+        let limits = Arc::new(RoomLimits {
+            max_rooms: self.socketio.max_rooms,
+            max_room_name: self.socketio.max_room_name,
+            stats: Arc::new(Stats::default()),
+        });
         let shared = Arc::new(IoShared {
             config: self.socketio,
             namespaces: RwLock::default(),
@@ -313,6 +370,7 @@ impl Builder {
             hooks: RwLock::default(),
             max_outbox: self.engine.session.max_outbox,
             adapter: AdapterSlot::default(),
+            limits,
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -361,6 +419,7 @@ impl Halley {
             Arc::clone(&self.shared.fallback),
             self.shared.recovery(),
             Arc::clone(&self.shared.adapter),
+            Arc::clone(&self.shared.limits),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
@@ -429,6 +488,7 @@ impl Halley {
                 Fallback::default(),
                 None,
                 Arc::clone(&self.shared.adapter),
+                Arc::clone(&self.shared.limits),
             )
             .broadcast(),
         }
@@ -451,6 +511,16 @@ impl Halley {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The Socket.IO settings it was built with.
+    pub fn config(&self) -> &SocketIoConfig {
+        &self.shared.config
+    }
+
+    /// Refusals by the Socket.IO layer's limits (rooms, CONNECTs), for `/metrics`.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.limits.stats
     }
 
     /// Joins a cluster: from now on every broadcast and room operation is also handed to

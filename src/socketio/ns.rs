@@ -24,6 +24,7 @@ use serde_json::Value;
 
 use super::adapter::Adapter;
 use super::broadcast::BroadcastOperator;
+use super::limits::RoomLimits;
 use super::packet::{self, OpenEvent};
 use super::recovery::{Persisted, RecoveryConfig, Store, Target};
 use super::socket::{Event, EventHandler, Socket};
@@ -104,6 +105,7 @@ pub struct Namespace {
     rooms: DashMap<String, HashSet<Sid>>,
     recovery: Option<Recovery>,
     adapter: AdapterSlot,
+    limits: Arc<RoomLimits>,
 }
 
 /// The cluster adapter, once installed; shared by every namespace of a server.
@@ -124,6 +126,7 @@ impl Namespace {
         fallback: Fallback,
         recovery: Option<Recovery>,
         adapter: AdapterSlot,
+        limits: Arc<RoomLimits>,
     ) -> Arc<Self> {
         Arc::new(Namespace {
             path,
@@ -135,7 +138,13 @@ impl Namespace {
             rooms: DashMap::new(),
             recovery,
             adapter,
+            limits,
         })
+    }
+
+    /// The room bounds its sockets are held to.
+    pub(crate) fn room_limits(&self) -> &RoomLimits {
+        &self.limits
     }
 
     /// The cluster adapter, when this server is part of a cluster.
@@ -202,7 +211,7 @@ impl Namespace {
     pub(crate) fn add(&self, socket: &Arc<Socket>) {
         self.sockets
             .insert(socket.sid().clone(), Arc::clone(socket));
-        socket.join(socket.id());
+        socket.enter_own_room();
     }
 
     pub(crate) fn connected(&self, socket: &Arc<Socket>) {

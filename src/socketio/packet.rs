@@ -63,6 +63,8 @@ pub struct Packet {
     /// Number of binary attachments announced (binary kinds only).
     pub attachments: usize,
     pub data: Option<Value>,
+    /// Bytes of the JSON payload as received (0 without one): what a limit on it measures.
+    pub data_len: usize,
 }
 
 /// Why a packet was refused. Any of these closes the connection.
@@ -160,6 +162,7 @@ pub fn decode(text: &str, max_attachments: usize) -> Result<Packet, DecodeError>
         id,
         attachments,
         data,
+        data_len: rest.len(),
     })
 }
 

@@ -15,10 +15,12 @@ use bytes::Bytes;
 use halley_transports::sid::Sid;
 use halley_transports::{Frame, Handshake, PushError, TransportKind};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::broadcast::BroadcastOperator;
+use super::limits::JoinError;
 use super::ns::Namespace;
 use super::packet::{self, PacketKind, RESERVED_EVENTS};
 use super::recovery::{Persisted, Target};
@@ -157,7 +159,9 @@ pub struct Socket {
     restore_after: Option<u64>,
     ns: Arc<Namespace>,
     conn: Arc<halley_transports::Socket>,
-    auth: Value,
+    /// As JSON text: a parsed `Value` would cost several times its text for the socket's life
+    /// (dozens of bytes per array element), and it is rarely read.
+    auth: Box<RawValue>,
     ack_timeout: Duration,
     connected: AtomicBool,
     /// Whether it is in its own room (named by its id). That room has no entry in the
@@ -190,7 +194,7 @@ impl Socket {
     pub(crate) fn new(
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
-        auth: Value,
+        auth: Box<RawValue>,
         ack_timeout: Duration,
     ) -> Result<Arc<Self>, getrandom::Error> {
         let pid = if ns.recovers() {
@@ -214,7 +218,7 @@ impl Socket {
     pub(crate) fn restored(
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
-        auth: Value,
+        auth: Box<RawValue>,
         ack_timeout: Duration,
         session: Persisted,
         after: u64,
@@ -235,9 +239,12 @@ impl Socket {
             ack_timeout,
         ));
         // Joined now, as socket.io does, so middlewares see them. Broadcasts do not reach the
-        // socket before it is registered in the namespace.
+        // socket before it is registered in the namespace. They were within the limits when
+        // kept; a room refused now (the limits were lowered by a restart) is left out.
         for room in rooms {
-            socket.join(room);
+            if let Err(error) = socket.join(room) {
+                tracing::debug!(id = %socket.id, %error, "recovered room left out");
+            }
         }
         socket.set_data(data);
         socket
@@ -249,7 +256,7 @@ impl Socket {
         restore_after: Option<u64>,
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
-        auth: Value,
+        auth: Box<RawValue>,
         ack_timeout: Duration,
     ) -> Self {
         Socket {
@@ -304,8 +311,15 @@ impl Socket {
         &self.ns
     }
 
-    /// The `auth` object the client connected with (`{}` if none).
-    pub fn auth(&self) -> &Value {
+    /// The `auth` object the client connected with (`{}` if none), parsed anew on each call
+    /// (the socket keeps it as text, at most `max_auth_payload` bytes).
+    pub fn auth(&self) -> Value {
+        // It was a JSON object when it arrived, and `RawValue` holds valid JSON.
+        serde_json::from_str(self.auth.get()).unwrap_or(Value::Null)
+    }
+
+    /// The `auth` object as the JSON text it is kept in.
+    pub fn auth_json(&self) -> &RawValue {
         &self.auth
     }
 
@@ -439,16 +453,31 @@ impl Socket {
         })
     }
 
-    /// Joins `room` (in this namespace).
-    pub fn join(&self, room: impl Into<String>) {
+    /// Joins `room` (in this namespace), unless that would take the socket past the server's
+    /// room limits ([`Builder::max_rooms`](super::Builder::max_rooms),
+    /// [`Builder::max_room_name`](super::Builder::max_room_name)): then it stays out and the
+    /// refusal is counted. Its own id room is always allowed and does not count; joining a room
+    /// it is in already succeeds.
+    pub fn join(&self, room: impl Into<String>) -> Result<(), JoinError> {
         let room = room.into();
         if room == self.id.as_str() {
-            self.own_room.store(true, Ordering::Release);
-            return;
+            self.enter_own_room();
+            return Ok(());
         }
-        if lock(&self.rooms).insert(room.clone()) {
-            self.ns.index_join(&room, &self.id);
+        {
+            let mut rooms = lock(&self.rooms);
+            if rooms.contains(&room) {
+                return Ok(());
+            }
+            self.ns.room_limits().check(rooms.len(), &room)?;
+            rooms.insert(room.clone());
         }
+        self.ns.index_join(&room, &self.id);
+        Ok(())
+    }
+
+    pub(crate) fn enter_own_room(&self) {
+        self.own_room.store(true, Ordering::Release);
     }
 
     /// Leaves `room`.
