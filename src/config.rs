@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long, env = "HALLEY_BODY_READ_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout: u64,
 
+    /// Largest request head (request line and headers) in bytes; larger ones get 431. Each
+    /// session keeps its handshake's headers, so this bounds them.
+    #[arg(long, env = "HALLEY_MAX_HEADER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(8192..=16_777_216))]
+    pub max_header_bytes: u64,
+
     /// Milliseconds a write may wait for a client to read before its connection is closed.
     #[arg(long, env = "HALLEY_WRITE_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub write_timeout: u64,
@@ -461,6 +466,7 @@ impl Config {
             header_read_timeout: Duration::from_millis(self.header_read_timeout),
             write_timeout: Duration::from_millis(self.write_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            max_header_bytes: self.max_header_bytes as usize,
         }
     }
 }

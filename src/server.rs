@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub write_timeout: Duration,
     /// How long shutdown waits for sessions and requests to finish.
     pub shutdown_grace: Duration,
+    /// The largest request head (request line and headers) read, in bytes; a larger one gets
+    /// 431. Every session keeps its handshake's headers, so this bounds what one session can
+    /// make the server keep through them. At least 8192 (hyper's floor).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +56,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -279,6 +284,8 @@ async fn serve_until(
         let router = Arc::clone(&router);
         let mut stop = stop_rx.clone();
         let header_timeout = config.header_read_timeout;
+        // hyper asserts its floor: a smaller value would panic the connection task.
+        let max_header_bytes = config.max_header_bytes.max(8192);
         let stream = WriteDeadline::new(stream, config.write_timeout);
         connections.spawn(async move {
             let stats_router = Arc::clone(&router);
@@ -289,6 +296,7 @@ async fn serve_until(
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
+                .max_buf_size(max_header_bytes)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             tokio::pin!(conn);
