@@ -213,7 +213,7 @@ pub fn router(state: AdminState) -> Router {
         cluster,
         metrics,
     } = state;
-    let (io_p, io_s, io_h) = (io.clone(), io.clone(), io);
+    let (io_p, io_s, io_r, io_h) = (io.clone(), io.clone(), io.clone(), io);
     let (amqp_h, amqp_r) = (amqp.clone(), amqp);
     let (cluster_h, cluster_r) = (cluster.clone(), cluster);
     Router::without_engine()
@@ -232,11 +232,11 @@ pub fn router(state: AdminState) -> Router {
             ))
         })
         .endpoint("/readyz", move |_, _| {
-            std::future::ready(publish::readyz(
-                amqp_r.as_deref(),
-                cluster_r.as_deref(),
-                true,
-            ))
+            std::future::ready(if io_r.engine().is_shutting_down() {
+                publish::shutting_down()
+            } else {
+                publish::readyz(amqp_r.as_deref(), cluster_r.as_deref(), true)
+            })
         })
         .endpoint("/metrics", move |_, _| {
             std::future::ready(metrics.response())

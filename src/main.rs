@@ -139,6 +139,7 @@ async fn run(config: Config) {
         metrics,
     });
     let router = {
+        let (io_ready, amqp_ready) = (io.clone(), amqp.clone());
         let index = if config.demo {
             halley::demo::PAGE
         } else {
@@ -151,7 +152,11 @@ async fn run(config: Config) {
                 std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(publish::readyz(amqp.as_deref(), cluster.as_deref(), false))
+                std::future::ready(if io_ready.engine().is_shutting_down() {
+                    publish::shutting_down()
+                } else {
+                    publish::readyz(amqp_ready.as_deref(), cluster.as_deref(), false)
+                })
             })
     };
     if let Ok(addr) = admin_listener.local_addr() {
@@ -164,10 +169,15 @@ async fn run(config: Config) {
         // A plain line on stdout for scripts and tests (`--listen 127.0.0.1:0` picks a port).
         println!("listening on http://{addr}");
     }
-    // One signal stops both listeners.
+    // One signal stops both listeners, after the AMQP consumers: no delivery is handled once
+    // sessions start closing, so every message is either queued for its connected targets
+    // (which get it before their close) or still in RabbitMQ.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         server::shutdown_signal().await;
+        if let Some(amqp) = amqp {
+            amqp.stop_consuming(std::time::Duration::from_secs(5)).await;
+        }
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

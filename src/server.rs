@@ -79,6 +79,8 @@ fn etag_of(body: &[u8]) -> HeaderValue {
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+/// Closing the sessions at shutdown: whether all were done by the deadline.
+type BoxDrain = Pin<Box<dyn Future<Output = bool> + Send>>;
 type Endpoint = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture + Send + Sync>;
 type Guard = Arc<dyn Fn(&Request<Incoming>) -> Option<Response<Body>> + Send + Sync>;
 
@@ -265,8 +267,31 @@ async fn serve_until(
     let connections = TaskTracker::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
+    // Once shutdown begins, sessions close while this loop goes on accepting until they are
+    // done (or the grace period is): a polling client between two polls may come back on a new
+    // connection for what was queued for it, and its close. New sessions are refused (503).
+    let mut draining: Option<(Instant, BoxDrain)> = None;
+    let sessions_done = loop {
         let (stream, remote) = tokio::select! {
+            () = &mut shutdown, if draining.is_none() => {
+                tracing::info!("shutting down");
+                let deadline = Instant::now() + config.shutdown_grace;
+                let router = Arc::clone(&router);
+                let drain: BoxDrain = Box::pin(async move {
+                    match router.engine() {
+                        Some(engine) => engine.shutdown(deadline).await,
+                        None => true,
+                    }
+                });
+                draining = Some((deadline, drain));
+                continue;
+            }
+            done = async {
+                match draining.as_mut() {
+                    Some((_, drain)) => drain.await,
+                    None => std::future::pending().await,
+                }
+            }, if draining.is_some() => break done,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -277,7 +302,6 @@ async fn serve_until(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         // Small frames are the norm; Nagle's delay would add latency to every push.
         let _ = stream.set_nodelay(true);
@@ -317,14 +341,9 @@ async fn serve_until(
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    tracing::info!("shutting down");
-    let deadline = Instant::now() + config.shutdown_grace;
-    let sessions_done = match router.engine() {
-        Some(engine) => engine.shutdown(deadline).await,
-        None => true,
     };
+    drop(listener);
+    let deadline = draining.map_or_else(Instant::now, |(deadline, _)| deadline);
     let _ = stop_tx.send(true);
     connections.close();
     let connections_done = tokio::time::timeout_at(deadline.into(), connections.wait())

@@ -452,6 +452,10 @@ async fn a_cookie_too_big_for_an_amqp_frame_is_refused_without_costing_the_conne
             "--amqp-publish-exchange",
             &exchange,
             "--amqp-forward-cookie",
+            // The default (64 KiB) would refuse this head with 431 before any event: allow it,
+            // to prove the bridge's own defence.
+            "--max-header-bytes",
+            "1048576",
         ],
         &[],
     )

@@ -23,6 +23,11 @@
 //! meanwhile, and [`BridgeStats`] (shown on `/healthz`) says where the bridge stands. Should the
 //! connection loop end anyway (a panic), [`super::supervise`] runs it again; the outbound queue
 //! outlives it, so events queued meanwhile are published by the next one.
+//!
+//! Shutdown: [`BridgeStats::stop_consuming`] cancels the consumers before any session closes.
+//! The delivery in hand finishes (it is queued for every target, then acked); deliveries the
+//! broker had already sent are left unacked, so RabbitMQ requeues them when the connection
+//! closes. Client events go on being published until the process ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,15 +37,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use serde::Serialize;
 use serde_json::json;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::mapping::{self, Defaults, Target};
 use crate::socketio::{AckSender, Event, Halley, Socket};
@@ -168,6 +174,33 @@ pub struct BridgeStats {
     /// Times the bridge's task ended or panicked and was started again.
     pub restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
+    drain: Drain,
+}
+
+/// Consumption's stop switch for shutdown: `requested` once it must stop, `consuming` while a
+/// session has consumers whose deliveries it handles.
+#[derive(Debug)]
+struct Drain {
+    requested: watch::Sender<bool>,
+    consuming: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            requested: watch::channel(false).0,
+            consuming: watch::channel(false).0,
+        }
+    }
+}
+
+/// Says "not consuming" when a session ends, however it ends.
+struct Consuming<'a>(&'a watch::Sender<bool>);
+
+impl Drop for Consuming<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 /// Why a client event was not published, as the `reason` label of
@@ -230,6 +263,24 @@ pub struct StatsSnapshot {
 }
 
 impl BridgeStats {
+    /// Stops consuming, for shutdown: the consumers are cancelled and no delivery is handled
+    /// after this returns (those the broker sent meanwhile stay unacked, and are requeued when
+    /// the connection closes). Returns at once when no session is consuming (the broker is
+    /// away), and waits at most `limit` for the delivery in hand.
+    pub async fn stop_consuming(&self, limit: Duration) {
+        self.drain.requested.send_replace(true);
+        let mut consuming = self.drain.consuming.subscribe();
+        let stopped = consuming.wait_for(|consuming| !*consuming);
+        if tokio::time::timeout(limit, stopped).await.is_err() {
+            tracing::warn!("amqp consumers not stopped in time; shutting down anyway");
+        }
+    }
+
+    /// Whether a session is consuming now.
+    pub fn consuming(&self) -> bool {
+        *self.drain.consuming.borrow()
+    }
+
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
@@ -579,9 +630,12 @@ async fn session(
         .await?;
 
     // Each consumer with the reach of its messages: the work queue's go to the whole cluster
-    // (one node takes each), a binding's stay local (every node has its own binding).
+    // (one node takes each), a binding's stay local (every node has its own binding). None
+    // once shutdown asked to stop consuming (a reconnect during shutdown only publishes).
     let mut consumers: Vec<(super::Reach, Consumer)> = Vec::new();
-    if let Some(queue) = &queue_name {
+    let mut draining = stats.drain.requested.subscribe();
+    let stopping = *draining.borrow_and_update();
+    if let Some(queue) = queue_name.as_ref().filter(|_| !stopping) {
         // A queue that exists is used as it is (it may carry a dead-letter exchange or other
         // arguments that a plain declare would conflict with); a missing one is declared durable.
         // The check runs on a throwaway channel: a failed passive declare closes its channel.
@@ -611,7 +665,7 @@ async fn session(
             consume(&channel, queue.clone(), false).await?,
         ));
     }
-    for binding in &config.bindings {
+    for binding in config.bindings.iter().filter(|_| !stopping) {
         let exchange = short(&binding.exchange, "binding's exchange name")?;
         let pattern = short(&binding.pattern, "binding's pattern")?;
         declare_exchange(&channel, exchange.clone(), ExchangeKind::Topic).await?;
@@ -649,14 +703,28 @@ async fn session(
     // Each consumer ends with a `None`: one the broker cancels (its queue deleted, say) ends the
     // session, so that the reconnect declares and consumes everything again instead of going on
     // without that queue.
+    let tags: Vec<ShortString> = consumers.iter().map(|(_, c)| c.tag()).collect();
     let mut inbound =
         futures_util::stream::select_all(consumers.into_iter().map(|(reach, consumer)| {
             consumer
                 .map(move |delivery| Some((reach, delivery)))
                 .chain(futures_util::stream::once(std::future::ready(None)))
         }));
+    let _consuming = Consuming(&stats.drain.consuming);
+    stats.drain.consuming.send_replace(!inbound.is_empty());
     loop {
         tokio::select! {
+            // Checked first: once shutdown asks, no further delivery is handled.
+            biased;
+            true = async { draining.wait_for(|stop| *stop).await.is_ok() }, if !inbound.is_empty() => {
+                for tag in &tags {
+                    let _ = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
+                }
+                // What the broker sent before the cancel stays unacked: requeued at close.
+                inbound = futures_util::stream::SelectAll::new();
+                stats.drain.consuming.send_replace(false);
+                tracing::info!("amqp consumers cancelled for shutdown");
+            }
             delivery = inbound.next(), if !inbound.is_empty() => match delivery {
                 Some(Some((reach, delivery))) => handle_delivery(io, config, stats, latency, reach, delivery?).await?,
                 Some(None) | None => return Err(SessionError::ConsumerCancelled),

@@ -72,6 +72,14 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     res
 }
 
+/// `/readyz` once shutdown began (503): load balancers stop sending clients here.
+pub fn shutting_down() -> Response<Body> {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({ "status": "shutting down" }),
+    )
+}
+
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json_response(status, &json!({ "error": message.to_string() }))
@@ -174,6 +182,14 @@ pub async fn handle(
     latency: Arc<super::Latency>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    // Its sessions are closing: what it delivered now would reach nobody who stays. A backend
+    // that sees 503 publishes to another node.
+    if io.engine().is_shutting_down() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is shutting down: publish to another one",
+        );
+    }
     let request: PublishRequest = match json_request(req).await {
         Ok(request) => request,
         Err(res) => return res,

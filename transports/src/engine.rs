@@ -303,6 +303,11 @@ impl Engine {
         &self.shared.stats
     }
 
+    /// Whether [`Self::shutdown`] has begun: no new session is opened from then on.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.tasks.is_closed()
+    }
+
     /// Number of live sessions.
     pub fn session_count(&self) -> usize {
         self.shared.registry.len()

@@ -381,9 +381,13 @@ impl Session {
     /// client's next poll must learn it was closed rather than find an unknown session
     /// (engine.io holds a force-closed polling session the same way).
     pub fn awaits_final_read(&self) -> bool {
+        // Shutdown too: a client between two polls gets what was queued for it (and the close)
+        // on its next poll, within the shutdown's grace period.
         matches!(
             self.state,
-            State::Closed(CloseReason::ServerClose | CloseReason::OutboxFull)
+            State::Closed(
+                CloseReason::ServerClose | CloseReason::OutboxFull | CloseReason::ServerShutdown
+            )
         ) && self.transport != TransportKind::WebSocket
             && !self.final_read
     }
@@ -697,6 +701,29 @@ mod tests {
             Ok(Inbound::Closed)
         );
         assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
+    }
+
+    #[test]
+    fn a_session_closed_by_shutdown_keeps_its_frames_for_the_next_poll() {
+        let mut s = new_session(Instant::now());
+        s.drain();
+        for n in 0..3 {
+            s.push(Frame::message(&n.to_string()), false).unwrap();
+        }
+        s.close(CloseReason::ServerShutdown);
+        assert!(s.awaits_final_read());
+        let id = s.attach(TransportKind::Polling).expect("the next poll");
+        assert_eq!(s.poll(id, 2).map(|f| f.len()), Some(2));
+        s.detach(id);
+        assert!(
+            s.awaits_final_read(),
+            "a frame and the close are still to be read"
+        );
+        let id = s.attach(TransportKind::Polling).expect("one more poll");
+        let last = s.poll(id, 2).unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!(last.last(), Some(&Packet::Close.encode()));
+        assert!(!s.awaits_final_read());
     }
 
     #[test]
