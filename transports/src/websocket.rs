@@ -517,7 +517,122 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Chunked<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::{EngineConfig, Framing, Handler};
+    use crate::socket::{Headers, Message};
+    use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
+
+    struct Nobody;
+
+    impl Handler for Nobody {
+        fn on_open(&self, _: &Arc<Socket>) {}
+        fn on_message(&self, _: &Arc<Socket>, _: Message) {}
+        fn on_close(&self, _: &Arc<Socket>, _: CloseReason) {}
+    }
+
+    fn shared() -> Arc<Shared> {
+        Arc::new(Shared {
+            config: EngineConfig::default(),
+            registry: Default::default(),
+            handler: Arc::new(Nobody),
+            tasks: Default::default(),
+            stats: Default::default(),
+            admission: Default::default(),
+            locator: Default::default(),
+        })
+    }
+
+    /// The suites' "ignores HTTP requests with same sid after upgrade", with the interleaving
+    /// that made it flaky forced: `2probe` and `5` wait unread in the probe's connection when
+    /// the client's next poll runs (`join!` polls the GET first).
+    #[tokio::test]
+    async fn poll_sent_after_the_upgrade_frames_is_refused_even_when_it_runs_first() {
+        let shared = shared();
+        let socket = engine::open(&shared, TransportKind::Polling, handshake()).unwrap();
+        // The handshake GET read the open packet.
+        socket.lock().drain();
+        let claim = Probe::claim(Arc::clone(&socket));
+        let (mut client, mut server) = ws_pair().await;
+        client.send(WsMessage::text("2probe")).await.unwrap();
+        client.send(WsMessage::text("5")).await.unwrap();
+
+        let (get, upgraded) = tokio::join!(
+            engine::receive(&shared, &socket, TransportKind::Polling, &Framing::Xhr),
+            async {
+                // As `start` does: the claim ends with the probe.
+                let upgraded = probe(&shared, &mut server, &claim).await;
+                drop(claim);
+                upgraded
+            }
+        );
+        assert!(upgraded);
+        assert_eq!(get.err(), Some(EngineError::BadRequest));
+        assert_eq!(socket.transport(), TransportKind::WebSocket);
+        assert_eq!(text(&mut client).await, "3probe");
+    }
+
+    /// A poll that runs while the probe's connection is empty is not held up: the probe finds
+    /// nothing to read and lets it park; `2probe` then releases it with a noop, and the client
+    /// sends `5` once its poll is back, as engine.io-client does.
+    #[tokio::test]
+    async fn poll_during_a_silent_probe_parks_and_is_released_by_the_probe() {
+        let shared = shared();
+        let socket = engine::open(&shared, TransportKind::Polling, handshake()).unwrap();
+        socket.lock().drain();
+        let claim = Probe::claim(Arc::clone(&socket));
+        let (mut client, mut server) = ws_pair().await;
+        let (polled, poll_done) = tokio::sync::oneshot::channel();
+
+        let (get, upgraded, ()) = tokio::join!(
+            async {
+                let get = engine::receive(&shared, &socket, TransportKind::Polling, &Framing::Xhr);
+                let body = get.await.unwrap().into_body().collect().await.unwrap();
+                polled.send(()).unwrap();
+                body.to_bytes()
+            },
+            async {
+                let upgraded = probe(&shared, &mut server, &claim).await;
+                drop(claim);
+                upgraded
+            },
+            async {
+                client.send(WsMessage::text("2probe")).await.unwrap();
+                assert_eq!(text(&mut client).await, "3probe");
+                poll_done.await.unwrap();
+                client.send(WsMessage::text("5")).await.unwrap();
+            }
+        );
+        assert_eq!(&get[..], b"6");
+        assert!(upgraded);
+        assert_eq!(socket.transport(), TransportKind::WebSocket);
+    }
+
+    fn handshake() -> Handshake {
+        Handshake {
+            remote_addr: ([127, 0, 0, 1], 9).into(),
+            headers: Headers::default(),
+            query: String::new(),
+        }
+    }
+
+    /// A client and a server WebSocket over an in-memory pipe.
+    async fn ws_pair() -> (
+        WebSocketStream<tokio::io::DuplexStream>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (client, server) = tokio::io::duplex(4096);
+        (
+            WebSocketStream::from_raw_socket(client, Role::Client, None).await,
+            WebSocketStream::from_raw_socket(server, Role::Server, None).await,
+        )
+    }
+
+    async fn text(ws: &mut WebSocketStream<tokio::io::DuplexStream>) -> String {
+        match ws.next().await {
+            Some(Ok(WsMessage::Text(text))) => text.as_str().to_owned(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
 
     #[tokio::test]
     async fn small_reads_are_served_from_one_chunk_and_nothing_is_lost() {
