@@ -277,7 +277,14 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
             _ => break,
         }
     }
-    socket.lock().cancel_upgrade();
+    {
+        let mut session = socket.lock();
+        session.cancel_upgrade();
+        // Nothing this connection still holds matters now: requests waiting on the probe go
+        // on without waiting for the close handshake below.
+        session.end_probe();
+    }
+    socket.wake_receiver();
     close_ws(ws, CloseCode::Normal).await;
     false
 }
