@@ -583,6 +583,19 @@ async fn polling_close_packet_releases_parked_get_with_noop_and_ends_session() {
     server.poll(&sid).await.assert_error(1);
 }
 
+/// The conformance suites send the poll and the close POST at once; the server may run the POST
+/// first. The poll was sent before the close and gets the same noop as when it runs first; the
+/// one after it finds the session gone.
+#[tokio::test]
+async fn polling_poll_that_runs_after_a_close_post_still_gets_its_noop() {
+    let server = start().await;
+    let sid = server.handshake().await.sid;
+    assert_eq!(server.post(&sid, "1").await.text(), "ok");
+    let get = server.poll(&sid).await;
+    assert_eq!((get.status, get.text()), (StatusCode::OK, "6"));
+    server.poll(&sid).await.assert_error(1);
+}
+
 #[tokio::test]
 async fn websocket_close_packet_makes_server_close_promptly() {
     let server = start().await;
@@ -626,6 +639,27 @@ async fn upgrade_from_polling_to_websocket() {
     // The upgraded transport is unaffected.
     ws_send(&mut ws, "4still here").await;
     assert_eq!(ws_text(&mut ws).await, "4still here");
+}
+
+/// The suites' "ignores HTTP requests with same sid after upgrade": `2probe` and `5` are sent
+/// without waiting for `3probe`, then a poll on another connection. Whichever the server runs
+/// first, the poll is ordered after the probe's frames and refused.
+#[tokio::test]
+async fn poll_sent_after_the_upgrade_frames_is_refused() {
+    let server = start().await;
+    let sid = server.handshake().await.sid;
+    // Without Nagle, as the suites' `ws` client: with it, `5` would wait for the ACK of
+    // `2probe` (which rides on `3probe`) and really reach the server after the poll.
+    let url = server.ws_url(&format!("EIO=4&transport=websocket&sid={sid}"));
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .unwrap();
+    ws_send(&mut ws, "2probe").await;
+    ws_send(&mut ws, "5").await;
+    server.poll(&sid).await.assert_error(3);
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "4hello").await;
+    assert_eq!(ws_text(&mut ws).await, "4hello");
 }
 
 #[tokio::test]

@@ -425,7 +425,10 @@ impl Engine {
                 .get(sid)
                 .ok_or(EngineError::UnknownSid)?;
             if upgrade {
-                return websocket::accept(&self.shared, req, websocket::Target::Upgrade(socket));
+                // Taken before the 101 goes out, so before the client can send anything that
+                // must be ordered after the probe's frames.
+                let probe = websocket::Probe::claim(socket);
+                return websocket::accept(&self.shared, req, websocket::Target::Upgrade(probe));
             }
             return match *req.method() {
                 Method::GET => {
@@ -558,12 +561,13 @@ pub(crate) enum Framing {
 }
 
 /// Serves a receiving GET on `transport`, framed as asked.
-async fn receive(
+pub(crate) async fn receive(
     shared: &Arc<Shared>,
     socket: &Arc<Socket>,
     transport: TransportKind,
     framing: &Framing,
 ) -> Result<Response<Body>, EngineError> {
+    socket.sync_probe().await;
     if transport.is_streaming() {
         streaming::attach(shared, socket, transport, framing)
     } else {

@@ -6,6 +6,7 @@
 //! business ([`Session::poll`](crate::session::Session::poll)).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
@@ -44,7 +45,12 @@ impl Drop for Posting<'_> {
 /// The response to a refused receiver or upstream request (shared by every HTTP transport).
 pub(crate) fn refused(socket: &Socket, error: AttachError) -> EngineError {
     match error {
-        AttachError::Closed => EngineError::UnknownSid,
+        AttachError::Closed => {
+            // It may have just timed out, judged at the request's arrival (the session's
+            // driver has yet to notice): let the driver end it.
+            socket.wake_all();
+            EngineError::UnknownSid
+        }
         AttachError::TransportMismatch => EngineError::BadRequest,
         AttachError::Overlap => {
             // The session is closed now; release the parked request and the driver.
@@ -63,7 +69,7 @@ pub(crate) async fn poll(
     let attached = {
         let id = socket
             .lock()
-            .attach(TransportKind::Polling)
+            .attach(TransportKind::Polling, Instant::now())
             .map_err(|e| refused(socket, e))?;
         Attached { socket, id }
     };
@@ -116,10 +122,11 @@ pub(crate) async fn post(
     transport: TransportKind,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, EngineError> {
+    socket.sync_probe().await;
     let _posting = {
         socket
             .lock()
-            .begin_post(transport)
+            .begin_post(transport, Instant::now())
             .map_err(|e| refused(socket, e))?;
         Posting(socket)
     };
@@ -162,7 +169,11 @@ pub(crate) async fn post(
     };
     socket
         .receive(shared, packets)
-        .map_err(|()| EngineError::BadRequest)?;
+        .map_err(|reason| match reason {
+            // The session was already over (the heartbeat deadline passed before the POST).
+            CloseReason::PingTimeout => EngineError::UnknownSid,
+            _ => EngineError::BadRequest,
+        })?;
     Ok(ok_response())
 }
 

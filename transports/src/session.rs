@@ -136,6 +136,10 @@ enum State {
     Closed(CloseReason),
 }
 
+/// A request's place in the order of syncs with an upgrade probe ([`Session::sync_probe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeTicket(u64);
+
 /// A token naming the receiver currently attached; detaching with a stale token is a no-op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiverId(u64);
@@ -176,6 +180,9 @@ pub enum Inbound {
     Message(Packet),
     /// The client closed the session.
     Closed,
+    /// The heartbeat deadline had passed when the packet arrived: the session closed (ping
+    /// timeout) instead of taking it.
+    TimedOut,
 }
 
 /// Why an inbound packet was refused; the session is closed with `ProtocolError`.
@@ -206,9 +213,17 @@ pub struct Session {
     posting: bool,
     /// The final packet of a closed session was read by a receiver.
     final_read: bool,
+    /// When the next ping is due. Deadlines derive from this nominal time, not from when the
+    /// driver happened to run: see [`Self::handle_timeout`].
     next_ping: Instant,
     ping_sent: Instant,
     pong_deadline: Option<Instant>,
+    /// A WebSocket connection is probing this session for an upgrade (from its HTTP upgrade
+    /// request until the probe ends, either way): HTTP requests first sync with it.
+    probe: bool,
+    /// Syncs asked of the probe, and the last one it completed (see [`Self::sync_probe`]).
+    probe_asked: u64,
+    probe_synced: u64,
 }
 
 impl Session {
@@ -230,6 +245,9 @@ impl Session {
             next_ping,
             ping_sent: now,
             pong_deadline: None,
+            probe: false,
+            probe_asked: 0,
+            probe_synced: 0,
         }
     }
 
@@ -357,9 +375,10 @@ impl Session {
         out.extend(self.outbox.drain(..n));
     }
 
-    /// Attaches a receiver of `kind`. A polling receiver that finds another attached closes
-    /// the session: the protocol forbids concurrent GETs.
-    pub fn attach(&mut self, kind: TransportKind) -> Result<ReceiverId, AttachError> {
+    /// Attaches a receiver of `kind`, arriving at `now`. A polling receiver that finds another
+    /// attached closes the session: the protocol forbids concurrent GETs.
+    pub fn attach(&mut self, kind: TransportKind, now: Instant) -> Result<ReceiverId, AttachError> {
+        self.expire(now);
         if self.is_closed() && !(self.awaits_final_read() && self.receiver.is_none()) {
             return Err(AttachError::Closed);
         }
@@ -377,16 +396,21 @@ impl Session {
     }
 
     /// Whether this closed session should stay reachable until an HTTP receiver has read its
-    /// close packet: when the server closed it and no receiver was there to say so, the
+    /// final packet: when the server closed it and no receiver was there to say so, the
     /// client's next poll must learn it was closed rather than find an unknown session
-    /// (engine.io holds a force-closed polling session the same way).
+    /// (engine.io holds a force-closed polling session the same way). Likewise when the client
+    /// closed it by POST: its poll may be on its way, sent before the close but run after it
+    /// on another worker, and must get the noop it gets when it runs first, not a 400.
     pub fn awaits_final_read(&self) -> bool {
         // Shutdown too: a client between two polls gets what was queued for it (and the close)
         // on its next poll, within the shutdown's grace period.
         matches!(
             self.state,
             State::Closed(
-                CloseReason::ServerClose | CloseReason::OutboxFull | CloseReason::ServerShutdown
+                CloseReason::ServerClose
+                    | CloseReason::OutboxFull
+                    | CloseReason::ServerShutdown
+                    | CloseReason::ClientClose
             )
         ) && self.transport != TransportKind::WebSocket
             && !self.final_read
@@ -449,8 +473,10 @@ impl Session {
         self.has_outbound().then(|| (self.drain().into(), false))
     }
 
-    /// Starts an upstream request (polling POST). Overlapping ones close the session.
-    pub fn begin_post(&mut self, kind: TransportKind) -> Result<(), AttachError> {
+    /// Starts an upstream request (polling POST) arriving at `now`. Overlapping ones close the
+    /// session.
+    pub fn begin_post(&mut self, kind: TransportKind, now: Instant) -> Result<(), AttachError> {
+        self.expire(now);
         if self.is_closed() {
             return Err(AttachError::Closed);
         }
@@ -469,10 +495,14 @@ impl Session {
         self.posting = false;
     }
 
-    /// Handles a packet received on the session's current transport.
+    /// Handles a packet received on the session's current transport at `now`.
     pub fn on_packet(&mut self, packet: Packet, now: Instant) -> Result<Inbound, ProtocolError> {
         if self.is_closed() {
             return Ok(Inbound::None);
+        }
+        if self.expire(now) {
+            // A pong after the deadline is too late, whether or not the driver has run yet.
+            return Ok(Inbound::TimedOut);
         }
         match packet {
             Packet::Pong(_) => {
@@ -498,6 +528,74 @@ impl Session {
                 Err(ProtocolError::Unexpected(kind))
             }
         }
+    }
+
+    /// When the session times out without a pong: the deadline of the ping sent, or else of
+    /// the ping due next.
+    fn heartbeat_deadline(&self) -> Instant {
+        self.pong_deadline
+            .unwrap_or(self.next_ping + self.config.ping_timeout)
+    }
+
+    /// Closes the session (ping timeout) if its heartbeat deadline passed by `now`, and says
+    /// so. Every input runs this first: the driver closes a timed-out session too, but on its
+    /// own worker and timer tick, and a request the client sent after the deadline must find
+    /// the session closed whichever of the two runs first.
+    fn expire(&mut self, now: Instant) -> bool {
+        if self.is_closed() || now < self.heartbeat_deadline() {
+            return false;
+        }
+        self.close(CloseReason::PingTimeout);
+        true
+    }
+
+    /// A WebSocket connection for this session was accepted to probe it for an upgrade; it
+    /// probes until [`Self::end_probe`]. One at a time, as engine.io allows: false (the
+    /// connection is to be closed) when the session cannot upgrade or another probe is on.
+    pub fn begin_probe(&mut self) -> bool {
+        if self.probe || !self.can_upgrade() {
+            return false;
+        }
+        self.probe = true;
+        true
+    }
+
+    /// The probing connection finished, whichever way (upgraded, refused, gone).
+    pub fn end_probe(&mut self) {
+        self.probe = false;
+    }
+
+    /// Orders an HTTP request on this session after the probe's frames. The client may have
+    /// sent `2probe` and `5` before this request, on another connection whose task has not
+    /// read them yet; if the request ran first, it would be served by polling although the
+    /// client had already left it. So while a probe is on, the request takes a ticket and
+    /// waits ([`Self::probe_synced`]) until the probe has read all its connection holds
+    /// ([`Self::complete_probe_sync`]). `None`: no probe, go ahead.
+    pub fn sync_probe(&mut self) -> Option<ProbeTicket> {
+        if !self.probe {
+            return None;
+        }
+        self.probe_asked += 1;
+        Some(ProbeTicket(self.probe_asked))
+    }
+
+    /// Whether a request holding `ticket` may go on: the probe read its connection dry after
+    /// the ticket was taken, or ended, or the session closed.
+    pub fn probe_synced(&self, ticket: ProbeTicket) -> bool {
+        !self.probe || self.probe_synced >= ticket.0 || self.is_closed()
+    }
+
+    /// The newest ticket the probe has yet to honour, if any: the probe should read its
+    /// connection until it would block, then complete it.
+    pub fn probe_sync_wanted(&self) -> Option<ProbeTicket> {
+        (self.probe && self.probe_asked > self.probe_synced)
+            .then_some(ProbeTicket(self.probe_asked))
+    }
+
+    /// The probe read everything its connection held after `ticket` was taken (it took the
+    /// ticket from [`Self::probe_sync_wanted`] before reading, so a later one stays wanted).
+    pub fn complete_probe_sync(&mut self, ticket: ProbeTicket) {
+        self.probe_synced = self.probe_synced.max(ticket.0);
     }
 
     /// Whether a WebSocket may probe this session for an upgrade.
@@ -577,9 +675,17 @@ impl Session {
                 // Heartbeats bypass the outbox limit: they are what detects a dead peer.
                 self.outbox
                     .push_back(Packet::Ping(Default::default()).encode());
-                self.pong_deadline = Some(now + self.config.ping_timeout);
+                // Counted from when the ping was due, not from when this runs: the deadline must
+                // not depend on how late the driver's worker woke, since requests on other
+                // workers judge it too (`expire`).
+                let deadline = self.heartbeat_deadline();
+                self.pong_deadline = Some(deadline);
                 self.ping_sent = now;
                 out.pinged = true;
+                if now >= deadline {
+                    self.close(CloseReason::PingTimeout);
+                    out.closed = true;
+                }
             }
             None => {}
         }
@@ -625,7 +731,8 @@ mod tests {
 
     #[test]
     fn first_frame_is_the_handshake() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         let frames = s.take_poll_response(usize::MAX);
         assert_eq!(frames, vec![Frame::Text(Str::from("0{}"))]);
         assert!(!s.receiver_ready());
@@ -650,6 +757,76 @@ mod tests {
     }
 
     #[test]
+    fn pong_deadline_counts_from_when_the_ping_was_due_not_from_a_late_driver() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        // The driver's worker woke 40 ms late: the deadline is where it would have been.
+        assert!(s.handle_timeout(t0 + ms(340)).pinged);
+        assert_eq!(s.poll_timeout(), Some(t0 + ms(500)));
+    }
+
+    #[test]
+    fn poll_after_the_pong_deadline_finds_the_session_closed_before_the_driver_runs() {
+        // The client waits pingInterval + pingTimeout, then polls; the driver, on another
+        // worker, may not have run since the ping (or at all). The request is judged at its
+        // arrival, so the outcome does not depend on which runs first.
+        for driver_pinged in [true, false] {
+            let t0 = Instant::now();
+            let mut s = new_session(t0);
+            s.drain();
+            if driver_pinged {
+                s.handle_timeout(t0 + ms(300));
+            }
+            assert_eq!(
+                s.attach(TransportKind::Polling, t0 + ms(500)),
+                Err(AttachError::Closed),
+                "driver pinged: {driver_pinged}"
+            );
+            assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+        }
+        // Just before the deadline, the poll is served (with the ping).
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        s.handle_timeout(t0 + ms(300));
+        let id = s.attach(TransportKind::Polling, t0 + ms(499)).unwrap();
+        assert_eq!(
+            s.poll(id, 16),
+            Some(vec![Packet::Ping(Str::default()).encode()])
+        );
+    }
+
+    #[test]
+    fn post_or_pong_after_the_pong_deadline_is_too_late_before_the_driver_runs() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.handle_timeout(t0 + ms(300));
+        assert_eq!(
+            s.begin_post(TransportKind::Polling, t0 + ms(500)),
+            Err(AttachError::Closed)
+        );
+        let mut s = new_session(t0);
+        s.handle_timeout(t0 + ms(300));
+        assert_eq!(
+            s.on_packet(Packet::Pong(Str::default()), t0 + ms(500)),
+            Ok(Inbound::TimedOut)
+        );
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+        // The driver then finds it closed, and has nothing left to do.
+        assert_eq!(s.handle_timeout(t0 + ms(501)), Timeout::default());
+    }
+
+    #[test]
+    fn a_driver_later_than_the_whole_heartbeat_pings_and_times_out_at_once() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        let t = s.handle_timeout(t0 + ms(520));
+        assert!(t.pinged && t.closed);
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+    }
+
+    #[test]
     fn pong_schedules_next_ping_from_its_arrival() {
         let t0 = Instant::now();
         let mut s = new_session(t0);
@@ -669,9 +846,13 @@ mod tests {
 
     #[test]
     fn second_receiver_closes_session() {
-        let mut s = new_session(Instant::now());
-        let first = s.attach(TransportKind::Polling).unwrap();
-        assert_eq!(s.attach(TransportKind::Polling), Err(AttachError::Overlap));
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        let first = s.attach(TransportKind::Polling, t0).unwrap();
+        assert_eq!(
+            s.attach(TransportKind::Polling, t0),
+            Err(AttachError::Overlap)
+        );
         assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
         s.drain();
         // The parked receiver is released with a close packet.
@@ -682,10 +863,11 @@ mod tests {
 
     #[test]
     fn overlapping_posts_close_session() {
-        let mut s = new_session(Instant::now());
-        s.begin_post(TransportKind::Polling).unwrap();
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.begin_post(TransportKind::Polling, t0).unwrap();
         assert_eq!(
-            s.begin_post(TransportKind::Polling),
+            s.begin_post(TransportKind::Polling, t0),
             Err(AttachError::Overlap)
         );
         assert!(s.is_closed());
@@ -693,33 +875,32 @@ mod tests {
 
     #[test]
     fn client_close_releases_receiver_with_noop() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
-        s.attach(TransportKind::Polling).unwrap();
-        assert_eq!(
-            s.on_packet(Packet::Close, Instant::now()),
-            Ok(Inbound::Closed)
-        );
+        s.attach(TransportKind::Polling, t0).unwrap();
+        assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
         assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
     }
 
     #[test]
     fn a_session_closed_by_shutdown_keeps_its_frames_for_the_next_poll() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
         for n in 0..3 {
             s.push(Frame::message(&n.to_string()), false).unwrap();
         }
         s.close(CloseReason::ServerShutdown);
         assert!(s.awaits_final_read());
-        let id = s.attach(TransportKind::Polling).expect("the next poll");
+        let id = s.attach(TransportKind::Polling, t0).expect("the next poll");
         assert_eq!(s.poll(id, 2).map(|f| f.len()), Some(2));
         s.detach(id);
         assert!(
             s.awaits_final_read(),
             "a frame and the close are still to be read"
         );
-        let id = s.attach(TransportKind::Polling).expect("one more poll");
+        let id = s.attach(TransportKind::Polling, t0).expect("one more poll");
         let last = s.poll(id, 2).unwrap();
         assert_eq!(last.len(), 2);
         assert_eq!(last.last(), Some(&Packet::Close.encode()));
@@ -727,15 +908,93 @@ mod tests {
     }
 
     #[test]
+    fn close_post_and_concurrent_poll_give_the_same_answers_in_either_order() {
+        // The client sends a poll and a close POST at once; they run on two workers.
+        let poll_first = {
+            let t0 = Instant::now();
+            let mut s = new_session(t0);
+            s.drain();
+            let id = s.attach(TransportKind::Polling, t0).unwrap();
+            s.begin_post(TransportKind::Polling, t0).unwrap();
+            assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
+            s.end_post();
+            let answer = s.poll(id, 16);
+            s.detach(id);
+            (answer, s.attach(TransportKind::Polling, t0))
+        };
+        let close_first = {
+            let t0 = Instant::now();
+            let mut s = new_session(t0);
+            s.drain();
+            s.begin_post(TransportKind::Polling, t0).unwrap();
+            assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
+            s.end_post();
+            // The poll was on its way: it still gets the noop, and only it.
+            assert!(s.awaits_final_read());
+            let id = s.attach(TransportKind::Polling, t0).unwrap();
+            let answer = s.poll(id, 16);
+            assert!(!s.awaits_final_read());
+            s.detach(id);
+            (answer, s.attach(TransportKind::Polling, t0))
+        };
+        assert_eq!(poll_first, close_first);
+        assert_eq!(
+            close_first,
+            (Some(vec![Packet::Noop.encode()]), Err(AttachError::Closed))
+        );
+    }
+
+    #[test]
+    fn request_during_a_probe_is_ordered_after_the_frames_the_probe_holds() {
+        // `2probe` and `5` wait unread in the probe's connection when the client's next poll
+        // runs: it must wait for the probe, and then find the session upgraded.
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        assert!(s.begin_probe());
+        assert!(!s.begin_probe(), "one probe at a time");
+        let ticket = s.sync_probe().expect("a probe is on");
+        assert!(!s.probe_synced(ticket));
+        // The probe takes the ticket it honours before reading its connection.
+        let wanted = s.probe_sync_wanted().expect("the probe is asked to sync");
+        // A request arriving while the probe reads needs another pass of the probe.
+        let later = s.sync_probe().unwrap();
+        assert!(s.begin_upgrade(t0));
+        assert!(s.finish_upgrade());
+        s.complete_probe_sync(wanted);
+        assert!(s.probe_synced(ticket));
+        assert!(!s.probe_synced(later));
+        assert_eq!(s.probe_sync_wanted(), Some(later));
+        s.end_probe();
+        assert!(s.probe_synced(later));
+        assert_eq!(s.probe_sync_wanted(), None);
+        assert_eq!(
+            s.attach(TransportKind::Polling, t0),
+            Err(AttachError::TransportMismatch)
+        );
+        assert_eq!(s.sync_probe(), None, "no probe, no wait");
+    }
+
+    #[test]
+    fn no_probe_on_a_session_that_cannot_upgrade() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.begin_upgrade(t0);
+        assert!(!s.begin_probe());
+        assert_eq!(s.sync_probe(), None);
+    }
+
+    #[test]
     fn server_closed_session_waits_for_its_close_packet_to_be_read() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
         s.push(Frame::message("bye"), false).unwrap();
         s.close(CloseReason::ServerClose);
         assert!(s.awaits_final_read());
         s.push(Frame::message("unsent"), false).unwrap_err();
         let id = s
-            .attach(TransportKind::Polling)
+            .attach(TransportKind::Polling, t0)
             .expect("one more poll may read the close");
         assert_eq!(
             s.poll(id, 16),
@@ -743,14 +1002,18 @@ mod tests {
         );
         assert!(!s.awaits_final_read());
         s.detach(id);
-        assert_eq!(s.attach(TransportKind::Polling), Err(AttachError::Closed));
+        assert_eq!(
+            s.attach(TransportKind::Polling, t0),
+            Err(AttachError::Closed)
+        );
     }
 
     #[test]
     fn client_ping_is_a_protocol_error() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         assert_eq!(
-            s.on_packet(Packet::Ping(Str::default()), Instant::now()),
+            s.on_packet(Packet::Ping(Str::default()), t0),
             Err(ProtocolError::ClientPing)
         );
         assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
@@ -761,7 +1024,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = new_session(t0);
         s.drain();
-        s.attach(TransportKind::Polling).unwrap();
+        s.attach(TransportKind::Polling, t0).unwrap();
         assert!(!s.receiver_ready());
         assert!(s.begin_upgrade(t0));
         assert!(s.receiver_ready());
@@ -769,11 +1032,11 @@ mod tests {
         assert!(s.finish_upgrade());
         assert_eq!(s.transport(), TransportKind::WebSocket);
         assert_eq!(
-            s.attach(TransportKind::Polling),
+            s.attach(TransportKind::Polling, t0),
             Err(AttachError::TransportMismatch)
         );
         assert!(!s.is_closed());
-        assert!(s.attach(TransportKind::WebSocket).is_ok());
+        assert!(s.attach(TransportKind::WebSocket, t0).is_ok());
         assert!(!s.can_upgrade());
     }
 
@@ -799,7 +1062,7 @@ mod tests {
             Packet::Open(Str::from("{}")).encode(),
             t0,
         );
-        let id = s.attach(TransportKind::Sse).unwrap();
+        let id = s.attach(TransportKind::Sse, t0).unwrap();
         assert_eq!(
             s.poll_stream(id).map(|(f, end)| (f.len(), end)),
             Some((1, false))
@@ -822,7 +1085,7 @@ mod tests {
             t0,
         );
         s.drain();
-        let id = s.attach(TransportKind::XhrStreaming).unwrap();
+        let id = s.attach(TransportKind::XhrStreaming, t0).unwrap();
         s.push(Frame::message("last"), false).unwrap();
         s.close(CloseReason::ServerShutdown);
         assert_eq!(
@@ -841,7 +1104,8 @@ mod tests {
 
     #[test]
     fn full_outbox_drops_queued_volatile_packets_first_oldest_first() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
         s.push(Frame::message("v1"), true).unwrap();
         s.push_all(&[Frame::message("v2"), Frame::Binary(Bytes::new())], true)
@@ -862,7 +1126,8 @@ mod tests {
 
     #[test]
     fn volatile_packet_on_its_way_is_not_dropped() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
         s.push(Frame::message("x"), false).unwrap();
         s.push_all(&[Frame::message("v"), Frame::Binary(Bytes::new())], true)
@@ -894,7 +1159,8 @@ mod tests {
 
     #[test]
     fn full_outbox_drops_volatile_and_closes_otherwise() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.push(Frame::message("a"), false).unwrap();
         s.push(Frame::message("b"), false).unwrap();
         assert_eq!(s.push(Frame::message("c"), true), Err(PushError::Dropped));
@@ -906,7 +1172,8 @@ mod tests {
 
     #[test]
     fn poll_response_takes_at_most_the_packet_limit() {
-        let mut s = new_session(Instant::now());
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
         s.drain();
         for text in ["a", "b", "c"] {
             s.push(Frame::message(text), false).unwrap();

@@ -285,13 +285,27 @@ impl Socket {
         }
     }
 
+    /// Orders an HTTP request after the frames an upgrade probe of this session has received
+    /// (see [`Session::sync_probe`]): returns at once when no probe is on, else when the probe
+    /// has read its connection dry.
+    pub(crate) async fn sync_probe(&self) {
+        let Some(ticket) = self.lock().sync_probe() else {
+            return;
+        };
+        // The probe waits on the receiver side's wake-up too.
+        self.receiver_wake.notify_waiters();
+        self.wait_until(|session| session.probe_synced(ticket).then_some(()))
+            .await;
+    }
+
     /// Hands inbound packets to the session, and messages to the application, in order.
-    /// Stops at the first packet that closes the session.
+    /// Stops at the first packet that closes the session; with why, unless the client closed
+    /// it.
     pub(crate) fn receive(
         self: &Arc<Self>,
         shared: &Shared,
         packets: impl IntoIterator<Item = Packet>,
-    ) -> Result<(), ()> {
+    ) -> Result<(), CloseReason> {
         use crate::session::Inbound;
         for packet in packets {
             let size = match &packet {
@@ -326,10 +340,14 @@ impl Socket {
                     self.wake_all();
                     return Ok(());
                 }
+                Ok(Inbound::TimedOut) => {
+                    self.wake_all();
+                    return Err(CloseReason::PingTimeout);
+                }
                 Err(error) => {
                     tracing::debug!(sid = %self.sid, %error, "protocol error, closing");
                     self.wake_all();
-                    return Err(());
+                    return Err(CloseReason::ProtocolError);
                 }
             }
         }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
@@ -38,7 +39,7 @@ pub(crate) fn attach(
 ) -> Result<Response<Body>, EngineError> {
     let id = socket
         .lock()
-        .attach(transport)
+        .attach(transport, Instant::now())
         .map_err(|e| polling::refused(socket, e))?;
     let (prelude, content_type) = match framing {
         Framing::Html(index) => (framing::html_prelude(index), "text/html; charset=UTF-8"),
