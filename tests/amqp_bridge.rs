@@ -490,3 +490,189 @@ async fn a_cookie_too_big_for_an_amqp_frame_is_refused_without_costing_the_conne
     );
     assert_eq!(health["amqp"]["publish_refused"]["headers"], 1, "{health}");
 }
+
+/// A raw Socket.IO client over long-polling that reads `news` numbers until the server closes
+/// its session, polling every `pace` (a client between two polls when the shutdown comes).
+async fn poll_news_until_closed(addr: SocketAddr, pace: Duration) -> Vec<u64> {
+    let path = "/socket.io/?EIO=4&transport=polling";
+    let open = request(addr, Method::GET, path, &[], "").await;
+    let sid = common::sid_in(&open.body).expect("an open packet");
+    let path = format!("{path}&sid={sid}");
+    let text = [("content-type", "text/plain;charset=UTF-8")];
+    let post = |body: &'static str| request(addr, Method::POST, &path, &text, body);
+    assert_eq!(post("40").await.text(), "ok");
+    let mut news = Vec::new();
+    loop {
+        let reply = request(addr, Method::GET, &path, &[], "").await;
+        if reply.status != StatusCode::OK {
+            panic!("a poll failed before the close packet: {reply:?}");
+        }
+        let mut closed = false;
+        for packet in reply.text().split('\u{1e}') {
+            match packet {
+                "1" => closed = true,
+                "2" => assert_eq!(post("3").await.text(), "ok"),
+                _ => {
+                    if let Some(n) = packet
+                        .strip_prefix(r#"42["news","#)
+                        .and_then(|rest| rest.strip_suffix(']'))
+                    {
+                        news.push(n.parse().expect("a number"));
+                    }
+                }
+            }
+        }
+        if closed {
+            return news;
+        }
+        tokio::time::sleep(pace).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_with_messages_flowing_leaves_each_one_delivered_or_in_rabbitmq() {
+    const MESSAGES: u64 = 400;
+    let (_conn, channel) = broker().await;
+    let queue = unique("shutdown");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let url = amqp_url();
+    let mut halley = Halley::start(
+        &[
+            "--amqp-url",
+            &url,
+            "--amqp-queue",
+            &queue,
+            "--demo",
+            "false",
+            "--shutdown-grace",
+            "5",
+        ],
+        &[],
+    )
+    .await;
+    health_until(
+        halley.admin,
+        "amqp connected",
+        Duration::from_secs(10),
+        |h| h["amqp"]["connected"] == true,
+    )
+    .await;
+    let mut ws = WsClient::open(halley.addr, true).await;
+    ws.connect("/", None).await;
+    // Polls every 300 ms: most of its messages wait in its outbox between two polls.
+    let poller = tokio::spawn(poll_news_until_closed(
+        halley.addr,
+        Duration::from_millis(300),
+    ));
+    // The poller has joined `/` once a message published now reaches two sockets.
+    health_until(halley.admin, "two sockets", Duration::from_secs(5), |h| {
+        h["sessions"] == 2
+    })
+    .await;
+
+    let publisher = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            for n in 1..=MESSAGES {
+                let properties =
+                    BasicProperties::default().with_content_type("application/json".into());
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        n.to_string().as_bytes(),
+                        properties,
+                    )
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap();
+                // A steady feed, so that messages are on their way when the signal comes.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            channel
+        })
+    };
+    let mut over_ws = Vec::new();
+    let mut terminated = false;
+    loop {
+        match ws.recv().await {
+            common::sio::Frame::Text(text) => {
+                if let Some(n) = text
+                    .strip_prefix(r#"42["news","#)
+                    .and_then(|rest| rest.strip_suffix(']'))
+                {
+                    over_ws.push(n.parse::<u64>().expect("a number"));
+                }
+            }
+            common::sio::Frame::Closed(_) => break,
+            other => panic!("unexpected frame {other:?}"),
+        }
+        // Mid-stream: SIGTERM once a hundred messages went through.
+        if over_ws.len() == 100 && !terminated {
+            halley.terminate().await;
+            terminated = true;
+        }
+    }
+    assert!(
+        terminated,
+        "the WebSocket closed before 100 messages: {over_ws:?}"
+    );
+    assert_eq!(
+        halley.exited(Duration::from_secs(15)).await,
+        Some(0),
+        "a clean exit"
+    );
+    let over_polling = within("the polling client's last poll", poller)
+        .await
+        .expect("the poller");
+    let channel = within("the publisher", publisher).await.unwrap();
+
+    // What halley did not take is still in the queue.
+    let mut left = std::collections::BTreeSet::new();
+    while let Some(message) = channel
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        let n: u64 = std::str::from_utf8(&message.delivery.data)
+            .unwrap()
+            .parse()
+            .unwrap();
+        left.insert(n);
+    }
+    let _ = channel
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    assert!(
+        !left.is_empty(),
+        "the signal came while messages were flowing"
+    );
+    for (client, got) in [("websocket", &over_ws), ("polling", &over_polling)] {
+        let got: std::collections::BTreeSet<u64> = got.iter().copied().collect();
+        let missing: Vec<u64> = (1..=MESSAGES)
+            .filter(|n| !got.contains(n) && !left.contains(n))
+            .collect();
+        assert_eq!(
+            missing,
+            Vec::<u64>::new(),
+            "{client}: neither delivered nor in RabbitMQ ({} delivered, {} left)",
+            got.len(),
+            left.len()
+        );
+    }
+}

@@ -76,4 +76,24 @@ impl Halley {
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
     }
+
+    /// Sends SIGTERM (through `kill`: no `unsafe` here).
+    pub async fn terminate(&self) {
+        let pid = self.pid().expect("halley is still running").to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM {pid}");
+    }
+
+    /// Waits, at most `limit`, for the process to exit; returns its exit code.
+    pub async fn exited(&mut self, limit: std::time::Duration) -> Option<i32> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("halley exits after SIGTERM")
+            .expect("wait for halley")
+            .code()
+    }
 }
