@@ -87,6 +87,19 @@ async fn health_until(
     }
 }
 
+/// The `halley` binary with `args`, once its AMQP bridge is connected.
+async fn bridged(args: &[&str]) -> Halley {
+    let halley = Halley::start(args, &[]).await;
+    health_until(
+        halley.admin,
+        "amqp connected",
+        Duration::from_secs(10),
+        |h| h["amqp"]["connected"] == true,
+    )
+    .await;
+    halley
+}
+
 /// Polls `/readyz` on `addr` until it answers `status`, for up to `limit`.
 async fn readyz_until(addr: SocketAddr, status: StatusCode, limit: Duration) -> Value {
     let deadline = Instant::now() + limit;
@@ -199,24 +212,14 @@ async fn an_over_long_event_name_is_refused_and_the_bridge_lives_on() {
     let queue = unique("work");
     let mut published = tap(&channel, &exchange).await;
     let url = amqp_url();
-    let halley = Halley::start(
-        &[
-            "--amqp-url",
-            &url,
-            "--amqp-queue",
-            &queue,
-            "--amqp-publish-exchange",
-            &exchange,
-        ],
-        &[],
-    )
-    .await;
-    health_until(
-        halley.admin,
-        "amqp connected",
-        Duration::from_secs(10),
-        |h| h["amqp"]["connected"] == true,
-    )
+    let halley = bridged(&[
+        "--amqp-url",
+        &url,
+        "--amqp-queue",
+        &queue,
+        "--amqp-publish-exchange",
+        &exchange,
+    ])
     .await;
     let mut client = WsClient::open(halley.addr, true).await;
     client.connect("/", None).await;
@@ -282,23 +285,13 @@ async fn readyz_is_503_while_the_consumed_queue_is_gone_and_200_once_it_is_back(
         .await
         .unwrap();
     let url = amqp_url();
-    let halley = Halley::start(
-        &[
-            "--amqp-url",
-            &url,
-            "--amqp-queue",
-            &queue,
-            "--amqp-queue-passive",
-        ],
-        &[],
-    )
-    .await;
-    health_until(
-        halley.admin,
-        "amqp connected",
-        Duration::from_secs(10),
-        |h| h["amqp"]["connected"] == true,
-    )
+    let halley = bridged(&[
+        "--amqp-url",
+        &url,
+        "--amqp-queue",
+        &queue,
+        "--amqp-queue-passive",
+    ])
     .await;
     assert_eq!(get_json(halley.addr, "/readyz").await.0, StatusCode::OK);
     let mut client = WsClient::open(halley.addr, true).await;
@@ -445,27 +438,17 @@ async fn a_cookie_too_big_for_an_amqp_frame_is_refused_without_costing_the_conne
     let exchange = unique("cookies");
     let mut published = tap(&channel, &exchange).await;
     let url = amqp_url();
-    let halley = Halley::start(
-        &[
-            "--amqp-url",
-            &url,
-            "--amqp-publish-exchange",
-            &exchange,
-            "--amqp-forward-cookie",
-            // The default (64 KiB) would refuse this head with 431 before any event: allow it,
-            // to prove the bridge's own defence.
-            "--max-header-bytes",
-            "1048576",
-        ],
-        &[],
-    )
-    .await;
-    health_until(
-        halley.admin,
-        "amqp connected",
-        Duration::from_secs(10),
-        |h| h["amqp"]["connected"] == true,
-    )
+    let halley = bridged(&[
+        "--amqp-url",
+        &url,
+        "--amqp-publish-exchange",
+        &exchange,
+        "--amqp-forward-cookie",
+        // The default (64 KiB) would refuse this head with 431 before any event: allow it,
+        // to prove the bridge's own defence.
+        "--max-header-bytes",
+        "1048576",
+    ])
     .await;
     let cookie = format!("session={}", "c".repeat(200_000));
     let mut big = WsClient::open_with(halley.addr, true, &[("cookie", &cookie)]).await;
@@ -546,26 +529,16 @@ async fn sigterm_with_messages_flowing_leaves_each_one_delivered_or_in_rabbitmq(
         .await
         .unwrap();
     let url = amqp_url();
-    let mut halley = Halley::start(
-        &[
-            "--amqp-url",
-            &url,
-            "--amqp-queue",
-            &queue,
-            "--demo",
-            "false",
-            "--shutdown-grace",
-            "5",
-        ],
-        &[],
-    )
-    .await;
-    health_until(
-        halley.admin,
-        "amqp connected",
-        Duration::from_secs(10),
-        |h| h["amqp"]["connected"] == true,
-    )
+    let mut halley = bridged(&[
+        "--amqp-url",
+        &url,
+        "--amqp-queue",
+        &queue,
+        "--demo",
+        "false",
+        "--shutdown-grace",
+        "5",
+    ])
     .await;
     let mut ws = WsClient::open(halley.addr, true).await;
     ws.connect("/", None).await;
