@@ -192,7 +192,9 @@ pub struct Config {
     pub subscribe_patterns: Vec<String>,
 
     /// RabbitMQ URL (`amqp://user:pass@host:5672/vhost`); enables the AMQP bridge.
-    #[arg(long, env = "HALLEY_AMQP_URL", value_parser = crate::bridge::amqp::check_url)]
+    /// (Checked by [`Config::check_amqp_url`], not by clap, whose error would echo the
+    /// password.)
+    #[arg(long, env = "HALLEY_AMQP_URL")]
     pub amqp_url: Option<String>,
 
     /// Queue to consume (declared durable unless --amqp-queue-passive), e.g. `socket.io`.
@@ -419,6 +421,17 @@ impl Config {
     }
 
     /// The AMQP bridge settings, when a broker is configured.
+    /// Whether `--amqp-url` is one lapin can use; the error names the URL with its password
+    /// hidden (it would otherwise end up in a terminal or the journal).
+    pub fn check_amqp_url(&self) -> Result<(), String> {
+        let Some(url) = &self.amqp_url else {
+            return Ok(());
+        };
+        crate::bridge::amqp::check_url(url)
+            .map(drop)
+            .map_err(|error| format!("--amqp-url {}: {error}", crate::bridge::amqp::redact(url)))
+    }
+
     pub fn amqp(&self) -> Option<crate::bridge::amqp::AmqpConfig> {
         let url = self.amqp_url.clone()?;
         Some(crate::bridge::amqp::AmqpConfig {
@@ -690,7 +703,15 @@ mod tests {
         let bind = format!("--amqp-bind=events:{long}");
         assert!(Config::try_parse_from(base.iter().copied().chain([bind.as_str()])).is_err());
         let vhost = format!("--amqp-url=amqp://127.0.0.1:5672/{long}");
-        assert!(Config::try_parse_from(["halley", vhost.as_str()]).is_err());
+        let config = Config::try_parse_from(["halley", vhost.as_str()]).unwrap();
+        assert!(config.check_amqp_url().is_err());
+        let bad = Config::try_parse_from(["halley", "--amqp-url=amqp://admin:S3cret@rabbit:x/v"])
+            .unwrap();
+        let error = bad.check_amqp_url().unwrap_err();
+        assert!(
+            !error.contains("S3cret"),
+            "the password is not echoed: {error}"
+        );
     }
 
     #[test]

@@ -65,6 +65,10 @@ async fn run(config: Config) {
             std::process::exit(1);
         }
     };
+    if let Err(message) = config.check_amqp_url() {
+        eprintln!("halley: {message}");
+        std::process::exit(2);
+    }
     let admin_token = match config.admin() {
         Ok(token) => token,
         Err(message) => {

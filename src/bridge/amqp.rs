@@ -26,8 +26,8 @@
 //!
 //! Shutdown: [`BridgeStats::stop_consuming`] cancels the consumers before any session closes.
 //! The delivery in hand finishes (it is queued for every target, then acked); deliveries the
-//! broker had already sent are left unacked, so RabbitMQ requeues them when the connection
-//! closes. Client events go on being published until the process ends.
+//! broker had already sent are handed back at once (`basic.recover` with requeue), for another
+//! node. Client events go on being published until the process ends.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,8 +38,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicRecoverOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -332,7 +332,11 @@ impl BridgeStats {
         // Debug, not warn: a client can cause this at will, and the counter is the signal.
         tracing::debug!(
             reason = refusal.as_str(),
-            event = event.get(..64).unwrap_or("(long name)"),
+            event = if event.len() <= 64 {
+                event
+            } else {
+                event.get(..64).unwrap_or("(long name)")
+            },
             "client event not published"
         );
         if let Some(ack) = ack {
@@ -720,8 +724,14 @@ async fn session(
                 for tag in &tags {
                     let _ = channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                 }
-                // What the broker sent before the cancel stays unacked: requeued at close.
+                // What the broker sent before the cancel is unacked: back to the queue now, for
+                // another node, rather than when this connection closes at exit (the replies'
+                // consumer on this channel acks nothing, so nothing else is requeued).
                 inbound = futures_util::stream::SelectAll::new();
+                let requeue = BasicRecoverOptions { requeue: true };
+                if let Err(error) = channel.basic_recover(requeue).await {
+                    tracing::warn!(%error, "could not requeue prefetched deliveries; they return at exit");
+                }
                 stats.drain.consuming.send_replace(false);
                 tracing::info!("amqp consumers cancelled for shutdown");
             }
@@ -1002,8 +1012,8 @@ fn answer(pending: &Pending, reply: lapin::message::Delivery) {
     let _ = ack.send(args, Vec::new());
 }
 
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
+/// `url` with its password replaced by `***`, for logs and error messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];

@@ -415,6 +415,11 @@ impl Engine {
             (TransportKind::WebSocket, _) => Framing::Xhr,
         };
         let upgrade = websocket::is_upgrade_request(&req);
+        // A WebSocket opening handshake is a GET (RFC 6455); the origin policy classifies
+        // requests by method, so no other method may reach an upgrade.
+        if upgrade && req.method() != Method::GET {
+            return Err(EngineError::BadRequest);
+        }
         if transport == TransportKind::WebSocket && !upgrade {
             return Err(EngineError::BadRequest);
         }
@@ -463,6 +468,10 @@ impl Engine {
                 .admission
                 .check(client, config.max_sessions, config.max_sessions_per_ip)
                 .map_err(|limit| refused(&self.shared, limit, client))?;
+            // Shutting down: 503 while a status can still say so, as for HTTP handshakes.
+            if self.shared.tasks.is_closed() {
+                return Err(EngineError::Unavailable);
+            }
             return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
         }
         drop(req);
@@ -618,6 +627,11 @@ pub(crate) fn open(
         tracing::debug_span!("session", sid = %socket.sid(), transport = transport.name()),
     );
     shared.tasks.spawn(driver);
+    // Shutdown closes the tracker, then every session in the registry: one that passed the
+    // check above but was registered after that sweep is closed here instead.
+    if shared.tasks.is_closed() {
+        socket.close(CloseReason::ServerShutdown);
+    }
     tracing::debug!(sid = %socket.sid(), transport = transport.name(), "session opened");
     shared.handler.on_open(&socket);
     Ok(socket)

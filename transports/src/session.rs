@@ -402,18 +402,17 @@ impl Session {
     /// closed it by POST: its poll may be on its way, sent before the close but run after it
     /// on another worker, and must get the noop it gets when it runs first, not a 400.
     pub fn awaits_final_read(&self) -> bool {
-        // Shutdown too: a client between two polls gets what was queued for it (and the close)
-        // on its next poll, within the shutdown's grace period.
-        matches!(
-            self.state,
+        let waits = match self.state {
             State::Closed(
-                CloseReason::ServerClose
-                    | CloseReason::OutboxFull
-                    | CloseReason::ServerShutdown
-                    | CloseReason::ClientClose
-            )
-        ) && self.transport != TransportKind::WebSocket
-            && !self.final_read
+                CloseReason::ServerClose | CloseReason::OutboxFull | CloseReason::ClientClose,
+            ) => true,
+            // Shutdown, while frames are queued: a client between two polls gets them (and the
+            // close) on its next poll. With nothing queued it would only learn of the close,
+            // which a 400 tells it as well, and shutdown need not wait for it.
+            State::Closed(CloseReason::ServerShutdown) => self.has_outbound(),
+            _ => false,
+        };
+        waits && self.transport != TransportKind::WebSocket && !self.final_read
     }
 
     pub fn detach(&mut self, id: ReceiverId) {
@@ -905,6 +904,14 @@ mod tests {
         assert_eq!(last.len(), 2);
         assert_eq!(last.last(), Some(&Packet::Close.encode()));
         assert!(!s.awaits_final_read());
+
+        let mut idle = new_session(t0);
+        idle.drain();
+        idle.close(CloseReason::ServerShutdown);
+        assert!(
+            !idle.awaits_final_read(),
+            "nothing to deliver, nothing to wait for"
+        );
     }
 
     #[test]

@@ -383,6 +383,10 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
     Box::pin(end(socket, shared, reason)).await;
 }
 
+/// How long a polling session closed by shutdown, with frames still queued, waits for its
+/// client's next poll.
+pub const SHUTDOWN_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Ends a closed session: tells the application, lets a force-closed HTTP session linger for
 /// its final read, and frees its place.
 async fn end(socket: Arc<Socket>, shared: Arc<Shared>, reason: CloseReason) {
@@ -390,9 +394,17 @@ async fn end(socket: Arc<Socket>, shared: Arc<Shared>, reason: CloseReason) {
     tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
     shared.handler.on_close(&socket, reason);
     // A force-closed HTTP session stays reachable until a poll has read its close packet, or
-    // a heartbeat period has passed (the client is gone).
+    // a heartbeat period has passed (the client is gone). At shutdown a live polling client
+    // is back within a round trip (it polls again as soon as a poll returns): one that has not
+    // come back within `SHUTDOWN_POLL_WAIT` is taken for gone, so that the process need not
+    // wait the whole grace period for clients that left without saying so.
     let linger = shared.config.session.ping_interval + shared.config.session.ping_timeout;
-    let deadline = tokio::time::Instant::now() + linger.min(std::time::Duration::from_secs(30));
+    let cap = if reason == CloseReason::ServerShutdown {
+        SHUTDOWN_POLL_WAIT
+    } else {
+        std::time::Duration::from_secs(30)
+    };
+    let deadline = tokio::time::Instant::now() + linger.min(cap);
     loop {
         let notified = socket.driver_wake.notified();
         tokio::pin!(notified);
