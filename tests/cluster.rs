@@ -454,3 +454,42 @@ async fn forwarded_requests_need_a_mark_made_with_the_secret() {
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
 }
+
+#[tokio::test]
+async fn an_envelope_captured_before_a_node_listened_is_not_taken_by_it() {
+    let exchange = unique_exchange("replay-to-new-node");
+    let a = start_node("nodeA1", &exchange).await;
+    let link = Arc::clone(&a.cluster);
+    eventually("A's link (it declares the exchange)", move || {
+        link.stats().connected.load(Ordering::Acquire)
+    })
+    .await;
+    let intruder = Intruder::join(&exchange).await;
+    // A genuine broadcast from A, captured while no node B exists.
+    let capture = intruder.capture("nodeA1", |m| matches!(m, Message::Op { .. }));
+    let publish = async {
+        // The tap consumes as soon as `capture` polls; A publishes until one is seen.
+        loop {
+            a.cluster.publish(news("captured"));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let captured = tokio::select! {
+        captured = capture => captured,
+        () = publish => unreachable!("publishes forever"),
+    };
+    // Older than the clock tolerance when B binds its queue: time itself is the condition.
+    tokio::time::sleep(envelope::BIND_SKEW + Duration::from_millis(500)).await;
+    let b = start_node("nodeB1", &exchange).await;
+    let cluster = Arc::clone(&b.cluster);
+    eventually("B to list A (its queue is bound)", move || {
+        cluster.members() == ["nodeA1"]
+    })
+    .await;
+    let mut client = client_of(&b).await;
+    // Replayed, then a genuine message as the control: the client's first frame tells.
+    intruder.publish(&captured).await;
+    a.cluster.publish(news("genuine"));
+    assert_eq!(client.text().await, r#"42["news","genuine"]"#);
+    assert!(rejected(&b, "replayed") >= 1, "counted");
+}

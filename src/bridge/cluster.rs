@@ -392,11 +392,22 @@ impl Cluster {
                 }
                 let sockets = io.local_sockets(&to);
                 self.send(
-                    Message::Sockets { request, sockets },
+                    Message::Sockets {
+                        request,
+                        for_node: node,
+                        sockets,
+                    },
                     Route::Queue(reply_to),
                 );
             }
-            Message::Sockets { request, sockets } => {
+            Message::Sockets {
+                request,
+                for_node,
+                sockets,
+            } => {
+                if for_node != self.config.node {
+                    return self.reject("replayed", &node);
+                }
                 let mut fetches = lock(&self.fetches);
                 if let Some(fetch) = fetches.get_mut(&request) {
                     fetch.waiting.remove(&node);
@@ -632,6 +643,8 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
+    // From now on every envelope published reaches this queue; none from before may count.
+    lock(&cluster.freshness).listening_from(now_ms());
     let queue_name = queue.name().as_str().to_owned();
     *lock(&cluster.queue) = Some(queue_name.clone());
     cluster.stats.connected.store(true, Ordering::Release);

@@ -155,9 +155,11 @@ pub enum Message {
         to: Selection,
         reply_to: String,
     },
-    /// One node's answer to a `fetch`.
+    /// One node's answer to a `fetch`, for the node that asked (`for_node`): an answer
+    /// replayed into another node's queue is not taken for one of its own.
     Sockets {
         request: u64,
+        for_node: String,
         sockets: Vec<SocketInfo>,
     },
 }
@@ -257,7 +259,15 @@ const REORDER: u64 = 64;
 #[derive(Debug, Default)]
 pub struct Freshness {
     seen: HashMap<(String, u64), Seen>,
+    /// When this node's queue was last bound (ms since the epoch): nothing published before
+    /// it can have reached the queue, so an envelope stamped earlier is a replay however new
+    /// its sender instance or sequence number looks here.
+    listening_since: u64,
 }
+
+/// How far a sender's clock may be behind this node's for [`Freshness::listening_from`]: an
+/// envelope stamped more than this before the queue was bound is refused.
+pub const BIND_SKEW: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug)]
 struct Seen {
@@ -276,6 +286,10 @@ impl Freshness {
         if stamp.ts.saturating_add(window) < now || stamp.ts > now.saturating_add(window) {
             return Err(Rejection::Stale);
         }
+        let skew = BIND_SKEW.as_millis() as u64;
+        if stamp.ts.saturating_add(skew) < self.listening_since {
+            return Err(Rejection::Replayed);
+        }
         let key = (stamp.node.clone(), stamp.instance);
         if let Some(seen) = self.seen.get_mut(&key) {
             if stamp.seq > seen.highest {
@@ -293,15 +307,25 @@ impl Freshness {
             return Ok(());
         }
         self.forget_idle(now);
+        // The first envelope heard from an instance: whatever it sent before went by unseen (it
+        // was sent before this node listened, or while it was away), so none of it may be
+        // taken later.
         self.seen.insert(
             key,
             Seen {
                 highest: stamp.seq,
-                bits: 1,
+                bits: u64::MAX,
                 at: now,
             },
         );
         Ok(())
+    }
+
+    /// Records that this node's queue was bound at `now` (ms since the epoch): at start, and
+    /// again after every reconnect (envelopes published while the link was down never reached
+    /// the new queue, so none of them may be taken later).
+    pub fn listening_from(&mut self, now: u64) {
+        self.listening_since = now;
     }
 
     /// Sender instances remembered now.
@@ -364,6 +388,34 @@ mod tests {
             },
             reply_to: "amq.gen-1".into(),
         }
+    }
+
+    #[test]
+    fn envelopes_from_before_the_queue_was_bound_are_replays() {
+        let mut freshness = Freshness::default();
+        let bound = 1_000_000;
+        freshness.listening_from(bound);
+        let stamp = |ts, seq| Stamp {
+            node: "nodeA1".into(),
+            instance: 7,
+            seq,
+            ts,
+        };
+        // Captured before this node listened, replayed to it: never seen here, still refused.
+        assert_eq!(
+            freshness.check(&stamp(bound - 10_000, 3), bound + 1_000),
+            Err(Rejection::Replayed)
+        );
+        // A sender whose clock is a little behind is heard; what it sent before the first
+        // envelope heard from it went by unseen, and may not come later.
+        assert_eq!(
+            freshness.check(&stamp(bound - 2_000, 4), bound + 1_000),
+            Ok(())
+        );
+        assert_eq!(
+            freshness.check(&stamp(bound + 500, 5), bound + 1_000),
+            Ok(())
+        );
     }
 
     #[test]
