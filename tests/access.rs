@@ -489,11 +489,9 @@ impl Locator for Elsewhere {
 async fn origin_is_checked_before_a_request_is_forwarded_to_the_owner_node() {
     let server = TestServer::start(same_origin()).await;
     // The owner is unreachable: a request that is forwarded is answered 503.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    // Port 1: nothing listens there (a port picked and released could be taken by a
+    // parallel test).
+    let closed: SocketAddr = "127.0.0.1:1".parse().expect("an address");
     server.engine.set_locator(Arc::new(Elsewhere(closed)));
     let query = "EIO=4&transport=polling&sid=abcdefABCDEF0123456789";
     let reply = server

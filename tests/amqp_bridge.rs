@@ -334,11 +334,9 @@ async fn readyz_is_503_while_the_consumed_queue_is_gone_and_200_once_it_is_back(
 
 #[tokio::test]
 async fn the_outbound_queue_stops_at_its_byte_bound_while_the_broker_is_away() {
-    // A port nothing listens on: the bridge never connects, and client events pile up.
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // A port nothing listens on (1, reserved; not one picked and released, which a parallel
+    // test could take): the bridge never connects, and client events pile up.
+    let closed = 1;
     let url = format!("amqp://guest:guest@127.0.0.1:{closed}/%2f");
     let max = 100_000u64;
     let halley = Halley::start(
@@ -396,10 +394,8 @@ async fn readyz_waits_for_the_cluster_link() {
 
     let key = || Key::new(b"test-cluster-secret-0123456789abcdef").unwrap();
     let advertise: SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // Port 1: nothing listens there (see above).
+    let closed = 1;
     let io = common::sio::builder().build();
     let mut config = ClusterConfig::new(
         format!("amqp://guest:guest@127.0.0.1:{closed}/%2f"),
