@@ -232,11 +232,12 @@ pub fn router(state: AdminState) -> Router {
             ))
         })
         .endpoint("/readyz", move |_, _| {
-            std::future::ready(if io_r.engine().is_shutting_down() {
-                publish::shutting_down()
-            } else {
-                publish::readyz(amqp_r.as_deref(), cluster_r.as_deref(), true)
-            })
+            std::future::ready(publish::readyz(
+                &io_r,
+                amqp_r.as_deref(),
+                cluster_r.as_deref(),
+                true,
+            ))
         })
         .endpoint("/metrics", move |_, _| {
             std::future::ready(metrics.response())

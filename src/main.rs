@@ -156,11 +156,12 @@ async fn run(config: Config) {
                 std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(if io_ready.engine().is_shutting_down() {
-                    publish::shutting_down()
-                } else {
-                    publish::readyz(amqp_ready.as_deref(), cluster.as_deref(), false)
-                })
+                std::future::ready(publish::readyz(
+                    &io_ready,
+                    amqp_ready.as_deref(),
+                    cluster.as_deref(),
+                    false,
+                ))
             })
     };
     if let Ok(addr) = admin_listener.local_addr() {

@@ -404,15 +404,15 @@ async fn readyz_waits_for_the_cluster_link() {
     );
     config.exchange = unique("cluster");
     let away = Cluster::spawn(&io, config);
-    let res = publish::readyz(None, Some(&away), true);
+    let res = publish::readyz(&io, None, Some(&away), true);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let io = common::sio::builder().build();
+    let linked_io = common::sio::builder().build();
     let mut config = ClusterConfig::new(amqp_url(), advertise, key());
     config.exchange = unique("cluster");
-    let linked = Cluster::spawn(&io, config);
+    let linked = Cluster::spawn(&linked_io, config);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while publish::readyz(None, Some(&linked), true).status() != StatusCode::OK {
+    while publish::readyz(&linked_io, None, Some(&linked), true).status() != StatusCode::OK {
         assert!(
             Instant::now() < deadline,
             "the cluster link did not come up"
@@ -420,7 +420,7 @@ async fn readyz_waits_for_the_cluster_link() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        publish::readyz(None, Some(&away), false).status(),
+        publish::readyz(&io, None, Some(&away), false).status(),
         StatusCode::SERVICE_UNAVAILABLE,
         "still no broker on the closed port"
     );

@@ -72,14 +72,6 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
     res
 }
 
-/// `/readyz` once shutdown began (503): load balancers stop sending clients here.
-pub fn shutting_down() -> Response<Body> {
-    json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &json!({ "status": "shutting down" }),
-    )
-}
-
 /// A JSON error response: `{"error": message}`.
 pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Body> {
     json_response(status, &json!({ "error": message.to_string() }))
@@ -263,14 +255,22 @@ pub fn healthz(
     )
 }
 
-/// `/readyz`: 503 while a configured broker link (the AMQP bridge, the cluster link) is down,
-/// restarting after a panic included; with `detail` (the admin listener's), the links' state
-/// too.
+/// `/readyz`: 503 once shutdown began, and while a configured broker link (the AMQP bridge,
+/// the cluster link) is down, restarting after a panic included; with `detail` (the admin
+/// listener's), the links' state too.
 pub fn readyz(
+    io: &Halley,
     amqp: Option<&BridgeStats>,
     cluster: Option<&super::cluster::Cluster>,
     detail: bool,
 ) -> Response<Body> {
+    // Shutdown began: load balancers stop sending clients here.
+    if io.engine().is_shutting_down() {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "shutting down" }),
+        );
+    }
     let amqp_down = amqp.is_some_and(|stats| !stats.connected());
     let cluster_connected = |c: &super::cluster::Cluster| {
         c.stats()
