@@ -38,6 +38,21 @@ fn counter(m: &mut prometheus_client::encoding::MetricEncoder<'_>, v: u64) -> fm
     m.encode_counter::<NoLabelSet, _, u64>(&v, None)
 }
 
+/// A counter family split by one label: `name_total{label="..."}` for each `(value, count)`.
+fn labelled<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: impl IntoIterator<Item = (&'a str, u64)>,
+) -> fmt::Result {
+    let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in counts {
+        counter(&mut m.encode_family(&[(label, value)])?, count)?;
+    }
+    Ok(())
+}
+
 impl Collect {
     fn per_transport(
         &self,
@@ -146,66 +161,42 @@ impl Collector for Collect {
             )?;
             counter(&mut m, load(&stats.outbox_dropped))?;
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "halley_handshakes_refused",
-                "Handshakes refused with 503 by a session limit (max_sessions, max_sessions_per_ip)",
-                None,
-                MetricType::Counter,
-            )?;
-            for limit in Refusal::ALL {
-                counter(
-                    &mut m.encode_family(&[("limit", limit.as_str())])?,
-                    stats.refusals(limit),
-                )?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "halley_origin_refused",
-                "Requests refused with 403 by the origin policy, by kind (websocket handshake, script-like GET, POST)",
-                None,
-                MetricType::Counter,
-            )?;
-            for kind in origin::Kind::ALL {
-                counter(
-                    &mut m.encode_family(&[("kind", kind.as_str())])?,
-                    stats.origin_refusals(kind),
-                )?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
+            "halley_handshakes_refused",
+            "Handshakes refused with 503 by a session limit (max_sessions, max_sessions_per_ip)",
+            "limit",
+            Refusal::ALL.map(|limit| (limit.as_str(), stats.refusals(limit))),
+        )?;
+        labelled(
+            &mut encoder,
+            "halley_origin_refused",
+            "Requests refused with 403 by the origin policy, by kind (websocket handshake, script-like GET, POST)",
+            "kind",
+            origin::Kind::ALL.map(|kind| (kind.as_str(), stats.origin_refusals(kind))),
+        )?;
+        for (name, help, value) in [
+            (
                 "halley_write_timeouts",
                 "HTTP connections closed because the client stopped reading (write timeout)",
-                None,
-                MetricType::Counter,
-            )?;
-            counter(&mut m, load(&stats.write_timeouts))?;
-        }
-        {
-            let mut m = encoder.encode_descriptor(
+                load(&stats.write_timeouts),
+            ),
+            (
                 "halley_body_timeouts",
                 "POSTs answered 408 because their body stopped arriving (body read timeout)",
-                None,
-                MetricType::Counter,
-            )?;
-            counter(&mut m, load(&stats.body_timeouts))?;
+                load(&stats.body_timeouts),
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            counter(&mut m, value)?;
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "halley_session_closes",
-                "Sessions closed, by reason (outbox full = disconnected for not reading)",
-                None,
-                MetricType::Counter,
-            )?;
-            for reason in CLOSE_REASONS {
-                counter(
-                    &mut m.encode_family(&[("reason", reason.as_str())])?,
-                    stats.closes(reason),
-                )?;
-            }
-        }
+        labelled(
+            &mut encoder,
+            "halley_session_closes",
+            "Sessions closed, by reason (outbox full = disconnected for not reading)",
+            "reason",
+            CLOSE_REASONS.map(|reason| (reason.as_str(), stats.closes(reason))),
+        )?;
         {
             let mut m = encoder.encode_descriptor(
                 "halley_ping_rtt_seconds",
@@ -260,17 +251,13 @@ impl Collector for Collect {
                 )?;
                 m.encode_gauge(&i64::try_from(snap.outbound_bytes).unwrap_or(i64::MAX))?;
             }
-            {
-                let mut m = encoder.encode_descriptor(
-                    "halley_amqp_publish_refused",
-                    "Client events refused before they were queued for RabbitMQ, by reason (event_name: over 255 bytes; backlog_full, backlog_bytes: the outbound queue's count or byte bound; headers: too large for one AMQP frame)",
-                    None,
-                    MetricType::Counter,
-                )?;
-                for (reason, value) in amqp.refused() {
-                    counter(&mut m.encode_family(&[("reason", reason)])?, value)?;
-                }
-            }
+            labelled(
+                &mut encoder,
+                "halley_amqp_publish_refused",
+                "Client events refused before they were queued for RabbitMQ, by reason (event_name: over 255 bytes; backlog_full, backlog_bytes: the outbound queue's count or byte bound; headers: too large for one AMQP frame)",
+                "reason",
+                amqp.refused(),
+            )?;
             for (name, help, value) in [
                 (
                     "halley_amqp_consumed",
@@ -361,22 +348,16 @@ impl Collector for Collect {
             }
         }
         // Present without a cluster too: a request claiming to be forwarded is refused there.
-        let mut m = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
             "halley_cluster_rejected",
             "Cluster messages and forwarded requests refused, by reason (see the README)",
-            None,
-            MetricType::Counter,
-        )?;
-        if let Some(cluster) = &self.cluster {
-            for (reason, value) in cluster.stats().rejected() {
-                counter(&mut m.encode_family(&[("reason", reason)])?, value)?;
-            }
-        }
-        counter(
-            &mut m.encode_family(&[("reason", "forward_mark")])?,
-            load(&stats.forward_refused),
-        )?;
-        Ok(())
+            "reason",
+            self.cluster
+                .iter()
+                .flat_map(|cluster| cluster.stats().rejected())
+                .chain([("forward_mark", load(&stats.forward_refused))]),
+        )
     }
 }
 
@@ -385,19 +366,14 @@ struct AdminCollect(Arc<crate::admin::AdminGuard>);
 
 impl Collector for AdminCollect {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let mut m = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
             "halley_admin_refused",
             "Admin listener requests refused, by reason (host, origin, token, content_type)",
-            None,
-            MetricType::Counter,
-        )?;
-        for reason in crate::admin::AdminRefusal::ALL {
-            counter(
-                &mut m.encode_family(&[("reason", reason.as_str())])?,
-                self.0.stats.refused(reason),
-            )?;
-        }
-        Ok(())
+            "reason",
+            crate::admin::AdminRefusal::ALL
+                .map(|reason| (reason.as_str(), self.0.stats.refused(reason))),
+        )
     }
 }
 
@@ -408,33 +384,20 @@ struct SocketIoCollect(Arc<crate::socketio::limits::Stats>);
 impl Collector for SocketIoCollect {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         use crate::socketio::limits::{ConnectRefusal, JoinRefusal};
-        {
-            let mut m = encoder.encode_descriptor(
-                "halley_room_joins_refused",
-                "Room joins refused by a room limit (max_rooms, max_room_name), by reason",
-                None,
-                MetricType::Counter,
-            )?;
-            for reason in JoinRefusal::ALL {
-                counter(
-                    &mut m.encode_family(&[("reason", reason.as_str())])?,
-                    self.0.joins_refused(reason),
-                )?;
-            }
-        }
-        let mut m = encoder.encode_descriptor(
+        labelled(
+            &mut encoder,
+            "halley_room_joins_refused",
+            "Room joins refused by a room limit (max_rooms, max_room_name), by reason",
+            "reason",
+            JoinRefusal::ALL.map(|reason| (reason.as_str(), self.0.joins_refused(reason))),
+        )?;
+        labelled(
+            &mut encoder,
             "halley_connects_refused",
             "Socket.IO CONNECTs refused by a limit (max_namespaces, max_auth_payload, max_auth_attempts), by reason",
-            None,
-            MetricType::Counter,
-        )?;
-        for reason in ConnectRefusal::ALL {
-            counter(
-                &mut m.encode_family(&[("reason", reason.as_str())])?,
-                self.0.connects_refused(reason),
-            )?;
-        }
-        Ok(())
+            "reason",
+            ConnectRefusal::ALL.map(|reason| (reason.as_str(), self.0.connects_refused(reason))),
+        )
     }
 }
 
@@ -444,20 +407,13 @@ struct AuthCollect(Arc<AuthStats>);
 
 impl Collector for AuthCollect {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        {
-            let mut m = encoder.encode_descriptor(
-                "halley_auth_checks",
-                "Auth hook checks, by outcome (allowed, refused, error, timeout, busy = no free slot in time, room_limits)",
-                None,
-                MetricType::Counter,
-            )?;
-            for outcome in Outcome::ALL {
-                counter(
-                    &mut m.encode_family(&[("outcome", outcome.as_str())])?,
-                    self.0.checks(outcome),
-                )?;
-            }
-        }
+        labelled(
+            &mut encoder,
+            "halley_auth_checks",
+            "Auth hook checks, by outcome (allowed, refused, error, timeout, busy = no free slot in time, room_limits)",
+            "outcome",
+            Outcome::ALL.map(|outcome| (outcome.as_str(), self.0.checks(outcome))),
+        )?;
         for (name, help, value) in [
             (
                 "halley_auth_in_flight",
