@@ -5,7 +5,9 @@
 //! - [`amqp`]: the RabbitMQ bridge: consume queues and exchange bindings, publish unhandled
 //!   client events (refusing names AMQP cannot carry, and events beyond the outbound queue's
 //!   count and byte bounds), answer client acks from replies, reconnect with backoff.
-//! - [`publish`]: `POST /publish` with a bearer token, and `/healthz`, `/readyz`.
+//! - [`publish`]: the answers of `POST /publish`, `POST /sockets`, `/healthz` and `/readyz`
+//!   (served by `crate::admin`, whose guard authorizes them; the public listener gets the
+//!   status-only health answers).
 //! - [`auth`]: the auth hook: the handshake's Cookie and auth payload, asked of an application
 //!   URL before a socket connects.
 //! - [`subscribe`]: the `subscribe` / `unsubscribe` convention for browsers in no-code mode.
