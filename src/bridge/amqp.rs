@@ -66,15 +66,9 @@ impl std::str::FromStr for Binding {
     fn from_str(s: &str) -> Result<Self, String> {
         match s.split_once(':') {
             Some((exchange, pattern)) if !exchange.is_empty() && !pattern.is_empty() => {
-                if exchange.len() > SHORT_STRING_MAX || pattern.len() > SHORT_STRING_MAX {
-                    return Err(format!(
-                        "the exchange and the pattern are AMQP short strings: at most \
-                         {SHORT_STRING_MAX} bytes each"
-                    ));
-                }
                 Ok(Binding {
-                    exchange: exchange.into(),
-                    pattern: pattern.into(),
+                    exchange: check_name(exchange)?,
+                    pattern: check_name(pattern)?,
                 })
             }
             _ => Err(format!("expected EXCHANGE:PATTERN, got {s:?}")),
