@@ -624,9 +624,7 @@ async fn sigterm_with_messages_flowing_leaves_each_one_delivered_or_in_rabbitmq(
             .unwrap();
         left.insert(n);
     }
-    let _ = channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    delete_queue(&channel, &queue).await;
     assert!(
         !left.is_empty(),
         "the signal came while messages were flowing"
