@@ -11,9 +11,10 @@
 //! first (in this order, each refusal counted in `halley_admin_refused_total{reason}`):
 //! - `host`: without a token, the `Host` header must be an IP address or `localhost`. A page
 //!   that rebinds its own DNS name to 127.0.0.1 (DNS rebinding) sends its own name.
-//! - `origin`: a request carrying an `Origin` (browsers send one with every cross-origin
-//!   request and every POST) must come from the admin address itself; there are no admin pages,
-//!   so in practice any page is refused.
+//! - `origin`: the engine's origin policy, same origin only: a request whose `Origin` (browsers
+//!   send one with every cross-origin request and every POST), `Referer` or `Sec-Fetch-Site`
+//!   shows a page from elsewhere is refused; there are no admin pages, so in practice any page
+//!   is.
 //! - `token`: with `--admin-token`, `Authorization: Bearer <token>` (compared in constant time).
 //! - `content_type`: a POST must be `application/json`, which a page can only send after a CORS
 //!   preflight that this listener never grants (a `text/plain` form post cannot pass).
@@ -22,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use halley_transports::Body;
+use halley_transports::{origin, Body, Cors};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
@@ -130,16 +131,19 @@ impl AdminGuard {
         if self.token.is_none() && host.is_some_and(|host| !host_is_address(host)) {
             return Err(AdminRefusal::Host);
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let same = origin
-                .to_str()
-                .ok()
-                .and_then(|o| o.split_once("://"))
-                .zip(host)
-                .is_some_and(|((_, authority), host)| authority.eq_ignore_ascii_case(host));
-            if !same {
-                return Err(AdminRefusal::Origin);
-            }
+        // The engine's origin policy, same origin only and no proxy trusted (the admin
+        // listener is never proxied): a page may not make the request, a tool may.
+        let unproxied = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        if origin::check(
+            origin::Kind::Post,
+            headers,
+            unproxied,
+            &Cors::SameOrigin,
+            &[],
+        )
+        .is_err()
+        {
+            return Err(AdminRefusal::Origin);
         }
         if let Some(token) = &self.token {
             let given = headers
