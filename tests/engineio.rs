@@ -597,6 +597,22 @@ async fn polling_poll_that_runs_after_a_close_post_still_gets_its_noop() {
 }
 
 #[tokio::test]
+async fn a_session_lingering_for_a_final_poll_does_not_hold_up_shutdown() {
+    // A heartbeat far longer than the shutdown deadline: only shutdown can end the linger.
+    let server = TestServer::start(long_heartbeat_config()).await;
+    let sid = server.handshake().await.sid;
+    // The client closes, and its final poll never comes: the session waits for it.
+    assert_eq!(server.post(&sid, "1").await.text(), "ok");
+    assert!(server.engine.socket(&sid).is_some(), "lingering");
+    let done = server
+        .engine
+        .shutdown(Instant::now() + Duration::from_secs(4))
+        .await;
+    assert!(done, "every session ended before the deadline");
+    assert!(server.engine.socket(&sid).is_none());
+}
+
+#[tokio::test]
 async fn websocket_close_packet_makes_server_close_promptly() {
     let server = start().await;
     let (mut ws, open) = server.ws_handshake().await;

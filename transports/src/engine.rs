@@ -530,6 +530,9 @@ impl Engine {
         self.shared.tasks.close();
         for socket in self.shared.registry.all() {
             socket.close(CloseReason::ServerShutdown);
+            // One closed earlier may be lingering for a final poll: it checks again, now
+            // that shutdown has begun.
+            socket.wake_all();
         }
         tokio::time::timeout_at(deadline.into(), self.shared.tasks.wait())
             .await

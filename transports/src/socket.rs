@@ -383,8 +383,8 @@ pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
     Box::pin(end(socket, shared, reason)).await;
 }
 
-/// How long a polling session closed by shutdown, with frames still queued, waits for its
-/// client's next poll.
+/// How long, once shutdown began, a closed polling session with frames still queued waits for
+/// its client's next poll.
 pub const SHUTDOWN_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Ends a closed session: tells the application, lets a force-closed HTTP session linger for
@@ -394,23 +394,28 @@ async fn end(socket: Arc<Socket>, shared: Arc<Shared>, reason: CloseReason) {
     tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
     shared.handler.on_close(&socket, reason);
     // A force-closed HTTP session stays reachable until a poll has read its close packet, or
-    // a heartbeat period has passed (the client is gone). At shutdown a live polling client
-    // is back within a round trip (it polls again as soon as a poll returns): one that has not
-    // come back within `SHUTDOWN_POLL_WAIT` is taken for gone, so that the process need not
-    // wait the whole grace period for clients that left without saying so.
+    // a heartbeat period has passed (the client is gone). Once shutdown begins (whenever the
+    // session closed), only frames still queued are worth waiting for, and briefly: a live
+    // polling client is back within a round trip (it polls again as soon as a poll returns),
+    // and one that has not come back within `SHUTDOWN_POLL_WAIT` is taken for gone, so that
+    // the process need not wait out the grace period for clients that left without saying so.
     let linger = shared.config.session.ping_interval + shared.config.session.ping_timeout;
-    let cap = if reason == CloseReason::ServerShutdown {
-        SHUTDOWN_POLL_WAIT
-    } else {
-        std::time::Duration::from_secs(30)
-    };
-    let deadline = tokio::time::Instant::now() + linger.min(cap);
+    let mut deadline = tokio::time::Instant::now() + linger.min(std::time::Duration::from_secs(30));
     loop {
         let notified = socket.driver_wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !socket.lock().awaits_final_read() {
-            break;
+        {
+            let session = socket.lock();
+            if !session.awaits_final_read() {
+                break;
+            }
+            if shared.tasks.is_closed() {
+                if !session.has_outbound() {
+                    break;
+                }
+                deadline = deadline.min(tokio::time::Instant::now() + SHUTDOWN_POLL_WAIT);
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break,
