@@ -201,10 +201,15 @@ pub struct Query<'a> {
     pub j: Option<&'a str>,
     /// Transports the client gave up before this handshake: `name:reason,...`.
     pub tried: Option<&'a str>,
+    /// A resuming client's confirmed position (see [`Session`](crate::session::Session)'s
+    /// resume); on a handshake, the request to resume at all.
+    pub ack: Option<&'a str>,
+    /// The position of a resuming client's first upstream packet in this POST.
+    pub seq: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
-    /// Reads `EIO`, `transport`, `sid` and `j`; anything else (the `t` cache-buster) is ignored.
+    /// Reads `EIO`, `transport`, `sid`, `j`, `tried`, `ack` and `seq`; anything else (the `t` cache-buster) is ignored.
     /// Values are taken verbatim: every valid value is plain ASCII, so an encoded one is invalid.
     pub fn parse(query: &'a str) -> Self {
         let mut out = Query::default();
@@ -216,6 +221,8 @@ impl<'a> Query<'a> {
                 "sid" => out.sid = Some(value),
                 "j" => out.j = Some(value),
                 "tried" => out.tried = Some(value),
+                "ack" => out.ack = Some(value),
+                "seq" => out.seq = Some(value),
                 _ => {}
             }
         }
@@ -414,6 +421,14 @@ impl Engine {
             (TransportKind::XhrStreaming, _) => Framing::XhrStreaming,
             (TransportKind::WebSocket, _) => Framing::Xhr,
         };
+        let position = |value: Option<&str>| match value {
+            None => Ok(None),
+            Some(v) if (1..=19).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_digit()) => {
+                v.parse().map(Some).map_err(|_| EngineError::BadRequest)
+            }
+            Some(_) => Err(EngineError::BadRequest),
+        };
+        let (ack, seq) = (position(query.ack)?, position(query.seq)?);
         let upgrade = websocket::is_upgrade_request(&req);
         // A WebSocket opening handshake is a GET (RFC 6455); the origin policy classifies
         // requests by method, so no other method may reach an upgrade.
@@ -439,10 +454,11 @@ impl Engine {
                 Method::GET => {
                     // A GET may park for the whole heartbeat: it keeps nothing of its request.
                     drop(req);
-                    receive(&self.shared, &socket, transport, &framing).await
+                    receive(&self.shared, &socket, transport, &framing, ack).await
                 }
                 Method::POST => {
-                    Box::pin(polling::post(&self.shared, &socket, transport, req)).await
+                    let at = polling::Upstream { ack, seq };
+                    Box::pin(polling::post(&self.shared, &socket, transport, at, req)).await
                 }
                 _ => Err(EngineError::BadRequest),
             };
@@ -475,8 +491,8 @@ impl Engine {
             return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
         }
         drop(req);
-        let socket = open(&self.shared, transport, handshake)?;
-        receive(&self.shared, &socket, transport, &framing).await
+        let socket = open(&self.shared, transport, handshake, ack.is_some())?;
+        receive(&self.shared, &socket, transport, &framing, None).await
     }
 
     /// Applies the origin policy ([`crate::origin`]) to a request: refusals are counted and
@@ -578,20 +594,23 @@ pub(crate) async fn receive(
     socket: &Arc<Socket>,
     transport: TransportKind,
     framing: &Framing,
+    ack: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     socket.sync_probe().await;
     if transport.is_streaming() {
-        streaming::attach(shared, socket, transport, framing)
+        streaming::attach(shared, socket, transport, framing, ack)
     } else {
-        polling::poll(shared, socket, framing).await
+        polling::poll(shared, socket, framing, ack).await
     }
 }
 
-/// Creates, registers and starts a session, and tells the application.
+/// Creates, registers and starts a session, and tells the application. `resumable`: the
+/// client asked for Engine.IO-level resume (HTTP transports only).
 pub(crate) fn open(
     shared: &Arc<Shared>,
     transport: TransportKind,
     handshake: Handshake,
+    resumable: bool,
 ) -> Result<Arc<Socket>, EngineError> {
     if shared.tasks.is_closed() {
         return Err(EngineError::Unavailable);
@@ -608,12 +627,15 @@ pub(crate) fn open(
         .admit(client, config.max_sessions, config.max_sessions_per_ip)
         .map_err(|limit| refused(shared, limit, client))?;
     let open = handshake_packet(&shared.config, &sid, transport);
-    let session = Session::new(
+    let mut session = Session::new(
         transport,
         shared.config.session.clone(),
         open.encode(),
         Instant::now(),
     );
+    if resumable {
+        session.enable_resume();
+    }
     let socket = Arc::new(Socket::new(
         sid,
         handshake,

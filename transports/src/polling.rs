@@ -39,7 +39,17 @@ struct Posting<'a>(&'a Socket);
 impl Drop for Posting<'_> {
     fn drop(&mut self) {
         self.0.lock().end_post();
+        // A resuming client's next POST may be waiting for this one.
+        self.0.wake_receiver();
     }
+}
+
+/// Where a resuming client's POST stands: what it has received (`ack`), and the position of
+/// its first packet (`seq`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Upstream {
+    pub ack: Option<u64>,
+    pub seq: Option<u64>,
 }
 
 /// The response to a refused receiver or upstream request (shared by every HTTP transport).
@@ -51,7 +61,11 @@ pub(crate) fn refused(socket: &Socket, error: AttachError) -> EngineError {
             socket.wake_all();
             EngineError::UnknownSid
         }
-        AttachError::TransportMismatch => EngineError::BadRequest,
+        AttachError::TransportMismatch | AttachError::Busy => EngineError::BadRequest,
+        AttachError::BadAck => {
+            socket.wake_all();
+            EngineError::BadRequest
+        }
         AttachError::Overlap => {
             // The session is closed now; release the parked request and the driver.
             socket.wake_all();
@@ -65,14 +79,17 @@ pub(crate) async fn poll(
     shared: &Shared,
     socket: &Arc<Socket>,
     framed: &Framing,
+    ack: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     let attached = {
         let id = socket
             .lock()
-            .attach(TransportKind::Polling, Instant::now())
+            .attach(TransportKind::Polling, Instant::now(), ack)
             .map_err(|e| refused(socket, e))?;
         Attached { socket, id }
     };
+    // A receiver it replaced answers now.
+    socket.wake_receiver();
     let frames = socket
         .wait_until(|session| session.poll(attached.id, shared.config.max_poll_packets))
         .await;
@@ -120,15 +137,26 @@ pub(crate) async fn post(
     shared: &Shared,
     socket: &Arc<Socket>,
     transport: TransportKind,
+    at: Upstream,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, EngineError> {
     socket.sync_probe().await;
-    let _posting = {
-        socket
-            .lock()
-            .begin_post(transport, Instant::now())
-            .map_err(|e| refused(socket, e))?;
-        Posting(socket)
+    // A resuming client repeats a POST whose answer it lost; the first may still be read.
+    let begin =
+        socket.wait_until(
+            |session| match session.begin_post(transport, Instant::now(), at.ack) {
+                Err(AttachError::Busy) => None,
+                other => Some(other),
+            },
+        );
+    let _posting = tokio::select! {
+        begun = begin => {
+            begun.map_err(|e| refused(socket, e))?;
+            Posting(socket)
+        }
+        () = tokio::time::sleep(shared.config.body_read_timeout) => {
+            return Err(EngineError::BadRequest);
+        }
     };
     let form = req.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
@@ -159,7 +187,7 @@ pub(crate) async fn post(
             }
         };
     }
-    let packets = match decode_payload(body) {
+    let mut packets = match decode_payload(body) {
         Ok(packets) => packets,
         Err(error) => {
             tracing::debug!(sid = %socket.sid(), %error, "undecodable payload, closing");
@@ -167,6 +195,15 @@ pub(crate) async fn post(
             return Err(EngineError::BadRequest);
         }
     };
+    // Packets a repeated POST carries again were applied the first time.
+    let seen = socket
+        .lock()
+        .admit_upstream(at.seq, packets.len())
+        .map_err(|error| {
+            tracing::debug!(sid = %socket.sid(), %error, "upstream out of sequence, closing");
+            EngineError::BadRequest
+        })?;
+    packets.drain(..seen);
     socket
         .receive(shared, packets)
         .map_err(|reason| match reason {

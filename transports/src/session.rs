@@ -154,6 +154,13 @@ pub enum AttachError {
     /// A second concurrent receiver (or upstream request): the session has been closed.
     #[error("overlapping request")]
     Overlap,
+    /// An upstream request while another is still being read, on a resumable session: the
+    /// first may be a broken one the client gave up on. Wait for it to end.
+    #[error("another upstream request is in progress")]
+    Busy,
+    /// An `ack` beyond what was sent: the session has been closed.
+    #[error("acknowledged frames that were never sent")]
+    BadAck,
 }
 
 /// What a pushed frame met.
@@ -224,6 +231,40 @@ pub struct Session {
     /// Syncs asked of the probe, and the last one it completed (see [`Self::sync_probe`]).
     probe_asked: u64,
     probe_synced: u64,
+    /// Engine.IO-level resume, for clients that ask for it (see [`Resume`]).
+    resume: Option<Resume>,
+}
+
+/// What a resumable session keeps so that no frame is lost with a broken HTTP response.
+///
+/// Halley's own client asks for it with an `ack` parameter on its handshake. Every frame taken
+/// from the outbox has a position (the handshake is 0). Each poll response and stream chunk
+/// then ends with a marker, a noop packet whose data is `p<n>` (the client has everything
+/// before position `n` once it has read this far) or, in the last chunk of a stream that ends
+/// cleanly, `e<n>`. A stream that stops without `e` was cut. Frames written but not yet
+/// confirmed are retained; the client confirms with `ack=<n>` on each request, and a receiver
+/// that opens with `ack=n` first gets the retained frames from `n` on again: every frame
+/// written to a connection that broke is delivered later, exactly once and in order. Upstream,
+/// a POST says with `seq=<k>` which position its first packet has, so a POST repeated after a
+/// lost response is not applied twice.
+///
+/// Retained frames count against `max_outbox`; a stream ends (and its client reopens it,
+/// confirming) once a quarter of the outbox is unconfirmed, and every request confirms, so an
+/// idle client keeps nothing after its next pong.
+#[derive(Debug, Default)]
+struct Resume {
+    retained: VecDeque<Frame>,
+    /// Upstream packets applied so far.
+    inbound: u64,
+}
+
+/// A position the client claimed that the session never reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    #[error("acknowledged frames that were never sent")]
+    AheadOfSent,
+    #[error("upstream packets out of sequence")]
+    UpstreamGap,
 }
 
 impl Session {
@@ -248,7 +289,87 @@ impl Session {
             probe: false,
             probe_asked: 0,
             probe_synced: 0,
+            resume: None,
         }
+    }
+
+    /// Keeps what the HTTP transports need to resume after a broken response (see
+    /// [`Resume`]). A session on WebSocket has nothing to resume.
+    pub fn enable_resume(&mut self) {
+        if self.transport != TransportKind::WebSocket {
+            self.resume = Some(Resume::default());
+        }
+    }
+
+    pub fn is_resumable(&self) -> bool {
+        self.resume.is_some()
+    }
+
+    /// Frames written but not yet confirmed by a resuming client.
+    pub fn retained(&self) -> usize {
+        self.resume.as_ref().map_or(0, |r| r.retained.len())
+    }
+
+    /// The client has every frame before position `ack`: they need not be kept. Refused
+    /// (the session is then closed) when `ack` is beyond what was sent; an older `ack` than
+    /// one seen before confirms nothing more.
+    pub fn acknowledge(&mut self, ack: u64) -> Result<(), ResumeError> {
+        let taken = self.taken;
+        let Some(resume) = &mut self.resume else {
+            return Ok(());
+        };
+        if ack > taken {
+            self.close(CloseReason::ProtocolError);
+            return Err(ResumeError::AheadOfSent);
+        }
+        let first = taken - resume.retained.len() as u64;
+        let confirmed = ack.saturating_sub(first) as usize;
+        resume
+            .retained
+            .drain(..confirmed.min(resume.retained.len()));
+        Ok(())
+    }
+
+    /// Confirms `ack`, then puts the frames from `ack` on back in front of the outbox, to be
+    /// written again: the client did not get them.
+    fn rewind(&mut self, ack: u64) -> Result<(), ResumeError> {
+        self.acknowledge(ack)?;
+        if let Some(resume) = &mut self.resume {
+            let lost = std::mem::take(&mut resume.retained);
+            self.taken -= lost.len() as u64;
+            for frame in lost.into_iter().rev() {
+                self.outbox.push_front(frame);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where an upstream payload of `count` packets whose first has position `seq` starts to
+    /// be new: how many of its packets were applied already (a POST repeated after its
+    /// response was lost). `seq` past the packets applied so far is a gap, and refused.
+    pub fn admit_upstream(&mut self, seq: Option<u64>, count: usize) -> Result<usize, ResumeError> {
+        let Some(resume) = &mut self.resume else {
+            return Ok(0);
+        };
+        let seq = seq.unwrap_or(resume.inbound);
+        if seq > resume.inbound {
+            self.close(CloseReason::ProtocolError);
+            return Err(ResumeError::UpstreamGap);
+        }
+        let end = seq + count as u64;
+        let seen = (resume.inbound - seq).min(count as u64) as usize;
+        resume.inbound = resume.inbound.max(end);
+        Ok(seen)
+    }
+
+    /// The marker that ends a response of a resumable session (see [`Resume`]).
+    fn marker(&self, end: bool) -> Option<Frame> {
+        self.resume.as_ref()?;
+        let tag = if end { 'e' } else { 'p' };
+        Some(Frame::Text(crate::packet::Str::from(format!(
+            "6{tag}{}",
+            self.taken
+        ))))
     }
 
     pub fn transport(&self) -> TransportKind {
@@ -286,7 +407,8 @@ impl Session {
         if self.is_closed() {
             return Err(PushError::Closed);
         }
-        let excess = (self.outbox.len() + frames.len()).saturating_sub(self.config.max_outbox);
+        let held = self.outbox.len() + self.retained();
+        let excess = (held + frames.len()).saturating_sub(self.config.max_outbox);
         if excess > 0 {
             if volatile {
                 return Err(PushError::Dropped);
@@ -365,29 +487,50 @@ impl Session {
     /// Takes every queued frame, in order.
     pub fn drain(&mut self) -> VecDeque<Frame> {
         self.took(self.outbox.len());
-        std::mem::take(&mut self.outbox)
+        let frames = std::mem::take(&mut self.outbox);
+        if let Some(resume) = &mut self.resume {
+            resume.retained.extend(frames.iter().cloned());
+        }
+        frames
     }
 
     /// Takes at most `max` queued frames (at least one, if any is queued), in order.
     pub fn drain_at_most(&mut self, max: usize, out: &mut Vec<Frame>) {
         let n = max.max(1).min(self.outbox.len());
         self.took(n);
+        let from = out.len();
         out.extend(self.outbox.drain(..n));
+        if let Some(resume) = &mut self.resume {
+            resume.retained.extend(out[from..].iter().cloned());
+        }
     }
 
     /// Attaches a receiver of `kind`, arriving at `now`. A polling receiver that finds another
-    /// attached closes the session: the protocol forbids concurrent GETs.
-    pub fn attach(&mut self, kind: TransportKind, now: Instant) -> Result<ReceiverId, AttachError> {
+    /// attached closes the session: the protocol forbids concurrent GETs. On a resumable
+    /// session the newcomer replaces it instead (the old one's connection may be broken without
+    /// the server knowing yet), and `ack` says what the client got: the frames after it are
+    /// written again.
+    pub fn attach(
+        &mut self,
+        kind: TransportKind,
+        now: Instant,
+        ack: Option<u64>,
+    ) -> Result<ReceiverId, AttachError> {
         self.expire(now);
-        if self.is_closed() && !(self.awaits_final_read() && self.receiver.is_none()) {
+        let resuming = self.resume.is_some();
+        if self.is_closed() && !(self.awaits_final_read() && (resuming || self.receiver.is_none()))
+        {
             return Err(AttachError::Closed);
         }
         if kind != self.transport {
             return Err(AttachError::TransportMismatch);
         }
-        if self.receiver.is_some() {
+        if self.receiver.is_some() && !resuming {
             self.close(CloseReason::ProtocolError);
             return Err(AttachError::Overlap);
+        }
+        if let Some(ack) = ack {
+            self.rewind(ack).map_err(|_| AttachError::BadAck)?;
         }
         self.next_receiver += 1;
         let id = ReceiverId(self.next_receiver);
@@ -412,7 +555,11 @@ impl Session {
             State::Closed(CloseReason::ServerShutdown) => self.has_outbound(),
             _ => false,
         };
-        waits && self.transport != TransportKind::WebSocket && !self.final_read
+        // A resuming client may have lost the final response: what it has not confirmed is
+        // kept for it too (it is told the close again with them).
+        let unconfirmed =
+            self.retained() > 0 && !matches!(self.state, State::Closed(CloseReason::ClientClose));
+        waits && self.transport != TransportKind::WebSocket && (!self.final_read || unconfirmed)
     }
 
     pub fn detach(&mut self, id: ReceiverId) {
@@ -432,6 +579,7 @@ impl Session {
     pub fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         self.drain_at_most(max_packets, &mut frames);
+        frames.extend(self.marker(false));
         match self.state {
             // The close packet follows whatever was still queued, once all of it is out.
             State::Closed(reason) if self.outbox.is_empty() => {
@@ -445,8 +593,8 @@ impl Session {
     }
 
     /// What the polling receiver `id` answers now, or `None` to keep waiting. A receiver that
-    /// lost its place (the session upgraded under it) answers a noop and leaves the outbox to
-    /// the new transport.
+    /// lost its place (the session upgraded under it, or a resuming client replaced it)
+    /// answers a noop and leaves the outbox to the new one.
     pub fn poll(&mut self, id: ReceiverId, max_packets: usize) -> Option<Vec<Frame>> {
         if self.receiver != Some(id) && !self.is_closed() {
             return Some(vec![Packet::Noop.encode()]);
@@ -458,23 +606,40 @@ impl Session {
     /// What the streaming receiver `id` writes next, or `None` to keep waiting; `true` with the
     /// frames when the stream must end after them. Unlike a poll, a stream keeps flowing while
     /// an upgrade is probed; when the upgrade completes it ends with a noop, and when the
-    /// session closes it ends with the final packet.
-    pub fn poll_stream(&mut self, id: ReceiverId) -> Option<(Vec<Frame>, bool)> {
+    /// session closes it ends with the final packet. It also ends once the frames reach
+    /// `budget` payload bytes (the stream's size limit: the client reopens it), and on a
+    /// resumable session once a quarter of the outbox waits to be confirmed.
+    pub fn poll_stream(&mut self, id: ReceiverId, budget: usize) -> Option<(Vec<Frame>, bool)> {
         if let State::Closed(reason) = self.state {
             let mut frames: Vec<Frame> = self.drain().into();
+            frames.extend(self.marker(true));
             frames.push(reason.final_packet().encode());
             self.final_read = true;
             return Some((frames, true));
         }
         if self.receiver != Some(id) {
-            return Some((vec![Packet::Noop.encode()], true));
+            let end = self.marker(true).unwrap_or_else(|| Packet::Noop.encode());
+            return Some((vec![end], true));
         }
-        self.has_outbound().then(|| (self.drain().into(), false))
+        if !self.has_outbound() {
+            return None;
+        }
+        let mut frames: Vec<Frame> = self.drain().into();
+        let end = payload_size(&frames) >= budget
+            || (self.resume.is_some() && self.retained() >= (self.config.max_outbox / 4).max(1));
+        frames.extend(self.marker(end));
+        Some((frames, end))
     }
 
     /// Starts an upstream request (polling POST) arriving at `now`. Overlapping ones close the
-    /// session.
-    pub fn begin_post(&mut self, kind: TransportKind, now: Instant) -> Result<(), AttachError> {
+    /// session, except on a resumable one, where the later one waits ([`AttachError::Busy`]).
+    /// `ack` confirms frames, as on a receiver.
+    pub fn begin_post(
+        &mut self,
+        kind: TransportKind,
+        now: Instant,
+        ack: Option<u64>,
+    ) -> Result<(), AttachError> {
         self.expire(now);
         if self.is_closed() {
             return Err(AttachError::Closed);
@@ -483,8 +648,14 @@ impl Session {
             return Err(AttachError::TransportMismatch);
         }
         if self.posting {
+            if self.resume.is_some() {
+                return Err(AttachError::Busy);
+            }
             self.close(CloseReason::ProtocolError);
             return Err(AttachError::Overlap);
+        }
+        if let Some(ack) = ack {
+            self.acknowledge(ack).map_err(|_| AttachError::BadAck)?;
         }
         self.posting = true;
         Ok(())
@@ -614,11 +785,19 @@ impl Session {
     }
 
     /// The probing WebSocket sent `5`: it becomes the session's transport. Any polling receiver
-    /// still attached is detached (it answers with what it has, or a noop).
-    pub fn finish_upgrade(&mut self) -> bool {
+    /// still attached is detached (it answers with what it has, or a noop). A resuming client
+    /// stops reading its HTTP transport before it sends `5<ack>`: the frames after `ack` go
+    /// out again, first, on the WebSocket, which then has nothing to resume.
+    pub fn finish_upgrade(&mut self, ack: Option<u64>) -> bool {
         if !self.is_upgrading() {
             return false;
         }
+        if let Some(ack) = ack {
+            if self.rewind(ack).is_err() {
+                return false;
+            }
+        }
+        self.resume = None;
         self.state = State::Open;
         self.transport = TransportKind::WebSocket;
         self.receiver = None;
@@ -692,6 +871,11 @@ impl Session {
     }
 }
 
+/// The bytes `frames` take in an Engine.IO payload (with their separators).
+pub fn payload_size(frames: &[Frame]) -> usize {
+    frames.iter().map(|f| f.payload_len() + 1).sum()
+}
+
 /// The effects of [`Session::handle_timeout`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Timeout {
@@ -726,6 +910,196 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    fn resumable(now: Instant, kind: TransportKind, max_outbox: usize) -> Session {
+        let mut s = Session::new(
+            kind,
+            SessionConfig {
+                max_outbox,
+                ..config()
+            },
+            Packet::Open(Str::from("{}")).encode(),
+            now,
+        );
+        s.enable_resume();
+        s
+    }
+
+    fn marker(text: &str) -> Frame {
+        Frame::Text(Str::from(text))
+    }
+
+    #[test]
+    fn a_lost_poll_response_is_answered_again_to_the_next_poll() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Polling, 16);
+        let id = s.attach(TransportKind::Polling, t0, None).unwrap();
+        assert_eq!(s.poll(id, 16).unwrap().last(), Some(&marker("6p1")));
+        s.detach(id);
+        s.push(Frame::message("a"), false).unwrap();
+        s.push(Frame::message("b"), false).unwrap();
+        let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
+        let lost = s.poll(id, 16).unwrap();
+        assert_eq!(
+            lost,
+            vec![Frame::message("a"), Frame::message("b"), marker("6p3")]
+        );
+        assert_eq!(s.retained(), 2);
+        // The response never arrived: the client polls again from where it was.
+        let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
+        assert_eq!(s.poll(id, 16).unwrap(), lost);
+        // This one did.
+        let id = s.attach(TransportKind::Polling, t0, Some(3)).unwrap();
+        assert_eq!(s.retained(), 0);
+        assert_eq!(s.poll(id, 16), None);
+    }
+
+    #[test]
+    fn a_resuming_receiver_replaces_a_broken_one_instead_of_closing_the_session() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::XhrStreaming, 16);
+        let old = s.attach(TransportKind::XhrStreaming, t0, None).unwrap();
+        let (frames, end) = s.poll_stream(old, usize::MAX).unwrap();
+        assert_eq!((frames.len(), end), (2, false));
+        s.push(Frame::message("a"), false).unwrap();
+        assert_eq!(
+            s.poll_stream(old, usize::MAX),
+            Some((vec![Frame::message("a"), marker("6p2")], false))
+        );
+        // The connection broke after `a` was written; the client read only the handshake.
+        let new = s.attach(TransportKind::XhrStreaming, t0, Some(1)).unwrap();
+        assert!(!s.is_closed());
+        assert_eq!(
+            s.poll_stream(old, usize::MAX).map(|(_, end)| end),
+            Some(true)
+        );
+        assert_eq!(
+            s.poll_stream(new, usize::MAX),
+            Some((vec![Frame::message("a"), marker("6p2")], false))
+        );
+    }
+
+    #[test]
+    fn a_stream_ends_cleanly_at_its_budget_and_when_a_quarter_of_the_outbox_is_unconfirmed() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Sse, 16);
+        let id = s.attach(TransportKind::Sse, t0, None).unwrap();
+        s.push(Frame::message("0123456789"), false).unwrap();
+        assert_eq!(
+            s.poll_stream(id, 10),
+            Some((
+                vec![
+                    Packet::Open(Str::from("{}")).encode(),
+                    Frame::message("0123456789"),
+                    marker("6e2")
+                ],
+                true
+            ))
+        );
+        let id = s.attach(TransportKind::Sse, t0, Some(2)).unwrap();
+        for n in 0..3 {
+            s.push(Frame::message(&n.to_string()), false).unwrap();
+            assert_eq!(
+                s.poll_stream(id, usize::MAX).map(|(_, end)| end),
+                Some(false)
+            );
+        }
+        s.push(Frame::message("3"), false).unwrap();
+        assert_eq!(
+            s.poll_stream(id, usize::MAX),
+            Some((vec![Frame::message("3"), marker("6e6")], true)),
+            "4 of 16 unconfirmed: the client must reopen, confirming"
+        );
+    }
+
+    #[test]
+    fn unconfirmed_frames_count_against_the_outbox() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Polling, 3);
+        let id = s.attach(TransportKind::Polling, t0, None).unwrap();
+        s.push(Frame::message("a"), false).unwrap();
+        s.poll(id, 16).unwrap();
+        s.detach(id);
+        s.push(Frame::message("b"), false).unwrap();
+        assert_eq!(s.push(Frame::message("c"), false), Err(PushError::Overflow));
+
+        let mut s = resumable(t0, TransportKind::Polling, 3);
+        let id = s.attach(TransportKind::Polling, t0, None).unwrap();
+        s.push(Frame::message("a"), false).unwrap();
+        s.poll(id, 16).unwrap();
+        s.detach(id);
+        s.begin_post(TransportKind::Polling, t0, Some(2)).unwrap();
+        assert_eq!(s.retained(), 0, "a POST confirms too");
+        s.end_post();
+        s.push(Frame::message("b"), false).unwrap();
+        s.push(Frame::message("c"), false).unwrap();
+    }
+
+    #[test]
+    fn an_ack_beyond_what_was_sent_closes_the_session() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Polling, 16);
+        assert_eq!(
+            s.attach(TransportKind::Polling, t0, Some(1)),
+            Err(AttachError::BadAck)
+        );
+        assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
+    }
+
+    #[test]
+    fn a_repeated_post_is_applied_once_and_a_gap_is_refused() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Polling, 16);
+        assert_eq!(s.admit_upstream(Some(0), 2), Ok(0));
+        assert_eq!(s.admit_upstream(Some(0), 2), Ok(2), "the same POST again");
+        assert_eq!(s.admit_upstream(Some(1), 3), Ok(1), "partly new");
+        assert_eq!(s.admit_upstream(None, 1), Ok(0));
+        assert_eq!(s.admit_upstream(Some(9), 1), Err(ResumeError::UpstreamGap));
+        assert!(s.is_closed());
+        // Without resume every POST is new.
+        let mut plain = new_session(t0);
+        assert_eq!(plain.admit_upstream(Some(5), 2), Ok(0));
+    }
+
+    #[test]
+    fn an_upgrade_writes_again_what_the_stream_did_not_deliver() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Iframe, 16);
+        let id = s.attach(TransportKind::Iframe, t0, None).unwrap();
+        s.poll_stream(id, usize::MAX).unwrap();
+        assert!(s.begin_upgrade(t0));
+        s.push(Frame::message("a"), false).unwrap();
+        s.poll_stream(id, usize::MAX).unwrap();
+        // The client stopped reading after the handshake, then sent `51`.
+        assert!(s.finish_upgrade(Some(1)));
+        assert!(!s.is_resumable());
+        assert_eq!(Vec::from(s.drain()), vec![Frame::message("a")]);
+        assert_eq!(s.retained(), 0);
+    }
+
+    #[test]
+    fn a_server_closed_resumable_session_waits_until_its_last_frames_are_confirmed() {
+        let t0 = Instant::now();
+        let mut s = resumable(t0, TransportKind::Polling, 16);
+        let id = s.attach(TransportKind::Polling, t0, None).unwrap();
+        s.poll(id, 16).unwrap();
+        s.detach(id);
+        s.push(Frame::message("bye"), false).unwrap();
+        s.close(CloseReason::ServerClose);
+        let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
+        let last = s.poll(id, 16).unwrap();
+        assert_eq!(
+            last,
+            vec![Frame::message("bye"), marker("6p2"), Packet::Close.encode()]
+        );
+        s.detach(id);
+        assert!(s.awaits_final_read(), "the answer may be lost");
+        let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
+        assert_eq!(s.poll(id, 16).unwrap(), last);
+        s.detach(id);
+        s.acknowledge(2).unwrap();
+        assert!(!s.awaits_final_read());
     }
 
     #[test]
@@ -778,7 +1152,7 @@ mod tests {
                 s.handle_timeout(t0 + ms(300));
             }
             assert_eq!(
-                s.attach(TransportKind::Polling, t0 + ms(500)),
+                s.attach(TransportKind::Polling, t0 + ms(500), None),
                 Err(AttachError::Closed),
                 "driver pinged: {driver_pinged}"
             );
@@ -789,7 +1163,9 @@ mod tests {
         let mut s = new_session(t0);
         s.drain();
         s.handle_timeout(t0 + ms(300));
-        let id = s.attach(TransportKind::Polling, t0 + ms(499)).unwrap();
+        let id = s
+            .attach(TransportKind::Polling, t0 + ms(499), None)
+            .unwrap();
         assert_eq!(
             s.poll(id, 16),
             Some(vec![Packet::Ping(Str::default()).encode()])
@@ -802,7 +1178,7 @@ mod tests {
         let mut s = new_session(t0);
         s.handle_timeout(t0 + ms(300));
         assert_eq!(
-            s.begin_post(TransportKind::Polling, t0 + ms(500)),
+            s.begin_post(TransportKind::Polling, t0 + ms(500), None),
             Err(AttachError::Closed)
         );
         let mut s = new_session(t0);
@@ -847,9 +1223,9 @@ mod tests {
     fn second_receiver_closes_session() {
         let t0 = Instant::now();
         let mut s = new_session(t0);
-        let first = s.attach(TransportKind::Polling, t0).unwrap();
+        let first = s.attach(TransportKind::Polling, t0, None).unwrap();
         assert_eq!(
-            s.attach(TransportKind::Polling, t0),
+            s.attach(TransportKind::Polling, t0, None),
             Err(AttachError::Overlap)
         );
         assert_eq!(s.close_reason(), Some(CloseReason::ProtocolError));
@@ -864,9 +1240,9 @@ mod tests {
     fn overlapping_posts_close_session() {
         let t0 = Instant::now();
         let mut s = new_session(t0);
-        s.begin_post(TransportKind::Polling, t0).unwrap();
+        s.begin_post(TransportKind::Polling, t0, None).unwrap();
         assert_eq!(
-            s.begin_post(TransportKind::Polling, t0),
+            s.begin_post(TransportKind::Polling, t0, None),
             Err(AttachError::Overlap)
         );
         assert!(s.is_closed());
@@ -877,7 +1253,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = new_session(t0);
         s.drain();
-        s.attach(TransportKind::Polling, t0).unwrap();
+        s.attach(TransportKind::Polling, t0, None).unwrap();
         assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
         assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
     }
@@ -892,14 +1268,18 @@ mod tests {
         }
         s.close(CloseReason::ServerShutdown);
         assert!(s.awaits_final_read());
-        let id = s.attach(TransportKind::Polling, t0).expect("the next poll");
+        let id = s
+            .attach(TransportKind::Polling, t0, None)
+            .expect("the next poll");
         assert_eq!(s.poll(id, 2).map(|f| f.len()), Some(2));
         s.detach(id);
         assert!(
             s.awaits_final_read(),
             "a frame and the close are still to be read"
         );
-        let id = s.attach(TransportKind::Polling, t0).expect("one more poll");
+        let id = s
+            .attach(TransportKind::Polling, t0, None)
+            .expect("one more poll");
         let last = s.poll(id, 2).unwrap();
         assert_eq!(last.len(), 2);
         assert_eq!(last.last(), Some(&Packet::Close.encode()));
@@ -921,28 +1301,28 @@ mod tests {
             let t0 = Instant::now();
             let mut s = new_session(t0);
             s.drain();
-            let id = s.attach(TransportKind::Polling, t0).unwrap();
-            s.begin_post(TransportKind::Polling, t0).unwrap();
+            let id = s.attach(TransportKind::Polling, t0, None).unwrap();
+            s.begin_post(TransportKind::Polling, t0, None).unwrap();
             assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
             s.end_post();
             let answer = s.poll(id, 16);
             s.detach(id);
-            (answer, s.attach(TransportKind::Polling, t0))
+            (answer, s.attach(TransportKind::Polling, t0, None))
         };
         let close_first = {
             let t0 = Instant::now();
             let mut s = new_session(t0);
             s.drain();
-            s.begin_post(TransportKind::Polling, t0).unwrap();
+            s.begin_post(TransportKind::Polling, t0, None).unwrap();
             assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
             s.end_post();
             // The poll was on its way: it still gets the noop, and only it.
             assert!(s.awaits_final_read());
-            let id = s.attach(TransportKind::Polling, t0).unwrap();
+            let id = s.attach(TransportKind::Polling, t0, None).unwrap();
             let answer = s.poll(id, 16);
             assert!(!s.awaits_final_read());
             s.detach(id);
-            (answer, s.attach(TransportKind::Polling, t0))
+            (answer, s.attach(TransportKind::Polling, t0, None))
         };
         assert_eq!(poll_first, close_first);
         assert_eq!(
@@ -967,7 +1347,7 @@ mod tests {
         // A request arriving while the probe reads needs another pass of the probe.
         let later = s.sync_probe().unwrap();
         assert!(s.begin_upgrade(t0));
-        assert!(s.finish_upgrade());
+        assert!(s.finish_upgrade(None));
         s.complete_probe_sync(wanted);
         assert!(s.probe_synced(ticket));
         assert!(!s.probe_synced(later));
@@ -976,7 +1356,7 @@ mod tests {
         assert!(s.probe_synced(later));
         assert_eq!(s.probe_sync_wanted(), None);
         assert_eq!(
-            s.attach(TransportKind::Polling, t0),
+            s.attach(TransportKind::Polling, t0, None),
             Err(AttachError::TransportMismatch)
         );
         assert_eq!(s.sync_probe(), None, "no probe, no wait");
@@ -1001,7 +1381,7 @@ mod tests {
         assert!(s.awaits_final_read());
         s.push(Frame::message("unsent"), false).unwrap_err();
         let id = s
-            .attach(TransportKind::Polling, t0)
+            .attach(TransportKind::Polling, t0, None)
             .expect("one more poll may read the close");
         assert_eq!(
             s.poll(id, 16),
@@ -1010,7 +1390,7 @@ mod tests {
         assert!(!s.awaits_final_read());
         s.detach(id);
         assert_eq!(
-            s.attach(TransportKind::Polling, t0),
+            s.attach(TransportKind::Polling, t0, None),
             Err(AttachError::Closed)
         );
     }
@@ -1031,19 +1411,19 @@ mod tests {
         let t0 = Instant::now();
         let mut s = new_session(t0);
         s.drain();
-        s.attach(TransportKind::Polling, t0).unwrap();
+        s.attach(TransportKind::Polling, t0, None).unwrap();
         assert!(!s.receiver_ready());
         assert!(s.begin_upgrade(t0));
         assert!(s.receiver_ready());
         assert_eq!(s.take_poll_response(100), vec![Packet::Noop.encode()]);
-        assert!(s.finish_upgrade());
+        assert!(s.finish_upgrade(None));
         assert_eq!(s.transport(), TransportKind::WebSocket);
         assert_eq!(
-            s.attach(TransportKind::Polling, t0),
+            s.attach(TransportKind::Polling, t0, None),
             Err(AttachError::TransportMismatch)
         );
         assert!(!s.is_closed());
-        assert!(s.attach(TransportKind::WebSocket, t0).is_ok());
+        assert!(s.attach(TransportKind::WebSocket, t0, None).is_ok());
         assert!(!s.can_upgrade());
     }
 
@@ -1057,7 +1437,7 @@ mod tests {
         assert!(t.upgrade_expired);
         assert!(!s.is_upgrading());
         assert_eq!(s.transport(), TransportKind::Polling);
-        assert!(!s.finish_upgrade());
+        assert!(!s.finish_upgrade(None));
     }
 
     #[test]
@@ -1069,17 +1449,23 @@ mod tests {
             Packet::Open(Str::from("{}")).encode(),
             t0,
         );
-        let id = s.attach(TransportKind::Sse, t0).unwrap();
+        let id = s.attach(TransportKind::Sse, t0, None).unwrap();
         assert_eq!(
-            s.poll_stream(id).map(|(f, end)| (f.len(), end)),
+            s.poll_stream(id, usize::MAX).map(|(f, end)| (f.len(), end)),
             Some((1, false))
         );
         assert!(s.begin_upgrade(t0));
-        assert_eq!(s.poll_stream(id), None);
+        assert_eq!(s.poll_stream(id, usize::MAX), None);
         s.push(Frame::message("a"), false).unwrap();
-        assert_eq!(s.poll_stream(id), Some((vec![Frame::message("a")], false)));
-        assert!(s.finish_upgrade());
-        assert_eq!(s.poll_stream(id), Some((vec![Packet::Noop.encode()], true)));
+        assert_eq!(
+            s.poll_stream(id, usize::MAX),
+            Some((vec![Frame::message("a")], false))
+        );
+        assert!(s.finish_upgrade(None));
+        assert_eq!(
+            s.poll_stream(id, usize::MAX),
+            Some((vec![Packet::Noop.encode()], true))
+        );
     }
 
     #[test]
@@ -1092,11 +1478,11 @@ mod tests {
             t0,
         );
         s.drain();
-        let id = s.attach(TransportKind::XhrStreaming, t0).unwrap();
+        let id = s.attach(TransportKind::XhrStreaming, t0, None).unwrap();
         s.push(Frame::message("last"), false).unwrap();
         s.close(CloseReason::ServerShutdown);
         assert_eq!(
-            s.poll_stream(id),
+            s.poll_stream(id, usize::MAX),
             Some((vec![Frame::message("last"), Packet::Close.encode()], true))
         );
     }

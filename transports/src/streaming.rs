@@ -24,7 +24,7 @@ use crate::engine::{Body, EngineError, Framing, Shared};
 use crate::framing;
 use crate::packet::Frame;
 use crate::polling;
-use crate::session::{ReceiverId, TransportKind};
+use crate::session::{payload_size, ReceiverId, TransportKind};
 use crate::socket::Socket;
 use crate::stats::EngineStats;
 
@@ -36,11 +36,14 @@ pub(crate) fn attach(
     socket: &Arc<Socket>,
     transport: TransportKind,
     framing: &Framing,
+    ack: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     let id = socket
         .lock()
-        .attach(transport, Instant::now())
+        .attach(transport, Instant::now(), ack)
         .map_err(|e| polling::refused(socket, e))?;
+    // A receiver it replaced (a resuming client's broken stream) ends now.
+    socket.wake_receiver();
     let (prelude, content_type) = match framing {
         Framing::Html(index) => (framing::html_prelude(index), "text/html; charset=UTF-8"),
         Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
@@ -119,7 +122,8 @@ impl HttpBody for Stream {
         let next = this.next.get_or_insert_with(|| {
             let socket = Arc::clone(&this.socket);
             let id = this.id;
-            Box::pin(async move { socket.wait_until(|s| s.poll_stream(id)).await })
+            let budget = this.limit.saturating_sub(this.sent);
+            Box::pin(async move { socket.wait_until(|s| s.poll_stream(id, budget)).await })
         });
         let (frames, end) = match next.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
@@ -127,9 +131,11 @@ impl HttpBody for Stream {
         };
         self.next = None;
         let chunk = self.encode_chunk(&frames);
-        self.sent += chunk.len();
+        // Counted as the session counts it, so that the session's chunk that reaches the
+        // limit is the one that says the stream ends.
+        self.sent += payload_size(&frames);
         self.stats.sent(self.transport, frames.len(), chunk.len());
-        if end || self.sent >= self.limit {
+        if end {
             self.finish();
         }
         Poll::Ready(Some(Ok(HttpFrame::data(chunk))))

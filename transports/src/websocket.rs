@@ -184,11 +184,11 @@ async fn start(
 
 /// Opens a session whose first transport is this WebSocket.
 fn open(shared: &Arc<Shared>, handshake: Handshake) -> Result<Arc<Socket>, CloseCode> {
-    let socket =
-        engine::open(shared, TransportKind::WebSocket, handshake).map_err(|_| CloseCode::Again)?;
+    let socket = engine::open(shared, TransportKind::WebSocket, handshake, false)
+        .map_err(|_| CloseCode::Again)?;
     if socket
         .lock()
-        .attach(TransportKind::WebSocket, Instant::now())
+        .attach(TransportKind::WebSocket, Instant::now(), None)
         .is_err()
     {
         return Err(CloseCode::Normal);
@@ -256,13 +256,13 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
                     break;
                 }
             }
-            ("5", true) => {
+            (upgrade, true) if upgrade_ack(upgrade).is_some() => {
                 let (from, attached) = {
                     let mut session = socket.lock();
                     let from = session.transport();
-                    let attached = session.finish_upgrade()
+                    let attached = session.finish_upgrade(upgrade_ack(upgrade).flatten())
                         && session
-                            .attach(TransportKind::WebSocket, Instant::now())
+                            .attach(TransportKind::WebSocket, Instant::now(), None)
                             .is_ok();
                     (from, attached)
                 };
@@ -287,6 +287,19 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
     socket.wake_receiver();
     close_ws(ws, CloseCode::Normal).await;
     false
+}
+
+/// The upgrade packet: `5`, or from a resuming client `5<n>`, the position it read its HTTP
+/// transport to (`Some(Some(n))`); `None` for anything else.
+fn upgrade_ack(text: &str) -> Option<Option<u64>> {
+    let digits = text.strip_prefix('5')?;
+    if digits.is_empty() {
+        return Some(None);
+    }
+    if digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Some)
 }
 
 /// Why a probe should stop waiting on its connection alone.
@@ -555,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn poll_sent_after_the_upgrade_frames_is_refused_even_when_it_runs_first() {
         let shared = shared();
-        let socket = engine::open(&shared, TransportKind::Polling, handshake()).unwrap();
+        let socket = engine::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
         // The handshake GET read the open packet.
         socket.lock().drain();
         let claim = Probe::claim(Arc::clone(&socket));
@@ -564,7 +577,13 @@ mod tests {
         client.send(WsMessage::text("5")).await.unwrap();
 
         let (get, upgraded) = tokio::join!(
-            engine::receive(&shared, &socket, TransportKind::Polling, &Framing::Xhr),
+            engine::receive(
+                &shared,
+                &socket,
+                TransportKind::Polling,
+                &Framing::Xhr,
+                None
+            ),
             async {
                 // As `start` does: the claim ends with the probe.
                 let upgraded = probe(&shared, &mut server, &claim).await;
@@ -584,7 +603,7 @@ mod tests {
     #[tokio::test]
     async fn poll_during_a_silent_probe_parks_and_is_released_by_the_probe() {
         let shared = shared();
-        let socket = engine::open(&shared, TransportKind::Polling, handshake()).unwrap();
+        let socket = engine::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
         socket.lock().drain();
         let claim = Probe::claim(Arc::clone(&socket));
         let (mut client, mut server) = ws_pair().await;
@@ -592,7 +611,13 @@ mod tests {
 
         let (get, upgraded, ()) = tokio::join!(
             async {
-                let get = engine::receive(&shared, &socket, TransportKind::Polling, &Framing::Xhr);
+                let get = engine::receive(
+                    &shared,
+                    &socket,
+                    TransportKind::Polling,
+                    &Framing::Xhr,
+                    None,
+                );
                 let body = get.await.unwrap().into_body().collect().await.unwrap();
                 polled.send(()).unwrap();
                 body.to_bytes()
