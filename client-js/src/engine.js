@@ -160,9 +160,11 @@ Engine.prototype.onPacket = function (p) {
 };
 
 /* The probe: open a WebSocket on the session, `2probe` → `3probe`; then pause the HTTP
-   transport (its poll answered, its POST done), send `5` and carry on over the WebSocket. A
-   streaming transport is retired rather than cut: the server ends its stream with a noop once
-   the upgrade completes, and what arrives on it until then is still delivered. */
+   transport (its poll answered, its POST done), send `5` and carry on over the WebSocket. On
+   a resumable session (Halley) a stream stops at once and `5<n>` names the position read: the
+   server writes what follows on the WebSocket, so nothing is lost or reordered. Otherwise a
+   stream is retired rather than cut: the server ends it with a noop once the upgrade
+   completes, and what arrives on it until then is still delivered. */
 Engine.prototype.probe = function (name) {
   var self = this, t = this.create(name), from = this.transport.name, timer, done = false;
   function fail(reason) {
@@ -204,7 +206,8 @@ Engine.prototype.probe = function (name) {
       var old = self.transport;
       t.off();
       self.setTransport(t);
-      t.send([{ type: 'upgrade' }]);
+      // `5<n>` for a resumable session: what the HTTP transport read, the rest comes here.
+      t.send([{ type: 'upgrade', data: old.resumable ? '' + old.acked : null }]);
       self.upgrading = false;
       self.retire(old);
       if (self.opts.rememberTransport) savePref(name);

@@ -52,10 +52,29 @@ Transport.prototype.onData = function (payload) {
 };
 
 Transport.prototype.onPacket = function (packet) {
+  var m = packet.type === 'noop' && /^([pe])(\d+)$/.exec(packet.data);
   // HTTP transports are open once the first data (the handshake) arrives.
   if (this.readyState === 'opening') this.onOpen();
+  // Halley's resume marker: everything before position m[2] has been read; `e` ends a stream
+  // cleanly. Its presence makes the session resumable (other servers send none).
+  if (m) {
+    this.acked = +m[2];
+    this.resumable = true;
+    this.ended = m[1] === 'e';
+    this.failures = 0;
+  }
   this.emit('packet', packet);
   if (packet.type === 'close') this.onClose('transport close');
+};
+
+/* Runs `fn` again after a broken request of a resumable session: at once the first time, then
+   backing off; gives the transport up (an error) after 6 tries that brought nothing. */
+Transport.prototype.retry = function (fn, err) {
+  var self = this, n = this.failures = (this.failures || 0) + 1;
+  if (n > 6) return this.onError(err);
+  this.retryTimer = setTimeout(function () {
+    if (self.readyState === 'open') fn();
+  }, n > 1 ? Math.min(250 * n, 1500) : 0);
 };
 
 Transport.prototype.onError = function (message) {
@@ -69,12 +88,17 @@ Transport.prototype.onClose = function (reason) {
   this.emit('close', reason);
 };
 
-/* The transport's URL: `<scheme>://host:port<path>?EIO=4&transport=NAME&sid=..&j=..&t=..`,
+/* The transport's URL: `<scheme>://host:port<path>?EIO=4&transport=NAME&sid=..&j=..&t=..&ack=..`,
    and on a handshake `&tried=name:reason,...`, written as is: the server reads its parameters
    verbatim, and the names and reasons are plain letters and dashes. */
-Transport.prototype.uri = function (scheme) {
+Transport.prototype.uri = function (scheme, seq) {
   var o = this.opts, q = extend(extend({}, this.query), { EIO: 4, transport: this.wire || this.name });
-  if (scheme === 'http') q.t = stamp();
+  if (scheme === 'http') {
+    q.t = stamp();
+    // What was read so far: on a handshake, the request to resume; `seq` on a POST.
+    q.ack = this.acked || 0;
+    if (seq != null) q.seq = seq;
+  }
   return scheme + (o.secure ? 's' : '') + '://' + o.host + ':' + o.port + o.path + '?' + encodeQuery(q) +
     (this.tried && !q.sid ? '&tried=' + this.tried : '');
 };

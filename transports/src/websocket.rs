@@ -274,7 +274,10 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
                 tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
                 return true;
             }
-            _ => break,
+            (text, _) => {
+                tracing::debug!(sid = %socket.sid(), text, "unexpected packet on the probe, closing it");
+                break;
+            }
         }
     }
     {

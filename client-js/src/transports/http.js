@@ -13,27 +13,41 @@ Http.prototype.doOpen = function () {
   this.receive();
 };
 
+/* A POST of a resumable session that fails without an answer from the server is sent again
+   with the same `seq`: the server applies what it had not, once. */
 Http.prototype.write = function (packets) {
-  var self = this;
+  var self = this, data = encodePayload(packets), seq = this.seq || 0;
   this.writable = false;
-  this.post(encodePayload(packets), function (err) {
-    if (err) return self.onError(err);
-    self.writable = true;
-    self.emit('drain');
-  });
+  function send() {
+    self.post(data, function (err) {
+      if (err && self.resumable && !fatal(err)) return self.retry(send, err);
+      if (err) return self.onError(err);
+      self.seq = seq + packets.length;
+      self.failures = 0;
+      self.writable = true;
+      self.emit('drain');
+    }, seq);
+  }
+  send();
 };
 
-Http.prototype.post = function (data, done) {
-  if (this.useForm) formPost(this, data, done);
-  else request('POST', this.uri('http'), data, this.opts, done);
+Http.prototype.post = function (data, done, seq) {
+  if (this.useForm) formPost(this, data, done, seq);
+  else request('POST', this.uri('http', seq), data, this.opts, done);
 };
+
+/* The server's refusal (4xx: the session is gone, or the request was wrong), as opposed to a
+   network failure worth repeating. */
+function fatal(err) {
+  return /status 4/.test(err);
+}
 
 Http.prototype.doClose = function (graceful) {
   var self = this;
   function bye() {
     self.post('1', function () {
       removeForm(self);
-    });
+    }, self.seq || 0);
   }
   if (graceful && this.readyState === 'open') {
     if (this.writable) bye();
@@ -54,6 +68,9 @@ Http.prototype.pause = function (onPause) {
   function one() {
     if (!--waits && self.paused === token) onPause();
   }
+  // A resumable stream stops now: the server writes what it did not deliver again on the
+  // WebSocket, after the position the upgrade packet names.
+  if (this.streaming && this.resumable) this.stopReceive();
   if (this.polling) {
     waits++;
     this.once('pollComplete', one);
@@ -79,7 +96,7 @@ function removeForm(t) {
 
 /* engine.io's hidden-form POST. Form encoding turns LF into CRLF, so newlines travel escaped:
    a literal backslash-n as `\\n`, a real LF as `\n`; the server undoes both. */
-function formPost(t, data, done) {
+function formPost(t, data, done, seq) {
   var form = t.form, area = t.area, id = 'eio_iframe_' + t.index, iframe;
 
   if (!form) {
@@ -97,7 +114,7 @@ function formPost(t, data, done) {
     form.appendChild(area);
     (document.body || document.documentElement).appendChild(form);
   }
-  form.action = t.uri('http');
+  form.action = t.uri('http', seq);
 
   if (t.iframe) form.removeChild(t.iframe);
   try {
@@ -112,9 +129,19 @@ function formPost(t, data, done) {
   t.iframe = iframe;
 
   area.value = data.replace(/\\n/g, '\\\n').replace(/\n/g, '\\n');
+  // Same origin, the answer can be read: anything but `ok` (an error page) failed, which matters
+  // where a failed POST can be repeated (resume). Cross-origin it cannot: taken as done.
   function complete() {
+    var text = 'ok';
     iframe.onload = iframe.onreadystatechange = noop;
-    done();
+    if (!t.opts.xd && t.resumable) {
+      try {
+        text = iframe.contentWindow.document.body.innerHTML;
+      } catch (e) {
+        text = '';
+      }
+    }
+    done(text === 'ok' ? null : 'form post failed');
   }
   try {
     form.submit();

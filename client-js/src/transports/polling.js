@@ -26,7 +26,17 @@ Polling.prototype.doPoll = function () {
   });
 };
 
+/* A poll of a resumable session that breaks is sent again (its `ack` unchanged, so the server
+   answers the same frames), unless an upgrade waits for it: then the WebSocket gets them. */
 Polling.prototype.onPoll = function (err, payload) {
+  var self = this;
+  if (err && this.resumable && !fatal(err)) {
+    this.polling = false;
+    if (this.paused) return this.emit('pollComplete');
+    return this.retry(function () {
+      if (!self.polling && !self.paused) self.receive();
+    }, err);
+  }
   if (err) return this.onError(err);
   this.onData(payload);
   this.polling = false;

@@ -1,7 +1,9 @@
 /* The streaming transports' receiver: one long GET that delivers payloads as they come. The
    server ends a stream after 128 KiB (so the browser's memory stays flat), after the noop that
    completes an upgrade, or after a close packet; the transport then reopens it with its sid
-   unless it is paused or closed. A stream that ends without having delivered anything failed.
+   unless it is paused or closed. A stream that ends without having delivered anything failed;
+   on a resumable session (Halley), one that ends without the `e` marker was cut, and is
+   reopened from the position read (Transport.retry).
    Subclasses implement doStream() and stopStream(), and call onChunk(payload) and
    onStreamEnd(). */
 
@@ -33,13 +35,22 @@ Stream.prototype.onLiteral = function (literal) {
   this.onChunk(payload);
 };
 
+/* With Halley's resume, a stream that ended without its `e` marker was cut: it reopens from
+   what it read (retry), and the server writes the rest again. */
 Stream.prototype.onStreamEnd = function () {
+  var self = this, clean = this.ended;
   if (!this.streaming) return;
+  this.ended = false;
   this.stopReceive();
   if (this.readyState === 'closed') return;
+  if (this.paused) return this.emit('streamEnd');
+  if (this.resumable && !clean) {
+    return this.retry(function () {
+      if (!self.streaming && !self.paused) self.receive();
+    }, this.name + ' stream error');
+  }
   if (!this.delivered) return this.onError(this.name + ' stream error');
-  if (this.paused) this.emit('streamEnd');
-  else this.receive();
+  this.receive();
 };
 
 Stream.prototype.stopReceive = function () {
