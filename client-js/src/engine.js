@@ -208,6 +208,11 @@ Engine.prototype.probe = function (name) {
       self.setTransport(t);
       // `5<n>` for a resumable session: what the HTTP transport read, the rest comes here.
       t.send([{ type: 'upgrade', data: old.resumable ? '' + old.acked : null }]);
+      if (old.resumable) {
+        t.resumable = true;
+        t.acked = old.acked;
+        t.outFrom = old.seq || 0;
+      }
       self.upgrading = false;
       self.retire(old);
       if (self.opts.rememberTransport) savePref(name);

@@ -68,10 +68,10 @@ Transport.prototype.onPacket = function (packet) {
 };
 
 /* Runs `fn` again after a broken request of a resumable session: at once the first time, then
-   backing off; gives the transport up (an error) after 6 tries that brought nothing. */
-Transport.prototype.retry = function (fn, err) {
+   backing off; gives the transport up (an error) after `max` (6) tries that brought nothing. */
+Transport.prototype.retry = function (fn, err, max) {
   var self = this, n = this.failures = (this.failures || 0) + 1;
-  if (n > 6) return this.onError(err);
+  if (n > (max || 6)) return this.onError(err);
   this.retryTimer = setTimeout(function () {
     if (self.readyState === 'open') fn();
   }, n > 1 ? Math.min(250 * n, 1500) : 0);
@@ -93,12 +93,10 @@ Transport.prototype.onClose = function (reason) {
    verbatim, and the names and reasons are plain letters and dashes. */
 Transport.prototype.uri = function (scheme, seq) {
   var o = this.opts, q = extend(extend({}, this.query), { EIO: 4, transport: this.wire || this.name });
-  if (scheme === 'http') {
-    q.t = stamp();
-    // What was read so far: on a handshake, the request to resume; `seq` on a POST.
-    q.ack = this.acked || 0;
-    if (seq != null) q.seq = seq;
-  }
+  // What was read so far: on a handshake, the request to resume; `seq` on a POST.
+  q.ack = this.acked || 0;
+  if (scheme === 'http') q.t = stamp();
+  if (seq != null) q.seq = seq;
   return scheme + (o.secure ? 's' : '') + '://' + o.host + ':' + o.port + o.path + '?' + encodeQuery(q) +
     (this.tried && !q.sid ? '&tried=' + this.tried : '');
 };

@@ -445,6 +445,14 @@ impl Engine {
                 .get(sid)
                 .ok_or(EngineError::UnknownSid)?;
             if upgrade {
+                let resumes = {
+                    let session = socket.lock();
+                    session.is_resumable() && session.transport() == TransportKind::WebSocket
+                };
+                if resumes {
+                    let target = websocket::Target::Resume(socket, ack);
+                    return websocket::accept(&self.shared, req, target);
+                }
                 // Taken before the 101 goes out, so before the client can send anything that
                 // must be ordered after the probe's frames.
                 let probe = websocket::Probe::claim(socket);
@@ -488,7 +496,11 @@ impl Engine {
             if self.shared.tasks.is_closed() {
                 return Err(EngineError::Unavailable);
             }
-            return websocket::accept(&self.shared, req, websocket::Target::Open(handshake));
+            return websocket::accept(
+                &self.shared,
+                req,
+                websocket::Target::Open(handshake, ack.is_some()),
+            );
         }
         drop(req);
         let socket = open(&self.shared, transport, handshake, ack.is_some())?;

@@ -293,12 +293,20 @@ impl Session {
         }
     }
 
-    /// Keeps what the HTTP transports need to resume after a broken response (see
-    /// [`Resume`]). A session on WebSocket has nothing to resume.
+    /// Keeps what a client needs to resume after a broken response or connection (see
+    /// [`Resume`]).
     pub fn enable_resume(&mut self) {
-        if self.transport != TransportKind::WebSocket {
-            self.resume = Some(Resume::default());
-        }
+        self.resume = Some(Resume::default());
+    }
+
+    /// Whether `id` is the receiver attached now.
+    pub fn is_receiver(&self, id: ReceiverId) -> bool {
+        self.receiver == Some(id)
+    }
+
+    /// Upstream packets applied so far (resumable sessions; 0 otherwise).
+    pub fn upstream_received(&self) -> u64 {
+        self.resume.as_ref().map_or(0, |r| r.inbound)
     }
 
     pub fn is_resumable(&self) -> bool {
@@ -787,7 +795,7 @@ impl Session {
     /// The probing WebSocket sent `5`: it becomes the session's transport. Any polling receiver
     /// still attached is detached (it answers with what it has, or a noop). A resuming client
     /// stops reading its HTTP transport before it sends `5<ack>`: the frames after `ack` go
-    /// out again, first, on the WebSocket, which then has nothing to resume.
+    /// out again, first, on the WebSocket, which resumes the same way if it breaks.
     pub fn finish_upgrade(&mut self, ack: Option<u64>) -> bool {
         if !self.is_upgrading() {
             return false;
@@ -797,7 +805,6 @@ impl Session {
                 return false;
             }
         }
-        self.resume = None;
         self.state = State::Open;
         self.transport = TransportKind::WebSocket;
         self.receiver = None;
@@ -1073,9 +1080,12 @@ mod tests {
         s.poll_stream(id, usize::MAX).unwrap();
         // The client stopped reading after the handshake, then sent `51`.
         assert!(s.finish_upgrade(Some(1)));
-        assert!(!s.is_resumable());
         assert_eq!(Vec::from(s.drain()), vec![Frame::message("a")]);
-        assert_eq!(s.retained(), 0);
+        assert_eq!(
+            s.retained(),
+            1,
+            "kept until the client confirms it on the WebSocket"
+        );
     }
 
     #[test]

@@ -29,17 +29,20 @@ use tracing::Instrument;
 
 use crate::engine::{self, full, Body, EngineError, Shared, CLOSE_GRACE};
 use crate::packet::{decode_text, Frame, Packet, Str};
-use crate::session::{CloseReason, ProbeTicket, Session, TransportKind};
+use crate::session::{CloseReason, ProbeTicket, ReceiverId, Session, TransportKind};
 use crate::socket::{Handshake, Socket};
 
 type Ws = WebSocketStream<Chunked<TokioIo<Upgraded>>>;
 
 /// What an accepted WebSocket connection is for.
 pub(crate) enum Target {
-    /// A handshake over WebSocket: open a new session.
-    Open(Handshake),
+    /// A handshake over WebSocket: open a new session, resumable if the client asked.
+    Open(Handshake, bool),
     /// `sid=` given: probe that session for an upgrade.
     Upgrade(Probe),
+    /// `sid=` of a resumable session already on WebSocket, whose connection broke: carry on
+    /// over this one from the client's `ack`.
+    Resume(Arc<Socket>, Option<u64>),
 }
 
 /// A probing connection's hold on its session ([`Session::begin_probe`]): claimed when the
@@ -109,10 +112,10 @@ pub(crate) fn accept(
     let starting = Box::pin(start(Arc::clone(shared), hyper::upgrade::on(req), target));
     let task = async move {
         let running = match starting.await {
-            Some((shared, ws, socket)) => {
+            Some((shared, ws, socket, id)) => {
                 let span =
                     tracing::debug_span!("session", sid = %socket.sid(), transport = "websocket");
-                run(shared, ws, socket).instrument(span)
+                run(shared, ws, socket, id).instrument(span)
             }
             None => return,
         };
@@ -147,7 +150,7 @@ async fn start(
     shared: Arc<Shared>,
     on_upgrade: OnUpgrade,
     target: Target,
-) -> Option<(Arc<Shared>, Ws, Arc<Socket>)> {
+) -> Option<(Arc<Shared>, Ws, Arc<Socket>, ReceiverId)> {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(error) => {
@@ -162,8 +165,14 @@ async fn start(
     )
     .await;
     match target {
-        Target::Open(handshake) => match open(&shared, handshake) {
-            Ok(socket) => Some((shared, ws, socket)),
+        Target::Open(handshake, resumable) => match open(&shared, handshake, resumable) {
+            // A resumable session says so first (`6s0`: nothing received yet), so that the
+            // client knows it may come back if the connection breaks.
+            Ok((socket, id)) if resumable => {
+                let told = ws.send(WsMessage::text("6s0")).await.is_ok();
+                told.then_some((shared, ws, socket, id))
+            }
+            Ok((socket, id)) => Some((shared, ws, socket, id)),
             Err(code) => {
                 close_ws(&mut ws, code).await;
                 None
@@ -177,23 +186,44 @@ async fn start(
             // The session has its new transport (or stays as it was) before the requests
             // waiting on the probe go on.
             drop(claim);
-            upgraded.then_some((shared, ws, socket))
+            upgraded.map(|id| (shared, ws, socket, id))
+        }
+        Target::Resume(socket, ack) => {
+            let attached = {
+                let mut session = socket.lock();
+                session
+                    .attach(TransportKind::WebSocket, Instant::now(), ack)
+                    .map(|id| (id, session.upstream_received()))
+            };
+            // The connection it replaces lets go.
+            socket.wake_receiver();
+            let Ok((id, received)) = attached else {
+                close_ws(&mut ws, CloseCode::Normal).await;
+                return None;
+            };
+            // Tells the client where its upstream resumes: it sends again what follows.
+            let told = ws
+                .send(WsMessage::text(format!("6s{received}")))
+                .await
+                .is_ok();
+            told.then_some((shared, ws, socket, id))
         }
     }
 }
 
 /// Opens a session whose first transport is this WebSocket.
-fn open(shared: &Arc<Shared>, handshake: Handshake) -> Result<Arc<Socket>, CloseCode> {
-    let socket = engine::open(shared, TransportKind::WebSocket, handshake, false)
+fn open(
+    shared: &Arc<Shared>,
+    handshake: Handshake,
+    resumable: bool,
+) -> Result<(Arc<Socket>, ReceiverId), CloseCode> {
+    let socket = engine::open(shared, TransportKind::WebSocket, handshake, resumable)
         .map_err(|_| CloseCode::Again)?;
-    if socket
+    let id = socket
         .lock()
         .attach(TransportKind::WebSocket, Instant::now(), None)
-        .is_err()
-    {
-        return Err(CloseCode::Normal);
-    }
-    Ok(socket)
+        .map_err(|_| CloseCode::Normal)?;
+    Ok((socket, id))
 }
 
 /// Serves an upgrade probe: answers `2probe` with `3probe`, takes the session over on `5`.
@@ -208,11 +238,11 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     ws: &mut WebSocketStream<S>,
     claim: &Probe,
-) -> bool {
+) -> Option<ReceiverId> {
     let socket = &*claim.socket;
     if !claim.claimed {
         close_ws(ws, CloseCode::Normal).await;
-        return false;
+        return None;
     }
     // engine.io's upgradeTimeout runs from the connection, not from `2probe`: a probe that
     // never speaks must not hold its connection for as long as the session lives.
@@ -260,19 +290,19 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
                 let (from, attached) = {
                     let mut session = socket.lock();
                     let from = session.transport();
-                    let attached = session.finish_upgrade(upgrade_ack(upgrade).flatten())
-                        && session
-                            .attach(TransportKind::WebSocket, Instant::now(), None)
-                            .is_ok();
+                    let attached = session
+                        .finish_upgrade(upgrade_ack(upgrade).flatten())
+                        .then(|| session.attach(TransportKind::WebSocket, Instant::now(), None))
+                        .and_then(Result::ok);
                     (from, attached)
                 };
-                if !attached {
+                let Some(id) = attached else {
                     break;
-                }
+                };
                 shared.stats.upgraded(from);
                 socket.wake_all();
                 tracing::debug!(sid = %socket.sid(), "upgraded to websocket");
-                return true;
+                return Some(id);
             }
             (text, _) => {
                 tracing::debug!(sid = %socket.sid(), text, "unexpected packet on the probe, closing it");
@@ -289,7 +319,7 @@ async fn probe<S: AsyncRead + AsyncWrite + Unpin>(
     }
     socket.wake_receiver();
     close_ws(ws, CloseCode::Normal).await;
-    false
+    None
 }
 
 /// The upgrade packet: `5`, or from a resuming client `5<n>`, the position it read its HTTP
@@ -313,88 +343,160 @@ fn probe_wake(session: &mut Session, probed: bool) -> Option<ProbeWake> {
     session.probe_sync_wanted().map(ProbeWake::Sync)
 }
 
-/// Serves a session whose transport is this WebSocket, until either side closes it.
-async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>) {
+/// How a session's connection ended.
+enum End {
+    /// With a close handshake (this code), the session closed.
+    Close(CloseCode),
+    /// The connection broke: a resumable session waits for its client to come back on
+    /// another one ([`Target::Resume`]); any other closes.
+    Lost,
+    /// A resuming client came back on another connection, which took the session over.
+    Replaced,
+}
+
+/// Serves a session whose transport is this WebSocket (attached as receiver `id`), until
+/// either side closes it, or the connection breaks or is replaced.
+async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>, id: ReceiverId) {
     let write_timeout = shared.config.session.ping_interval + shared.config.session.ping_timeout;
-    let code = loop {
+    let resumable = socket.lock().is_resumable();
+    let end = loop {
         // Biased: the inbound side first. Whatever a message makes the application send is
         // written right after it (below), so the outbox cannot starve behind a busy reader.
         let outbound = tokio::select! {
             biased;
             incoming = ws.next() => {
                 let packet = match incoming {
-                    Some(Ok(WsMessage::Text(text))) => match decode_text(str_of(text)) {
-                        Ok(packet) => packet,
-                        Err(error) => {
-                            tracing::debug!(sid = %socket.sid(), %error, "bad packet, closing");
-                            socket.close(CloseReason::ProtocolError);
-                            break CloseCode::Protocol;
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if let Some(ack) = client_ack(&text).filter(|_| resumable) {
+                            // A resuming client confirms what it read, and learns in turn
+                            // what of its own was received.
+                            let received = {
+                                let mut session = socket.lock();
+                                session.acknowledge(ack).map(|()| session.upstream_received())
+                            };
+                            let Ok(received) = received else {
+                                break End::Close(CloseCode::Protocol);
+                            };
+                            let confirm = Frame::Text(Str::from(format!("6s{received}")));
+                            match write_outbound(&shared, &mut ws, (VecDeque::from([confirm]), None), write_timeout).await {
+                                Some(end) => break end,
+                                None => continue,
+                            }
                         }
-                    },
+                        match decode_text(str_of(text)) {
+                            Ok(packet) => packet,
+                            Err(error) => {
+                                tracing::debug!(sid = %socket.sid(), %error, "bad packet, closing");
+                                socket.close(CloseReason::ProtocolError);
+                                break End::Close(CloseCode::Protocol);
+                            }
+                        }
+                    }
                     Some(Ok(WsMessage::Binary(data))) => Packet::Binary(data),
                     // tungstenite answers pings by itself on the next write or flush.
                     Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => continue,
-                    Some(Ok(WsMessage::Close(_))) | None => {
+                    Some(Ok(WsMessage::Close(_))) => {
                         socket.close(CloseReason::TransportClose);
-                        break CloseCode::Normal;
+                        break End::Close(CloseCode::Normal);
                     }
                     Some(Err(WsError::Capacity(error))) => {
                         tracing::debug!(sid = %socket.sid(), %error, "oversize message, closing");
                         socket.close(CloseReason::ProtocolError);
-                        break CloseCode::Size;
+                        break End::Close(CloseCode::Size);
                     }
                     Some(Err(WsError::Utf8(error))) => {
                         tracing::debug!(sid = %socket.sid(), %error, "text frame is not UTF-8, closing");
                         socket.close(CloseReason::ProtocolError);
-                        break CloseCode::Invalid;
+                        break End::Close(CloseCode::Invalid);
                     }
                     Some(Err(error)) => {
                         tracing::debug!(sid = %socket.sid(), %error, "websocket error");
-                        socket.close(CloseReason::TransportClose);
-                        break CloseCode::Abnormal;
+                        break End::Lost;
                     }
+                    None => break End::Lost,
                 };
+                if resumable {
+                    // Counted, so that a resumed connection can say where upstream goes on.
+                    let _ = socket.lock().admit_upstream(None, 1);
+                }
                 match socket.receive(&shared, [packet]) {
                     Ok(()) => {}
                     // Too late for the heartbeat: closed like any timed-out session.
-                    Err(CloseReason::PingTimeout) => break CloseCode::Normal,
-                    Err(_) => break CloseCode::Protocol,
+                    Err(CloseReason::PingTimeout) => break End::Close(CloseCode::Normal),
+                    Err(_) => break End::Close(CloseCode::Protocol),
                 }
                 // An answer (a reply, an ack) goes out in this turn, without another trip
                 // through the select and the outbox's wake-up.
-                match outbound_of(&mut socket.lock()) {
-                    Some(outbound) => outbound,
+                match outbound_of(&mut socket.lock(), id) {
+                    Some(Outbound::Replaced) => break End::Replaced,
+                    Some(Outbound::Frames(frames, reason)) => (frames, reason),
                     None => continue,
                 }
             }
-            outbound = socket.wait_until(outbound_of) => outbound,
+            outbound = socket.wait_until(|s| outbound_of(s, id)) => match outbound {
+                Outbound::Replaced => break End::Replaced,
+                Outbound::Frames(frames, reason) => (frames, reason),
+            },
         };
-        if let Some(code) = write_outbound(&shared, &mut ws, &socket, outbound, write_timeout).await
-        {
-            break code;
+        if let Some(end) = write_outbound(&shared, &mut ws, outbound, write_timeout).await {
+            break end;
         }
     };
-    socket.close(CloseReason::TransportClose);
-    if code != CloseCode::Abnormal {
-        close_ws(&mut ws, code).await;
+    match end {
+        End::Close(code) => {
+            socket.close(CloseReason::TransportClose);
+            close_ws(&mut ws, code).await;
+        }
+        End::Lost => {
+            let resumes = {
+                let mut session = socket.lock();
+                session.detach(id);
+                session.is_resumable()
+            };
+            if resumes {
+                tracing::debug!(sid = %socket.sid(), "connection lost, waiting for the client to resume");
+            } else {
+                socket.close(CloseReason::TransportClose);
+            }
+        }
+        End::Replaced => {}
     }
 }
 
-/// What the connection has to write: the queued frames, and the close reason once the session
-/// closed. `None` while there is nothing to do.
-fn outbound_of(session: &mut Session) -> Option<(VecDeque<Frame>, Option<CloseReason>)> {
-    (session.has_outbound() || session.is_closed())
-        .then(|| (session.drain(), session.close_reason()))
+/// A resuming client's acknowledgement on WebSocket: a noop whose data is the position it
+/// read to (`6<n>`).
+fn client_ack(text: &str) -> Option<u64> {
+    let digits = text.strip_prefix('6')?;
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
-/// Writes a burst; the close code when the connection ends with it.
+/// What the connection has to do.
+enum Outbound {
+    /// Write the queued frames, and close with the session once it closed.
+    Frames(VecDeque<Frame>, Option<CloseReason>),
+    /// Let go: another connection took the session over.
+    Replaced,
+}
+
+/// What the connection `id` has to do now; `None` while there is nothing to do.
+fn outbound_of(session: &mut Session, id: ReceiverId) -> Option<Outbound> {
+    if !session.is_receiver(id) && !session.is_closed() {
+        return Some(Outbound::Replaced);
+    }
+    (session.has_outbound() || session.is_closed())
+        .then(|| Outbound::Frames(session.drain(), session.close_reason()))
+}
+
+/// Writes a burst; how the connection ends when it ends with it.
 async fn write_outbound(
     shared: &Shared,
     ws: &mut Ws,
-    socket: &Socket,
     (frames, reason): (VecDeque<Frame>, Option<CloseReason>),
     write_timeout: std::time::Duration,
-) -> Option<CloseCode> {
+) -> Option<End> {
     // A client that stops reading must not pin this task (and its buffers) forever: one that
     // cannot take a burst within a heartbeat period is gone.
     let count = frames.len();
@@ -408,12 +510,11 @@ async fn write_outbound(
     };
     shared.stats.sent(TransportKind::WebSocket, count, bytes);
     if !matches!(written, Ok(Ok(()))) {
-        socket.close(CloseReason::TransportClose);
-        return Some(CloseCode::Abnormal);
+        return Some(End::Lost);
     }
     match reason {
-        Some(CloseReason::ServerShutdown) => Some(CloseCode::Away),
-        Some(_) => Some(CloseCode::Normal),
+        Some(CloseReason::ServerShutdown) => Some(End::Close(CloseCode::Away)),
+        Some(_) => Some(End::Close(CloseCode::Normal)),
         None => None,
     }
 }
@@ -594,7 +695,7 @@ mod tests {
                 upgraded
             }
         );
-        assert!(upgraded);
+        assert!(upgraded.is_some());
         assert_eq!(get.err(), Some(EngineError::BadRequest));
         assert_eq!(socket.transport(), TransportKind::WebSocket);
         assert_eq!(text(&mut client).await, "3probe");
@@ -638,7 +739,7 @@ mod tests {
             }
         );
         assert_eq!(&get[..], b"6");
-        assert!(upgraded);
+        assert!(upgraded.is_some());
         assert_eq!(socket.transport(), TransportKind::WebSocket);
     }
 
