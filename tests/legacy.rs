@@ -947,8 +947,8 @@ async fn same_origin_default(kind: Kind) {
     Client::open_with(&server, kind, "1", &[("referer", &same)]).await;
 }
 
-/// Stream-limit rollover: with `stream_limit` 4096 the stream ends after the chunk that crosses
-/// the limit, the client reopens with its sid, and every echoed message arrives exactly once
+/// Stream-limit rollover: with `stream_limit` 4096 the stream ends after the chunk whose payload
+/// crosses the limit, the client reopens with its sid, and every echoed message arrives exactly once
 /// and in order across the reopens, including those queued while no stream was open.
 async fn stream_limit_rollover(kind: Kind) {
     const LIMIT: usize = 4096;
@@ -967,8 +967,9 @@ async fn stream_limit_rollover(kind: Kind) {
             .collect::<Vec<_>>()
             .join("\x1e")
     };
-    // The open packet counts toward the first stream's bytes (the prelude does not).
-    let mut sent = client.kind.frame("8", &client.open.raw).len();
+    // The limit counts payload bytes (each packet and its separator), not the framing: the
+    // open packet counts toward the first stream (the prelude does not).
+    let mut sent = client.open.raw.len() + 1;
     let mut received: Vec<usize> = Vec::new();
     let mut posted = 0;
     let mut ends = 0;
@@ -988,10 +989,11 @@ async fn stream_limit_rollover(kind: Kind) {
                     "{kind:?}: the stream ended after {sent} bytes, under the {LIMIT}-byte limit"
                 );
             };
-            sent += unit.len();
+            let payload = kind.unframe("8", &unit);
+            sent += payload.split('\x1e').map(|p| p.len() + 1).sum::<usize>();
             let before = received.len();
             let mut pinged = false;
-            for packet in kind.unframe("8", &unit).split('\x1e') {
+            for packet in payload.split('\x1e') {
                 if packet == "2" {
                     pinged = true;
                     continue;
