@@ -18,12 +18,21 @@ function Engine(opts) {
 }
 Emitter(Engine.prototype);
 
+/* The engines open on the page, closed when it goes: old IE keeps pending requests (and so one
+   of its two connections per host) after the page is gone. */
+var live = [];
+listen(global, global.addEventListener ? 'pagehide' : 'unload', function () {
+  var all = live.slice(0), i;
+  for (i = 0; i < all.length; i++) all[i].close();
+});
+
 Engine.prototype.open = function () {
   var self = this, o = this.opts, names = o.transports.slice(0), i,
     pref = o.prefer || (o.rememberTransport && loadPref());
   if (pref && (i = indexOf(names, pref)) > 0) names.unshift(names.splice(i, 1)[0]);
   this.candidates = names;
   this.tried = [];
+  live.push(this);
   this.readyState = 'opening';
   // On the next tick, so that listeners added right after io() see the first step too.
   setTimeout(function () {
@@ -52,6 +61,10 @@ Engine.prototype.tryFrom = function (i) {
   var self = this, names = this.candidates, name, T, t, timer;
   for (; i < names.length; i++) {
     name = names[i];
+    // `polling` is XHR where it works, else JSONP (engine.io-client 3), or JSONP when forced.
+    if (name === 'polling' && this.opts.jsonp && (this.opts.forceJSONP || !transports.polling.check(this.opts))) {
+      name = 'jsonp';
+    }
     T = hasOwn.call(transports, name) && transports[name];
     if (T && T.check(this.opts)) break;
     this.report({ type: 'fail', name: name, reason: T ? 'unsupported' : 'unknown transport' });
@@ -117,6 +130,7 @@ Engine.prototype.onHandshake = function (data) {
     return this.onClose('parse error');
   }
   this.id = t.query.sid = hs.sid;
+  t.stall = hs.pingInterval + hs.pingTimeout / 2;
   this.pingInterval = hs.pingInterval;
   this.pingTimeout = hs.pingTimeout;
   this.maxPayload = hs.maxPayload;
@@ -319,6 +333,7 @@ Engine.prototype.onClose = function (reason, silent) {
   var state = this.readyState, t = this.transport, others = [this.pending, this.prober], i;
   if (state === 'closed') return this;
   clearTimeout(this.watchdog);
+  if ((i = indexOf(live, this)) >= 0) live.splice(i, 1);
   for (i = 0; i < 2; i++) {
     if (others[i]) others[i].off().close();
   }

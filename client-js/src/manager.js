@@ -14,8 +14,10 @@ function Manager(uri, opts) {
   }
   opts = this.opts = normalize(opts || {});
   u = parseUrl(absolute(uri));
-  secure = u.protocol === 'https' || u.protocol === 'wss';
-  port = u.port || (secure ? '443' : '80');
+  // Socket.IO 0.9's host / port / secure options override the URL.
+  if (opts.host) u.host = opts.host;
+  secure = opts.secure != null ? !!opts.secure : u.protocol === 'https' || u.protocol === 'wss';
+  port = opts.port ? '' + opts.port : u.port || (secure ? '443' : '80');
   xd = !loc || !loc.host ||
     loc.protocol !== (secure ? 'https:' : 'http:') ||
     loc.hostname.toLowerCase() !== u.host.replace(/^\[|\]$/g, '').toLowerCase() ||
@@ -29,8 +31,9 @@ function Manager(uri, opts) {
     query: typeof opts.query === 'string' ? decodeQuery(opts.query) : opts.query || {},
     xd: xd,
     sameScheme: !loc || loc.protocol === (secure ? 'https:' : 'http:'),
-    transports: opts.transports || DEFAULT_TRANSPORTS,
     upgrade: opts.upgrade !== false,
+    forceJSONP: !!opts.forceJSONP,
+    jsonp: opts.jsonp !== false,
     connectTimeout: opts.connectTimeout || 10000,
     tryAllTransports: opts.tryAllTransports !== false,
     rememberTransport: !!opts.rememberTransport,
@@ -62,6 +65,18 @@ var LEGACY_OPTIONS = {
   'try multiple transports': 'tryAllTransports',
   'resource': 'path'
 };
+
+/* Socket.IO 0.9's transport names, as old pages list them: `flashsocket` is left out. */
+var LEGACY_TRANSPORTS = { 'xhr-polling': 'polling', 'jsonp-polling': 'jsonp', flashsocket: '' };
+
+function transportNames(names, jsonp) {
+  var out = [], i, n;
+  for (i = 0; i < names.length; i++) {
+    n = hasOwn.call(LEGACY_TRANSPORTS, names[i]) ? LEGACY_TRANSPORTS[names[i]] : names[i];
+    if (n && (jsonp || n !== 'jsonp')) out.push(n);
+  }
+  return out;
+}
 
 function normalize(opts) {
   var out = extend({}, opts), k;
@@ -98,6 +113,8 @@ Manager.prototype.randomizationFactor = option('randomizationFactor');
 Manager.prototype.open = Manager.prototype.connect = function (fn) {
   var self = this, engine;
   if (this.readyState !== 'closed') return this;
+  // Read at each attempt: pages change socket.io.opts.transports, e.g. on reconnect_attempt.
+  this.engineOpts.transports = transportNames(this.opts.transports || DEFAULT_TRANSPORTS, this.engineOpts.jsonp);
   engine = this.engine = new Engine(this.engineOpts);
   this.readyState = 'opening';
   this.skipReconnect = false;
@@ -196,6 +213,7 @@ Manager.prototype.reconnect = function () {
     return;
   }
   this.reconnecting = true;
+  this.delay = this.backoff();
   this.timer = setTimeout(function () {
     if (self.skipReconnect) return;
     self.emit('reconnect_attempt', self.attempts);
@@ -211,5 +229,5 @@ Manager.prototype.reconnect = function () {
         self.emit('reconnect', attempts);
       }
     });
-  }, this.backoff());
+  }, this.delay);
 };

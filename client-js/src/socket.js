@@ -64,6 +64,23 @@ Socket.prototype.open = Socket.prototype.connect = function () {
       }),
       sub(io, 'close', function (reason) {
         self.onclose(reason);
+      }),
+      // Socket.IO 0.9's events, which its pages listen for on the socket.
+      sub(io, 'transport', function (ev) {
+        if (ev.type === 'try') fire.call(self, 'connecting', ev.name);
+      }),
+      sub(io, 'error', function () {
+        if (!io._reconnection) fire.call(self, 'connect_failed');
+      }),
+      sub(io, 'reconnect_attempt', function (n) {
+        fire.call(self, 'reconnecting', io.delay, n);
+      }),
+      sub(io, 'reconnect', function (n) {
+        fire.call(self, 'reconnect', io.engine.transport.name, n);
+      }),
+      sub(io, 'reconnect_failed', function () {
+        fire.call(self, 'reconnect_failed');
+        fire.call(self, 'connect_failed');
       })
     ];
     this.active = true;

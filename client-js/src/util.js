@@ -35,10 +35,25 @@ function now() {
   return new Date().getTime();
 }
 
-/* DOM events, with IE<9's attachEvent. */
-function listen(el, ev, fn) {
-  if (el.addEventListener) el.addEventListener(ev, fn, false);
-  else if (el.attachEvent) el.attachEvent('on' + ev, fn);
+/* DOM events, with IE<9's attachEvent; `off` detaches (IE leaks what stays attached). */
+function listen(el, ev, fn, off) {
+  if (el.addEventListener) el[off ? 'removeEventListener' : 'addEventListener'](ev, fn, false);
+  else if (el.attachEvent) el[off ? 'detachEvent' : 'attachEvent']('on' + ev, fn);
+}
+
+/* Runs `fn` once the page has a body: old IE aborts the page ("Operation aborted") when
+   elements are appended to one still being parsed, or to none. */
+function whenBody(fn) {
+  if (document.body) fn();
+  else setTimeout(function () {
+    whenBody(fn);
+  }, 20);
+}
+
+/* The page's relaxed document.domain, if it set one: forever frames must set the same. */
+function pageDomain() {
+  var loc = global.location;
+  return document && loc && document.domain !== loc.hostname ? document.domain : null;
 }
 
 function encodeQuery(obj) {
@@ -51,12 +66,14 @@ function encodeQuery(obj) {
   return s;
 }
 
+/* `a=1&b=x=y` → {a: '1', b: 'x=y'}: a value keeps its own `=`. */
 function decodeQuery(qs) {
-  var out = {}, pairs = qs.split('&'), i, kv;
+  var out = {}, pairs = qs.split('&'), i, kv, eq;
   for (i = 0; i < pairs.length; i++) {
-    if (!pairs[i]) continue;
-    kv = pairs[i].split('=');
-    out[decodeURIComponent(kv[0])] = decodeURIComponent(kv[1] || '');
+    if (!(kv = pairs[i])) continue;
+    eq = kv.indexOf('=');
+    if (eq < 0) eq = kv.length;
+    out[decodeURIComponent(kv.slice(0, eq))] = decodeURIComponent(kv.slice(eq + 1));
   }
   return out;
 }

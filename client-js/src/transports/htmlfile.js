@@ -4,20 +4,16 @@
    `___eio`. Everything else is the iframe transport. */
 
 function Htmlfile(opts) {
-  var self = this;
   Iframe.call(this, opts);
-  // Or IE keeps the stream, and one of its two connections per host, after the page is gone.
-  listen(global, 'unload', function () {
-    self.close();
-  });
 }
 inherit(Htmlfile, Iframe);
 Htmlfile.prototype.name = 'htmlfile';
 
 function newHtmlfile() {
-  var doc = new global.ActiveXObject('htmlfile');
+  var doc = new global.ActiveXObject('htmlfile'), domain = pageDomain();
   doc.open();
-  doc.write('<html><body></body></html>');
+  // The frame inside reaches this document's window: both relax their domain as the page did.
+  doc.write('<html><body>' + (domain ? '<script>document.domain="' + domain + '"</script>' : '') + '</body></html>');
   doc.close();
   return doc;
 }

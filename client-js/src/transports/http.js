@@ -98,6 +98,11 @@ function removeForm(t) {
    a literal backslash-n as `\\n`, a real LF as `\n`; the server undoes both. */
 function formPost(t, data, done, seq) {
   var form = t.form, area = t.area, id = 'eio_iframe_' + t.index, iframe;
+  if (!document.body) {
+    return whenBody(function () {
+      formPost(t, data, done, seq);
+    });
+  }
 
   if (!form) {
     form = t.form = document.createElement('form');
@@ -112,7 +117,7 @@ function formPost(t, data, done, seq) {
     form.setAttribute('accept-charset', 'utf-8');
     area.name = 'd';
     form.appendChild(area);
-    (document.body || document.documentElement).appendChild(form);
+    document.body.appendChild(form);
   }
   form.action = t.uri('http', seq);
 

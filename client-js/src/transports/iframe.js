@@ -28,23 +28,29 @@ Iframe.prototype.host = function () {
 
 Iframe.prototype.doStream = function () {
   var self = this, doc = this.host(), frame = doc.createElement('iframe'), s = frame.style;
-  function end() {
+  this.end = function () {
     if (self.frame === frame) self.onStreamEnd();
-  }
+  };
   s.position = 'absolute';
   s.width = s.height = '1px';
   s.left = s.top = '-9999px';
   s.border = '0';
-  listen(frame, 'load', end);
+  listen(frame, 'load', this.end);
+  // A page that relaxed document.domain: the frame sets the same, or it cannot reach us.
+  this.query.domain = pageDomain();
   frame.src = this.uri('http');
   this.frame = frame;
-  (doc.body || doc.documentElement).appendChild(frame);
+  if (doc !== document) return doc.body.appendChild(frame);
+  whenBody(function () {
+    if (self.frame === frame) document.body.appendChild(frame);
+  });
 };
 
 Iframe.prototype.stopStream = function () {
   var frame = this.frame;
   if (frame) {
     this.frame = null;
+    listen(frame, 'load', this.end, true);
     // Removing the frame aborts its request.
     if (frame.parentNode) frame.parentNode.removeChild(frame);
   }

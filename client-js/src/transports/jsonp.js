@@ -22,13 +22,20 @@ Jsonp.check = function () {
 
 Jsonp.prototype.doPoll = function () {
   var self = this, script = document.createElement('script'), first;
-  this.removeScript();
-  script.async = true;
-  script.src = this.uri('http');
-  // No script error event before IE9: there the heartbeat watchdog notices a dead poll.
-  script.onerror = function () {
+  function fail() {
+    if (self.script !== script) return;
     self.removeScript();
     self.onPoll('jsonp poll error');
+  }
+  this.removeScript();
+  script.async = true;
+  script.charset = 'UTF-8';
+  script.src = this.uri('http');
+  script.onerror = fail;
+  // IE6–8 have no script error event: a script that reached `loaded` without calling back
+  // failed (a successful one calls back while it runs, before that).
+  script.onreadystatechange = function () {
+    if (/loaded|complete/.test(script.readyState)) setTimeout(fail, 0);
   };
   first = document.getElementsByTagName('script')[0];
   if (first) first.parentNode.insertBefore(script, first);
@@ -46,7 +53,7 @@ Jsonp.prototype.removeScript = function () {
   var script = this.script;
   if (script) {
     this.script = null;
-    script.onerror = null;
+    script.onerror = script.onreadystatechange = null;
     if (script.parentNode) script.parentNode.removeChild(script);
   }
 };

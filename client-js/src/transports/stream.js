@@ -15,13 +15,32 @@ inherit(Stream, Http);
 Stream.prototype.receive = function () {
   this.streaming = true;
   this.delivered = false;
+  this.watch();
   this.doStream();
 };
 
+/* A resumable stream silent for longer than the server's ping interval (plus half its ping
+   timeout, the engine sets `stall`) broke without telling: a frame whose load event never
+   comes, a proxy that holds the connection. It is reopened from what it read, in time to
+   answer the ping it missed. */
+Stream.prototype.watch = function () {
+  var self = this;
+  clearTimeout(this.stallTimer);
+  if (this.resumable && this.stall) {
+    this.stallTimer = setTimeout(function () {
+      self.onStreamEnd();
+    }, this.stall);
+  }
+};
+
+/* The `e` marker ends the stream: the transport need not wait for the response's end (an
+   htmlfile frame's load event may never come). */
 Stream.prototype.onChunk = function (payload) {
   if (this.readyState === 'closed' || !this.streaming) return;
   this.delivered = true;
+  this.watch();
   this.onData(payload);
+  if (this.ended) this.onStreamEnd();
 };
 
 /* A payload written as a JSON string literal (sse, xhr-streaming). */
@@ -54,6 +73,7 @@ Stream.prototype.onStreamEnd = function () {
 };
 
 Stream.prototype.stopReceive = function () {
+  clearTimeout(this.stallTimer);
   this.streaming = false;
   this.stopStream();
 };
