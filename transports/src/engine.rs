@@ -206,10 +206,12 @@ pub struct Query<'a> {
     pub ack: Option<&'a str>,
     /// The position of a resuming client's first upstream packet in this POST.
     pub seq: Option<&'a str>,
+    /// The `document.domain` of a forever frame's page, when it relaxed it.
+    pub domain: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
-    /// Reads `EIO`, `transport`, `sid`, `j`, `tried`, `ack` and `seq`; anything else (the `t` cache-buster) is ignored.
+    /// Reads `EIO`, `transport`, `sid`, `j`, `tried`, `ack`, `seq` and `domain`; anything else (the `t` cache-buster) is ignored.
     /// Values are taken verbatim: every valid value is plain ASCII, so an encoded one is invalid.
     pub fn parse(query: &'a str) -> Self {
         let mut out = Query::default();
@@ -223,6 +225,7 @@ impl<'a> Query<'a> {
                 "tried" => out.tried = Some(value),
                 "ack" => out.ack = Some(value),
                 "seq" => out.seq = Some(value),
+                "domain" => out.domain = Some(value),
                 _ => {}
             }
         }
@@ -412,7 +415,11 @@ impl Engine {
             (TransportKind::Polling, None) => Framing::Xhr,
             (TransportKind::Polling, Some(j)) => Framing::Jsonp(j.to_owned()),
             (TransportKind::Iframe | TransportKind::Htmlfile, Some(j)) => {
-                Framing::Html(j.to_owned())
+                let domain = match query.domain {
+                    Some(d) if !framing::valid_domain(d) => return Err(EngineError::BadRequest),
+                    d => d.map(str::to_owned),
+                };
+                Framing::Html(j.to_owned(), domain)
             }
             (TransportKind::Iframe | TransportKind::Htmlfile, None) => {
                 return Err(EngineError::BadRequest)
@@ -595,7 +602,8 @@ impl Engine {
 pub(crate) enum Framing {
     Xhr,
     Jsonp(String),
-    Html(String),
+    /// The callback index, and the `document.domain` the page set, if any.
+    Html(String, Option<String>),
     Sse,
     XhrStreaming,
 }

@@ -90,8 +90,29 @@ pub const HTML_PRELUDE_MIN: usize = 1024;
 
 /// The forever-frame document's head: binds `p` to the client's callback, then pads.
 pub fn html_prelude(index: &str) -> Bytes {
+    html_prelude_in(index, None)
+}
+
+/// A host name a page may have set `document.domain` to: 1 to 253 letters, digits, dots and
+/// dashes (so it can be written into a script as is).
+pub fn valid_domain(domain: &str) -> bool {
+    (1..=253).contains(&domain.len())
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// [`html_prelude`] for a page that relaxed `document.domain` to `domain` (checked with
+/// [`valid_domain`]): the frame sets the same before it reaches its parent.
+pub fn html_prelude_in(index: &str, domain: Option<&str>) -> Bytes {
     let mut out = BytesMut::with_capacity(HTML_PRELUDE_MIN + 64);
-    out.put_slice(b"<!DOCTYPE html><html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"></head><body><script>var p=parent.___eio[");
+    out.put_slice(b"<!DOCTYPE html><html><head><meta http-equiv=\"Content-Type\" content=\"text/html; charset=UTF-8\"></head><body><script>");
+    if let Some(domain) = domain.filter(|d| valid_domain(d)) {
+        out.put_slice(b"document.domain=\"");
+        out.put_slice(domain.as_bytes());
+        out.put_slice(b"\";");
+    }
+    out.put_slice(b"var p=parent.___eio[");
     out.put_slice(index.as_bytes());
     out.put_slice(b"];</script>");
     let pad = HTML_PRELUDE_MIN.saturating_sub(out.len());
@@ -211,6 +232,18 @@ mod tests {
         assert!(valid_index("123456"));
         for bad in ["", "1234567", "1a", "-1", "1 ", "٣"] {
             assert!(!valid_index(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_relaxed_document_domain_is_set_by_the_frame_and_nothing_else_gets_in() {
+        let p = html_prelude_in("3", Some("example.com"));
+        let text = std::str::from_utf8(&p).unwrap();
+        assert!(text.contains("<script>document.domain=\"example.com\";var p=parent.___eio[3];"));
+        assert!(p.len() > HTML_PRELUDE_MIN);
+        for bad in ["", "a\"b", "x</script>", "a b", "é.com", &"a".repeat(254)] {
+            assert!(!valid_domain(bad), "{bad:?}");
+            assert_eq!(html_prelude_in("3", Some(bad)), html_prelude("3"));
         }
     }
 

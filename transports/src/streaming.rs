@@ -45,7 +45,10 @@ pub(crate) fn attach(
     // A receiver it replaced (a resuming client's broken stream) ends now.
     socket.wake_receiver();
     let (prelude, content_type) = match framing {
-        Framing::Html(index) => (framing::html_prelude(index), "text/html; charset=UTF-8"),
+        Framing::Html(index, domain) => (
+            framing::html_prelude_in(index, domain.as_deref()),
+            "text/html; charset=UTF-8",
+        ),
         Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
         _ => (
             framing::xhr_streaming_prelude(),
@@ -69,6 +72,10 @@ pub(crate) fn attach(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // nginx buffers proxied responses unless told otherwise; a stream must flow.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if matches!(framing, Framing::Html(_, Some(_))) {
+        // Browsers that key agents by origin ignore document.domain unless told not to.
+        headers.insert("origin-agent-cluster", HeaderValue::from_static("?0"));
+    }
     Ok(res)
 }
 
@@ -88,7 +95,7 @@ struct Stream {
 impl Stream {
     fn encode_chunk(&self, frames: &[Frame]) -> Bytes {
         match &self.framing {
-            Framing::Html(_) => framing::html_frame(frames),
+            Framing::Html(..) => framing::html_frame(frames),
             Framing::Sse => framing::sse_frame(frames),
             _ => framing::xhr_streaming_frame(frames),
         }
