@@ -446,11 +446,14 @@ impl Engine {
             return Err(EngineError::BadRequest);
         }
         if let Some(sid) = query.sid {
-            let socket = self
-                .shared
-                .registry
-                .get(sid)
-                .ok_or(EngineError::UnknownSid)?;
+            let Some(socket) = self.shared.registry.get(sid) else {
+                let resuming_get = ack.is_some() && !upgrade && req.method() == Method::GET;
+                return if resuming_get {
+                    Ok(gone(&framing))
+                } else {
+                    Err(EngineError::UnknownSid)
+                };
+            };
             if upgrade {
                 let resumes = {
                     let session = socket.lock();
@@ -617,10 +620,24 @@ pub(crate) async fn receive(
     ack: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     socket.sync_probe().await;
-    if transport.is_streaming() {
+    let received = if transport.is_streaming() {
         streaming::attach(shared, socket, transport, framing, ack)
     } else {
         polling::poll(shared, socket, framing, ack).await
+    };
+    match received {
+        Err(EngineError::UnknownSid) if ack.is_some() => Ok(gone(framing)),
+        received => received,
+    }
+}
+
+/// The answer to a resuming client's GET on a session that is gone, where it could not read an
+/// error status: a close packet in the transport's own framing. (XHR polling reads the 400.)
+fn gone(framing: &Framing) -> Response<Body> {
+    match framing {
+        Framing::Xhr => EngineError::UnknownSid.into_response(),
+        Framing::Jsonp(index) => polling::jsonp_response(index, &[Packet::Close.encode()]),
+        _ => streaming::gone(framing),
     }
 }
 

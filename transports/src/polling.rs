@@ -109,7 +109,7 @@ pub(crate) async fn poll(
     Ok(res)
 }
 
-fn jsonp_response(index: &str, frames: &[Frame]) -> Response<Body> {
+pub(crate) fn jsonp_response(index: &str, frames: &[Frame]) -> Response<Body> {
     let mut res = Response::new(full(framing::jsonp(index, frames)));
     // Served as script, with nosniff (added for every response): a `text/plain` script would be
     // refused by browsers under nosniff, which is what engine.io's JSONP runs into.

@@ -22,7 +22,7 @@ use hyper::Response;
 
 use crate::engine::{Body, EngineError, Framing, Shared};
 use crate::framing;
-use crate::packet::Frame;
+use crate::packet::{Frame, Packet};
 use crate::polling;
 use crate::session::{payload_size, ReceiverId, TransportKind};
 use crate::socket::Socket;
@@ -44,17 +44,7 @@ pub(crate) fn attach(
         .map_err(|e| polling::refused(socket, e))?;
     // A receiver it replaced (a resuming client's broken stream) ends now.
     socket.wake_receiver();
-    let (prelude, content_type) = match framing {
-        Framing::Html(index, domain) => (
-            framing::html_prelude_in(index, domain.as_deref()),
-            "text/html; charset=UTF-8",
-        ),
-        Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
-        _ => (
-            framing::xhr_streaming_prelude(),
-            "text/plain; charset=UTF-8",
-        ),
-    };
+    let (prelude, content_type) = prelude(framing);
     let body = Stream {
         stats: Arc::clone(&shared.stats),
         transport,
@@ -67,7 +57,41 @@ pub(crate) fn attach(
         next: None,
         done: false,
     };
-    let mut res = Response::new(body.boxed_unsync());
+    Ok(stream_response(body.boxed_unsync(), content_type, framing))
+}
+
+/// A stream's first bytes and its content type.
+fn prelude(framing: &Framing) -> (Bytes, &'static str) {
+    match framing {
+        Framing::Html(index, domain) => (
+            framing::html_prelude_in(index, domain.as_deref()),
+            "text/html; charset=UTF-8",
+        ),
+        Framing::Sse => (framing::sse_prelude(), "text/event-stream; charset=UTF-8"),
+        _ => (
+            framing::xhr_streaming_prelude(),
+            "text/plain; charset=UTF-8",
+        ),
+    }
+}
+
+/// What a resuming client's stream gets when its session is gone: the stream's prelude and a
+/// close packet, so that it learns at once (a stream cannot read an error status: a frame,
+/// an EventSource and old XHRs only see a failure, which they would take for a cut).
+pub(crate) fn gone(framing: &Framing) -> Response<Body> {
+    let (prelude, content_type) = prelude(framing);
+    let close = [Packet::Close.encode()];
+    let chunk = match framing {
+        Framing::Html(..) => framing::html_frame(&close),
+        Framing::Sse => framing::sse_frame(&close),
+        _ => framing::xhr_streaming_frame(&close),
+    };
+    let body = [prelude, chunk].concat();
+    stream_response(crate::engine::full(body), content_type, framing)
+}
+
+fn stream_response(body: Body, content_type: &'static str, framing: &Framing) -> Response<Body> {
+    let mut res = Response::new(body);
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // nginx buffers proxied responses unless told otherwise; a stream must flow.
@@ -76,7 +100,7 @@ pub(crate) fn attach(
         // Browsers that key agents by origin ignore document.domain unless told not to.
         headers.insert("origin-agent-cluster", HeaderValue::from_static("?0"));
     }
-    Ok(res)
+    res
 }
 
 struct Stream {
