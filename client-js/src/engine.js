@@ -130,7 +130,7 @@ Engine.prototype.onHandshake = function (data) {
     return this.onClose('parse error');
   }
   this.id = t.query.sid = hs.sid;
-  t.stall = hs.pingInterval + hs.pingTimeout / 2;
+  t.ping = [hs.pingInterval, hs.pingTimeout / 4];
   this.pingInterval = hs.pingInterval;
   this.pingTimeout = hs.pingTimeout;
   this.maxPayload = hs.maxPayload;

@@ -19,18 +19,25 @@ Stream.prototype.receive = function () {
   this.doStream();
 };
 
-/* A resumable stream silent for longer than the server's ping interval (plus half its ping
-   timeout, the engine sets `stall`) broke without telling: a frame whose load event never
-   comes, a proxy that holds the connection. It is reopened from what it read, in time to
-   answer the ping it missed. */
-Stream.prototype.watch = function () {
-  var self = this;
+/* A resumable stream whose next ping is late (the server pings every pingInterval; the
+   engine sets `ping` = [pingInterval, pingTimeout / 4]) broke without telling: a frame whose
+   load event never comes, a proxy that holds the connection. It is reopened from what it read,
+   early enough to answer the missed ping before pingTimeout runs out. */
+Stream.prototype.watch = function (ping) {
+  var self = this, p = this.ping;
   clearTimeout(this.stallTimer);
-  if (this.resumable && this.stall) {
-    this.stallTimer = setTimeout(function () {
-      self.onStreamEnd();
-    }, this.stall);
-  }
+  if (!this.resumable || !p) return;
+  if (ping || !this.due) this.due = now() + p[0] + p[1];
+  this.stallTimer = setTimeout(function () {
+    // Until a ping says otherwise, a reopened stream is watched more closely.
+    self.due = now() + 2 * p[1];
+    self.onStreamEnd();
+  }, Math.max(this.due - now(), 0));
+};
+
+Stream.prototype.onPacket = function (packet) {
+  if (packet.type === 'ping') this.watch(true);
+  Http.prototype.onPacket.call(this, packet);
 };
 
 /* The `e` marker ends the stream: the transport need not wait for the response's end (an

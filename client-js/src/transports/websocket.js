@@ -15,9 +15,13 @@ WS.check = function () {
 };
 
 WS.prototype.doOpen = function () {
-  var self = this, W = wsClass(), ws;
   this.out = [];
   this.outFrom = this.acked = this.told = 0;
+  this.connect();
+};
+
+WS.prototype.connect = function () {
+  var self = this, W = wsClass(), ws;
   try {
     ws = this.ws = new W(this.uri('ws'));
   } catch (e) {
@@ -53,20 +57,11 @@ WS.prototype.lost = function (reason, closed) {
     this.drop();
     this.resending = true;
     return this.retry(function () {
-      self.reconnect();
+      self.connect();
     }, reason, 3);
   }
   if (reason === 'transport close') this.onClose(reason);
   else this.onError(reason);
-};
-
-WS.prototype.reconnect = function () {
-  var out = this.out, from = this.outFrom, acked = this.acked, told = this.told;
-  this.doOpen();
-  this.out = out;
-  this.outFrom = from;
-  this.acked = acked;
-  this.told = told;
 };
 
 WS.prototype.onPacket = function (p) {
