@@ -28,7 +28,7 @@ listen(global, global.addEventListener ? 'pagehide' : 'unload', function () {
 
 Engine.prototype.open = function () {
   var self = this, o = this.opts, names = o.transports.slice(0), i,
-    pref = o.prefer || (o.rememberTransport && loadPref());
+    pref = o.prefer || (o.rememberTransport && loadPref(o));
   if (pref && (i = indexOf(names, pref)) > 0) names.unshift(names.splice(i, 1)[0]);
   this.candidates = names;
   this.tried = [];
@@ -45,7 +45,7 @@ Engine.prototype.report = function (ev) {
   // What was given up is also told to the server, in the next handshake's `tried` parameter
   // (`name:reason,...`, counted in its halley_client_fallbacks metric).
   if (ev.type === 'fail' && this.readyState === 'opening') {
-    this.tried.push(ev.name + ':' + (ev.reason === 'timeout' || ev.reason === 'unsupported' ? ev.reason : 'error'));
+    this.tried.push(ev.name + ':' + (/^(timeout|unsupported|skipped)$/.test(ev.reason) ? ev.reason : 'error'));
   }
   this.emit('transport', ev);
 };
@@ -58,7 +58,7 @@ Engine.prototype.create = function (name) {
 
 /* Opens the first supported candidate from index i. */
 Engine.prototype.tryFrom = function (i) {
-  var self = this, names = this.candidates, name, T, t, timer;
+  var self = this, names = this.candidates, name, T, t, timer, started;
   for (; i < names.length; i++) {
     name = names[i];
     // `polling` is XHR where it works, else JSONP (engine.io-client 3), or JSONP when forced.
@@ -71,30 +71,47 @@ Engine.prototype.tryFrom = function (i) {
   }
   if (i >= names.length) return this.onError('no transport could connect');
 
-  function fail(reason) {
+  function fail(reason, refused) {
+    var next = i + 1;
     if (self.pending !== t) return;
     self.pending = null;
     clearTimeout(timer);
     t.off();
     t.close();
+    if (reason === 'timeout' || /status \d/.test(reason)) self.told = t.telling;
     self.report({ type: 'fail', name: name, reason: reason });
-    if (self.opts.tryAllTransports) self.tryFrom(i + 1);
-    else self.onError(reason);
+    if (refused || !self.opts.tryAllTransports) return self.onError(reason);
+    // A stream held past the timeout: a buffering proxy, which would hold every stream.
+    if (reason === 'timeout' && t instanceof Stream) {
+      while (next < names.length && (transports[names[next]] || {}).prototype instanceof Stream) {
+        self.report({ type: 'fail', name: names[next++], reason: 'skipped' });
+      }
+    }
+    self.tryFrom(next);
   }
   t = this.pending = this.create(name);
-  t.tried = this.tried.join(',');
+  // Each fallback is told once: carried by the handshakes after it until one reaches the
+  // server (answered, refused with a status, or held: a timeout), not by all of them.
+  t.tried = this.tried.slice(this.told || 0).join(',');
+  t.telling = this.tried.length;
+  started = now();
   this.report({ type: 'try', name: name });
   timer = setTimeout(function () {
     fail('timeout');
-  }, this.opts.connectTimeout);
+  }, this.rtt ? Math.min(this.opts.connectTimeout, Math.max(400, 4 * this.rtt)) : this.opts.connectTimeout);
   t.on('error', function (e) {
-    fail(e.message);
+    // A quick failure measures the round trip: the next candidates wait a few of those
+    // rather than connectTimeout (a buffering proxy holds a stream's handshake for good).
+    self.rtt = Math.max(self.rtt || 0, now() - started);
+    // The server refused (403 origin, 503 full or shutting down): every transport would be.
+    fail(e.message, /status (403|503)/.test(e.message));
   });
   t.on('close', function (reason) {
     fail(reason);
   });
   t.on('packet', function (p) {
     if (p.type !== 'open') return fail('no handshake');
+    self.rtt = now() - started;
     self.pending = null;
     clearTimeout(timer);
     t.off();
@@ -135,7 +152,7 @@ Engine.prototype.onHandshake = function (data) {
   this.pingTimeout = hs.pingTimeout;
   this.maxPayload = hs.maxPayload;
   this.readyState = 'open';
-  if (o.rememberTransport) savePref(t.name);
+  if (o.rememberTransport) savePref(o, t.name);
   this.report({ type: 'open', name: t.name });
   this.emit('open');
   this.resetWatchdog();
@@ -162,6 +179,7 @@ Engine.prototype.onPacket = function (p) {
   this.resetWatchdog();
   this.emit('packet', p);
   if (p.type === 'ping') {
+    this.pinged = true;
     // Ahead of queued messages: a pong stuck behind a large payload would miss pingTimeout.
     this.writeBuffer.unshift({ type: 'pong' });
     this.flush();
@@ -229,7 +247,7 @@ Engine.prototype.probe = function (name) {
       }
       self.upgrading = false;
       self.retire(old);
-      if (self.opts.rememberTransport) savePref(name);
+      if (self.opts.rememberTransport) savePref(self.opts, name);
       self.report({ type: 'upgrade', from: from, to: name });
       self.emit('upgrade', t);
       self.flush();

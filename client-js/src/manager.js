@@ -40,6 +40,7 @@ function Manager(uri, opts) {
     withCredentials: !!opts.withCredentials
   };
   this.nsps = {};
+  this.demoted = {};
   this.readyState = 'closed';
   this.reconnection(opts.reconnection !== false);
   this.reconnectionAttempts(opts.reconnectionAttempts == null ? Infinity : opts.reconnectionAttempts);
@@ -69,13 +70,14 @@ var LEGACY_OPTIONS = {
 /* Socket.IO 0.9's transport names, as old pages list them: `flashsocket` is left out. */
 var LEGACY_TRANSPORTS = { 'xhr-polling': 'polling', 'jsonp-polling': 'jsonp', flashsocket: '' };
 
-function transportNames(names, jsonp) {
-  var out = [], i, n;
+/* The candidates: 0.9 names translated, JSONP left out if `jsonp: false`, demoted ones last. */
+function transportNames(names, jsonp, demoted) {
+  var out = [], last = [], i, n;
   for (i = 0; i < names.length; i++) {
     n = hasOwn.call(LEGACY_TRANSPORTS, names[i]) ? LEGACY_TRANSPORTS[names[i]] : names[i];
-    if (n && (jsonp || n !== 'jsonp')) out.push(n);
+    if (n && (jsonp || n !== 'jsonp')) (demoted[n] ? last : out).push(n);
   }
-  return out;
+  return out.concat(last);
 }
 
 function normalize(opts) {
@@ -114,7 +116,7 @@ Manager.prototype.open = Manager.prototype.connect = function (fn) {
   var self = this, engine;
   if (this.readyState !== 'closed') return this;
   // Read at each attempt: pages change socket.io.opts.transports, e.g. on reconnect_attempt.
-  this.engineOpts.transports = transportNames(this.opts.transports || DEFAULT_TRANSPORTS, this.engineOpts.jsonp);
+  this.engineOpts.transports = transportNames(this.opts.transports || DEFAULT_TRANSPORTS, this.engineOpts.jsonp, this.demoted);
   engine = this.engine = new Engine(this.engineOpts);
   this.readyState = 'opening';
   this.skipReconnect = false;
@@ -139,6 +141,11 @@ Manager.prototype.open = Manager.prototype.connect = function (fn) {
     else if (self._reconnection) self.reconnect();
   });
   engine.on('close', function (reason) {
+    // A transport that opened, then died before its first ping, is tried last from now on.
+    if (!engine.pinged && (reason === 'transport error' || reason === 'ping timeout')) {
+      self.demoted[self.engineOpts.prefer] = 1;
+      self.engineOpts.prefer = null;
+    }
     self.onclose(reason);
   });
   engine.on('ping', function () {

@@ -148,19 +148,30 @@ function b64decode(s) {
   return out.buffer;
 }
 
-/* rememberTransport: localStorage, else a cookie (IE6/7). */
-var PREF = 'halley-transport';
-function loadPref() {
-  try {
-    if (global.localStorage) return global.localStorage.getItem(PREF);
-  } catch (e) {}
-  var m = document && new RegExp('(?:^|;)\\s*' + PREF + '=([^;]*)').exec(document.cookie);
-  return m ? decodeURIComponent(m[1]) : null;
+/* rememberTransport: localStorage, else a cookie (IE6/7), one entry per server
+   (`halley-transport.<host>.<port>`, the value `name|saved at`), forgotten after a day: the
+   network a laptop is on changes. */
+var PREF_TTL = 864e5;
+function prefKey(o) {
+  return 'halley-transport.' + o.host.replace(/[^\w.-]/g, '_') + '.' + o.port;
 }
-function savePref(name) {
+function loadPref(o) {
+  var key = prefKey(o), v, m;
   try {
-    if (global.localStorage) return global.localStorage.setItem(PREF, name);
+    v = global.localStorage && global.localStorage.getItem(key);
+  } catch (e) {}
+  if (v == null && document) {
+    m = new RegExp('(?:^|;)\\s*' + key.replace(/\./g, '\\.') + '=([^;]*)').exec(document.cookie);
+    v = m && decodeURIComponent(m[1]);
+  }
+  m = v && /^([\w-]+)\|(\d+)$/.exec(v);
+  return m && now() - m[2] < PREF_TTL ? m[1] : null;
+}
+function savePref(o, name) {
+  var key = prefKey(o), v = name + '|' + now();
+  try {
+    if (global.localStorage) return global.localStorage.setItem(key, v);
   } catch (e) {}
   // `expires`, not max-age, which IE6-8 ignore.
-  if (document) document.cookie = PREF + '=' + encodeURIComponent(name) + ';path=/;expires=' + new Date(now() + 31536e6).toUTCString();
+  if (document) document.cookie = key + '=' + encodeURIComponent(v) + ';path=/;expires=' + new Date(now() + PREF_TTL).toUTCString();
 }

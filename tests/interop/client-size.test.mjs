@@ -1,5 +1,5 @@
 // Size of the served browser client: minified with terser (pinned, ie8-safe output) and
-// gzipped with zlib at level 9, printed, and kept under 15 KB gzipped. The minified script
+// gzipped with zlib at level 9, printed, and kept under 13 KB gzipped. The minified script
 // must still be ES3 (terser's ie8 mode quotes ES5 keywords as properties; ES3's other reserved
 // words, such as `volatile`, need `properties: false`).
 //
@@ -14,9 +14,10 @@ import { minify } from "terser";
 
 import { fetchServedClient } from "./client-script.mjs";
 
-const LIMIT = 15 * 1024;
+// The budget of issue #19: 13 KB (decimal, the stricter reading).
+const LIMIT = 13_000;
 
-test("minified and gzipped, the client stays under 15 KB", async (t) => {
+test("minified and gzipped, the client stays under 13 KB", async (t) => {
   const { script } = await fetchServedClient();
   const { code } = await minify(script, {
     ie8: true,

@@ -43,14 +43,15 @@ pub const CLOSE_REASONS: [CloseReason; 7] = [
 
 /// Why a client gave up a transport before the one it opened a session with (it reports them in
 /// the handshake's `tried` parameter).
-pub const FALLBACK_REASONS: [&str; 3] = ["timeout", "error", "unsupported"];
+/// `skipped`: not tried, because a stream before it timed out (a buffering proxy holds them all).
+pub const FALLBACK_REASONS: [&str; 4] = ["timeout", "error", "unsupported", "skipped"];
 
 /// All counters of one engine.
 #[derive(Debug, Default)]
 pub struct EngineStats {
     transports: [TransportStats; 6],
     /// Fallbacks clients reported, by transport given up and [`FALLBACK_REASONS`].
-    fallbacks: [[AtomicU64; 3]; 6],
+    fallbacks: [[AtomicU64; 4]; 6],
     /// Volatile packets dropped because an outbox was full: new ones that found it full, and
     /// queued ones dropped to make room for a packet that may not be dropped.
     pub outbox_dropped: AtomicU64,
