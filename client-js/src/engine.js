@@ -98,7 +98,7 @@ Engine.prototype.tryFrom = function (i) {
   this.report({ type: 'try', name: name });
   timer = setTimeout(function () {
     fail('timeout');
-  }, this.rtt ? Math.min(this.opts.connectTimeout, Math.max(400, 4 * this.rtt)) : this.opts.connectTimeout);
+  }, this.rtt ? Math.min(this.opts.connectTimeout, Math.max(250, 4 * this.rtt)) : this.opts.connectTimeout);
   t.on('error', function (e) {
     // A quick failure measures the round trip: the next candidates wait a few of those
     // rather than connectTimeout (a buffering proxy holds a stream's handshake for good).

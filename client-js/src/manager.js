@@ -113,9 +113,13 @@ Manager.prototype.reconnectionDelayMax = option('reconnectionDelayMax');
 Manager.prototype.randomizationFactor = option('randomizationFactor');
 
 Manager.prototype.open = Manager.prototype.connect = function (fn) {
-  var self = this, engine;
+  var self = this, engine, names;
   if (this.readyState !== 'closed') return this;
-  // Read at each attempt: pages change socket.io.opts.transports, e.g. on reconnect_attempt.
+  // Read at each attempt: pages change socket.io.opts.transports, e.g. on reconnect_attempt,
+  // and then mean their order (the last connection's transport is not put first).
+  names = (this.opts.transports || DEFAULT_TRANSPORTS).join();
+  if (names !== this.names) this.engineOpts.prefer = null;
+  this.names = names;
   this.engineOpts.transports = transportNames(this.opts.transports || DEFAULT_TRANSPORTS, this.engineOpts.jsonp, this.demoted);
   engine = this.engine = new Engine(this.engineOpts);
   this.readyState = 'opening';
@@ -142,6 +146,7 @@ Manager.prototype.open = Manager.prototype.connect = function (fn) {
   });
   engine.on('close', function (reason) {
     // A transport that opened, then died before its first ping, is tried last from now on.
+    // (Not a close: the server may close a session at once, which says nothing of the path.)
     if (!engine.pinged && (reason === 'transport error' || reason === 'ping timeout')) {
       self.demoted[self.engineOpts.prefer] = 1;
       self.engineOpts.prefer = null;

@@ -32,9 +32,10 @@ export const CHROMIUM_ARGS = [
 ];
 
 /**
- * Launches headless Chromium with a fresh temporary profile. Returns `{ context, close() }`.
+ * Launches headless Chromium with a fresh temporary profile, `args` added to CHROMIUM_ARGS (a
+ * proxy, host-resolver rules). Returns `{ context, close() }`.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ args = [] } = {}) {
   if (!existsSync(CHROMIUM)) {
     throw new Error(
       `no Chromium at ${CHROMIUM}: install it with 'apt-get install chromium' or set CHROMIUM`,
@@ -46,7 +47,7 @@ export async function launchBrowser() {
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: CHROMIUM,
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...args],
       // Pages fulfilled by `route` have no IP address, so Chromium's Local Network Access check
       // counts them as public and blocks their WebSocket to 127.0.0.1 (a page really loaded from
       // the server is loopback itself and needs nothing).

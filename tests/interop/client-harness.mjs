@@ -91,11 +91,11 @@ export const NO_JSON = "delete window.JSON;";
 
 /**
  * Opens the test page on `origin` (the server's URL, so the page is same-origin with it), with
- * `init` scripts run before any of the page's. The page itself is served by routing only while
+ * `init` scripts run before any of the page's, `headers` added to its response. The page itself is served by routing only while
  * it loads. Returns `{ page, wait(kind, n), state(), problems() }`, where `wait` resolves once
  * `T.count(kind) >= n` (failing with the page's log after `ms`).
  */
-export async function openClientPage(context, origin, { init = [] } = {}) {
+export async function openClientPage(context, origin, { init = [], headers = {} } = {}) {
   const page = await context.newPage();
   const problems = [];
   const consoleLines = [];
@@ -107,7 +107,7 @@ export async function openClientPage(context, origin, { init = [] } = {}) {
   });
   for (const script of init) await page.addInitScript(script);
   const pattern = "**/test/client.html";
-  await page.route(pattern, (route) => route.fulfill({ status: 200, body: PAGE, contentType: "text/html; charset=utf-8" }));
+  await page.route(pattern, (route) => route.fulfill({ status: 200, body: PAGE, contentType: "text/html; charset=utf-8", headers }));
   await page.goto(`${origin}/test/client.html`, { timeout: TIMEOUT });
   await page.unroute(pattern);
   const state = async () => {

@@ -182,6 +182,57 @@ test("with every stream held without an answer, skips the other streams after on
   await done(client);
 });
 
+test("a refusal (403) ends the walk at the first transport that can read a status", async () => {
+  const client = await open({}, [NO_WEBSOCKET]);
+  // Every Engine.IO request refused, as a server does for an origin it does not allow.
+  await client.page.route(/\/socket\.io\/\?/, (route) =>
+    route.fulfill({ status: 403, contentType: "application/json", body: '{"code":4,"message":"Origin not allowed"}' }),
+  );
+  await start(client, { reconnection: false });
+  await client.wait("s:connect_error");
+  await client.page.unrouteAll({ behavior: "ignoreErrors" });
+  // XHR streaming reads the status: sse, iframe, polling and jsonp would be refused as well.
+  assert.deepEqual(await steps(client.page), [
+    unsupported("websocket"),
+    unsupported("htmlfile"),
+    { type: "try", name: "xhr-streaming" },
+    { type: "fail", name: "xhr-streaming", reason: "xhr status 403" },
+  ]);
+  assert.deepEqual(await client.page.evaluate(() => T.all("s:connect_error")), [{ message: "xhr status 403", data: null }]);
+  await done(client);
+});
+
+test("a transport that opened, then died before its first ping, is tried last on reconnection", async () => {
+  const client = await open();
+  // The WebSocket opens, then hears nothing more from the server (a proxy that passes the
+  // handshake and then holds every frame): the client closes it by ping timeout.
+  await client.page.routeWebSocket(/transport=websocket/, (ws) => {
+    const upstream = ws.connectToServer();
+    let opened = false;
+    upstream.onMessage((message) => {
+      // Up to the handshake (Halley's resume position `6s0` comes first).
+      if (!opened) ws.send(message);
+      if (String(message).startsWith("0")) opened = true;
+    });
+    // The server's close (its heartbeat gives up too) is held as well: the page's end stays open.
+    upstream.onClose(() => {});
+  });
+  await start(client, { reconnectionDelay: 50, reconnectionDelayMax: 100, upgrade: false });
+  await client.wait("s:connect");
+  await client.page.unrouteAll({ behavior: "ignoreErrors" });
+  assert.deepEqual(await client.page.evaluate(() => T.all("s:close")), ["ping timeout"]);
+  // The second connection does not start with WebSocket again.
+  assert.deepEqual(await steps(client.page), [
+    { type: "try", name: "websocket" },
+    { type: "open", name: "websocket" },
+    unsupported("htmlfile"),
+    { type: "try", name: "xhr-streaming" },
+    { type: "open", name: "xhr-streaming" },
+  ]);
+  assert.equal(await client.page.evaluate(() => T.sockets.s.io.engine.transport.name), "xhr-streaming");
+  await done(client);
+});
+
 test("with tryAllTransports off, the first failure is a connect_error", async () => {
   const client = await open();
   await client.page.routeWebSocket(/transport=websocket/, (ws) => ws.close());

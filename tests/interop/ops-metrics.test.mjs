@@ -360,7 +360,9 @@ for (const name of TRANSPORTS) {
     const pingsOpen = open.value("halley_ping_rtt_seconds_count", { transport });
     await eventually(
       `${name} RTT grows`,
-      (m) => assert.ok(m.value("halley_ping_rtt_seconds_count", { transport }) > pingsOpen),
+      // With a message: without one, assert.ok reads and parses this file to make one (a
+      // second or more, past the deadline).
+      (m) => assert.ok(m.value("halley_ping_rtt_seconds_count", { transport }) > pingsOpen, "RTT samples"),
       PING_TIMEOUT - 500,
     );
 

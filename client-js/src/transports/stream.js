@@ -62,14 +62,16 @@ Stream.prototype.onLiteral = function (literal) {
 };
 
 /* With Halley's resume, a stream that ended without its `e` marker was cut: it reopens from
-   what it read (retry), and the server writes the rest again. */
-Stream.prototype.onStreamEnd = function () {
+   what it read (retry), and the server writes the rest again. `err`, where the transport can
+   read a status: a refusal (4xx) is not retried. */
+Stream.prototype.onStreamEnd = function (err) {
   var self = this, clean = this.ended;
   if (!this.streaming) return;
   this.ended = false;
   this.stopReceive();
   if (this.readyState === 'closed') return;
   if (this.paused) return this.emit('streamEnd');
+  if (err && fatal(err)) return this.onError(err);
   if (this.resumable && !clean) {
     return this.retry(function () {
       if (!self.streaming && !self.paused) self.receive();

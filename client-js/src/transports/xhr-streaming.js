@@ -26,7 +26,7 @@ XhrStreaming.prototype.doStream = function () {
   }
   this.req = request('GET', this.uri('http'), null, this.opts, function (err, text) {
     if (!err) feed(text);
-    self.onStreamEnd();
+    self.onStreamEnd(err);
   }, feed);
 };
 
