@@ -26,6 +26,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || need_apt+=(nginx)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# squid with its stock rules: the WebSocket-stripping forward proxy (client-proxies.test.mjs).
+{ command -v squid >/dev/null 2>&1 || [ -x /usr/sbin/squid ]; } || need_apt+=(squid)
 if [ "${SKIP_INSTALL:-}" != 1 ] && [ ${#need_apt[@]} -gt 0 ]; then
   step "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

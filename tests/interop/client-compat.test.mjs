@@ -228,9 +228,10 @@ describe("the clients people already have in their pages", () => {
     await client.wait("s09:welcome");
     await page.evaluate(() => window.s09.emit("drop-me", window.s09.io.engine.id));
     await client.wait("s09:reconnect");
+    await client.wait("s09:connect", 2);
     const events = await page.evaluate(() => T.log.filter((e) => e.kind.startsWith("s09:") && e.kind !== "s09:welcome"));
     const kinds = events.map((e) => e.kind.slice(4));
-    assert.deepEqual(kinds, ["connecting", "connect", "disconnect", "reconnecting", "connecting", "reconnect"]);
+    assert.deepEqual(kinds, ["connecting", "connect", "disconnect", "reconnecting", "connecting", "reconnect", "connect"]);
     const [connecting, , , reconnecting, , reconnect] = events.map((e) => e.data);
     // flashsocket skipped, xhr-polling is `polling`.
     assert.deepEqual(connecting, ["polling"]);
