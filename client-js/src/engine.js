@@ -361,6 +361,7 @@ Engine.prototype.onClose = function (reason, silent) {
   this.upgrading = false;
   this.writeBuffer = [];
   this.id = null;
-  if (!silent && state !== 'opening') this.emit('close', reason);
+  // With the transport's name: the Manager demotes one that died before its first ping.
+  if (!silent && state !== 'opening') this.emit('close', reason, t && t.name);
   return this;
 };

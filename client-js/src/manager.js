@@ -117,10 +117,10 @@ Manager.prototype.open = Manager.prototype.connect = function (fn) {
   if (this.readyState !== 'closed') return this;
   // Read at each attempt: pages change socket.io.opts.transports, e.g. on reconnect_attempt,
   // and then mean their order (the last connection's transport is not put first).
-  names = (this.opts.transports || DEFAULT_TRANSPORTS).join();
-  if (names !== this.names) this.engineOpts.prefer = null;
-  this.names = names;
-  this.engineOpts.transports = transportNames(this.opts.transports || DEFAULT_TRANSPORTS, this.engineOpts.jsonp, this.demoted);
+  names = this.opts.transports || DEFAULT_TRANSPORTS;
+  if (names.join() !== this.names) this.engineOpts.prefer = null;
+  this.names = names.join();
+  this.engineOpts.transports = transportNames(names, this.engineOpts.jsonp, this.demoted);
   engine = this.engine = new Engine(this.engineOpts);
   this.readyState = 'opening';
   this.skipReconnect = false;
@@ -144,12 +144,13 @@ Manager.prototype.open = Manager.prototype.connect = function (fn) {
     if (fn) fn(err);
     else if (self._reconnection) self.reconnect();
   });
-  engine.on('close', function (reason) {
-    // A transport that opened, then died before its first ping, is tried last from now on.
-    // (Not a close: the server may close a session at once, which says nothing of the path.)
+  engine.on('close', function (reason, name) {
+    // A transport that opened (or was upgraded to), then died before the first ping, is tried
+    // last from now on. (Not a close: the server may close a session at once, which says
+    // nothing of the path.)
     if (!engine.pinged && (reason === 'transport error' || reason === 'ping timeout')) {
-      self.demoted[self.engineOpts.prefer] = 1;
-      self.engineOpts.prefer = null;
+      self.demoted[name] = 1;
+      if (self.engineOpts.prefer === name) self.engineOpts.prefer = null;
     }
     self.onclose(reason);
   });

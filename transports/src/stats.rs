@@ -51,7 +51,7 @@ pub const FALLBACK_REASONS: [&str; 4] = ["timeout", "error", "unsupported", "ski
 pub struct EngineStats {
     transports: [TransportStats; 6],
     /// Fallbacks clients reported, by transport given up and [`FALLBACK_REASONS`].
-    fallbacks: [[AtomicU64; 4]; 6],
+    fallbacks: [[AtomicU64; FALLBACK_REASONS.len()]; 6],
     /// Volatile packets dropped because an outbox was full: new ones that found it full, and
     /// queued ones dropped to make room for a packet that may not be dropped.
     pub outbox_dropped: AtomicU64,
