@@ -6,7 +6,8 @@
 //! Every transport stays enabled.
 //!
 //! Run: `cargo run --release --example socketio_suite` (PORT overrides the port; PORT=0 picks a
-//! free one). The first line on stdout is `listening on http://127.0.0.1:<port>`.
+//! free one; PING_TIMEOUT_MS overrides the 200 ms pingTimeout for clients whose pongs cannot be
+//! that quick, such as form POSTs in a loaded browser). The first line on stdout is `listening on http://127.0.0.1:<port>`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +35,19 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
+    let ping_timeout = match std::env::var("PING_TIMEOUT_MS") {
+        Ok(ms) => ms.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("PING_TIMEOUT_MS must be a number of milliseconds, got {ms:?}"),
+            )
+        })?,
+        Err(_) => 200,
+    };
     let io = Halley::builder()
         .path("/socket.io/")
         .ping_interval(Duration::from_millis(300))
-        .ping_timeout(Duration::from_millis(200))
+        .ping_timeout(Duration::from_millis(ping_timeout))
         .max_payload(1_000_000)
         .connect_timeout(Duration::from_millis(1000))
         .cors(Cors::AnyOrigin)

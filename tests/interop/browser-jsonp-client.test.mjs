@@ -32,7 +32,9 @@ let pages;
 before(async () => {
   const bundle = await readFile(require.resolve("sio42/dist/socket.io.js"), "utf8");
   assert.match(bundle, /Socket\.IO v4\.2\.0/, "the 4.2.0 browser bundle");
-  server = await startServer(SERVER_BINARY);
+  // pingInterval stays 300 ms; a pong rides on the next form POST, which waits for the one in
+  // flight (an iframe load, often over 200 ms on a loaded machine): 2 s to answer.
+  server = await startServer(SERVER_BINARY, { PING_TIMEOUT_MS: "2000" });
   browser = await launchBrowser();
   pages = {
     "/test/jsonp-client.html": {

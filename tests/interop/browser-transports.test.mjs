@@ -5,7 +5,8 @@
 // server's bytes: script escaping, event-stream parsing, streamed XHR text, form POSTs.
 //
 // Server under test: the `socketio_suite` example (path /socket.io/, pingInterval 300 ms,
-// pingTimeout 200 ms, `message` → `message-back`, `message-with-ack` → ack, `auth` on connect).
+// pingTimeout 2000 ms through PING_TIMEOUT_MS, `message` → `message-back`, `message-with-ack`
+// → ack, `auth` on connect).
 // Build it first: cargo build --release --example socketio_suite
 // Run: node --test browser-transports.test.mjs   (CHROMIUM=/path/to/chromium to override)
 
@@ -431,7 +432,9 @@ let server;
 let browser;
 
 before(async () => {
-  server = await startServer(SERVER_BINARY);
+  // pingInterval stays 300 ms; a pong rides on the next form POST, which waits for the one in
+  // flight (an iframe load, often over 200 ms on a loaded machine): 2 s to answer.
+  server = await startServer(SERVER_BINARY, { PING_TIMEOUT_MS: "2000" });
   browser = await launchBrowser();
 });
 
@@ -496,7 +499,7 @@ async function transportScenario(kind, testContext) {
     let t = await p.state();
     assert.match(t.packets[0], /^0\{"sid":"[\w-]+",/, "first packet is the open packet");
     assert.equal(t.open.pingInterval, 300);
-    assert.equal(t.open.pingTimeout, 200);
+    assert.equal(t.open.pingTimeout, 2000);
     assert.deepEqual(t.open.upgrades, ["websocket"]);
     assert.ok(!t.opens[0].includes("sid="), "the handshake GET carries no sid");
 
@@ -508,7 +511,7 @@ async function transportScenario(kind, testContext) {
     assert.match(sio[0], /^40\{"sid":"[\w-]+"\}$/, "CONNECT answer");
     assert.equal(sio[1], '42["auth",{}]');
 
-    // Heartbeats: the page answers two pings (300 ms apart, 200 ms to answer) and lives on.
+    // Heartbeats: the page answers two pings (300 ms apart, 2 s to answer) and lives on.
     await p.wait(() => window.T.pongs >= 2, null, "two pings answered", 5000);
 
     // The hostile string comes back intact, and nothing in it ran (no dialog).
