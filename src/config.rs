@@ -244,7 +244,7 @@ pub struct Config {
     pub node_name: Option<String>,
 
     /// Address the other nodes forward requests for this node's sessions to (default: the
-    /// listen address, with 127.0.0.1 for an unspecified IP).
+    /// listen address; required when that is every address, 0.0.0.0 or [::]).
     #[arg(long, env = "HALLEY_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<SocketAddr>,
 
@@ -403,13 +403,27 @@ impl Config {
         )?;
         let key = crate::bridge::envelope::Key::new(secret.expose().as_bytes())
             .map_err(|e| format!("--cluster-secret: {e}"))?;
-        let advertise = self.cluster_advertise.unwrap_or_else(|| {
-            let mut addr = listening;
-            if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        // Listening on every address says nothing of the one other hosts reach this node at:
+        // guessing (127.0.0.1, say) would make every node forward others' requests to itself.
+        let advertise = match self.cluster_advertise {
+            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                return Err(format!(
+                    "--cluster-advertise {addr}: give the address and port other nodes reach \
+                     this one at, e.g. 10.0.0.1:8080"
+                ))
             }
-            addr
-        });
+            Some(addr) => addr,
+            None if listening.ip().is_unspecified() => {
+                return Err(format!(
+                    "--cluster with --listen {listening} (every address) needs \
+                     --cluster-advertise (HALLEY_CLUSTER_ADVERTISE): the address other nodes \
+                     forward this node's requests to, e.g. 10.0.0.1:{port}; or listen on that \
+                     address",
+                    port = listening.port()
+                ))
+            }
+            None => listening,
+        };
         let mut config = crate::bridge::cluster::ClusterConfig::new(url, advertise, key);
         config.peers = self.cluster_peers.clone();
         if let Some(name) = &self.node_name {
@@ -665,6 +679,45 @@ mod tests {
             crate::bridge::cluster::default_peers()
         );
         assert!(Config::try_parse_from(["halley", "--cluster-peers=169.254.0.0/16x"]).is_err());
+    }
+
+    #[test]
+    fn a_cluster_listening_on_every_address_needs_an_advertise_address() {
+        let base = [
+            "halley",
+            "--cluster",
+            "--amqp-url=amqp://localhost",
+            "--cluster-secret=0123456789abcdef0123456789abcdef",
+        ];
+        let config = Config::try_parse_from(base).unwrap();
+        let every: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let error = config.cluster(every).unwrap_err();
+        assert!(
+            error.contains("--cluster-advertise") && error.contains("0.0.0.0:8080"),
+            "{error}"
+        );
+        let error = config.cluster("[::]:8080".parse().unwrap()).unwrap_err();
+        assert!(error.contains("--cluster-advertise"), "{error}");
+        let one = config.cluster("10.0.0.1:8080".parse().unwrap()).unwrap();
+        assert_eq!(one.unwrap().advertise, "10.0.0.1:8080".parse().unwrap());
+        let advertised = Config::try_parse_from(
+            base.iter()
+                .copied()
+                .chain(["--cluster-advertise=10.0.0.2:8080"]),
+        )
+        .unwrap();
+        let cluster = advertised.cluster(every).unwrap().unwrap();
+        assert_eq!(cluster.advertise, "10.0.0.2:8080".parse().unwrap());
+        for bad in ["0.0.0.0:8080", "10.0.0.2:0"] {
+            let config = Config::try_parse_from(
+                base.iter()
+                    .copied()
+                    .chain([format!("--cluster-advertise={bad}").as_str()]),
+            )
+            .unwrap();
+            let error = config.cluster(every).unwrap_err();
+            assert!(error.starts_with("--cluster-advertise"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -275,6 +275,11 @@ impl Collector for Collect {
                     snap.rejected,
                 ),
                 (
+                    "halley_amqp_duplicates",
+                    "Messages acked and dropped because their message_id was delivered already (a redelivery)",
+                    snap.duplicates,
+                ),
+                (
                     "halley_amqp_published",
                     "Client events published to RabbitMQ",
                     snap.published,
@@ -397,7 +402,14 @@ impl Collector for SocketIoCollect {
             "Socket.IO CONNECTs refused by a limit (max_namespaces, max_auth_payload, max_auth_attempts), by reason",
             "reason",
             ConnectRefusal::ALL.map(|reason| (reason.as_str(), self.0.connects_refused(reason))),
-        )
+        )?;
+        let mut m = encoder.encode_descriptor(
+            "halley_duplicates_dropped",
+            "Backend messages (AMQP, POST /publish, forwarded by another node) dropped because their id was delivered lately",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(&mut m, self.0.duplicates())
     }
 }
 

@@ -643,3 +643,139 @@ async fn sigterm_with_messages_flowing_leaves_each_one_delivered_or_in_rabbitmq(
         );
     }
 }
+
+/// Publishes `body` (JSON) to `queue` with `message_id` = `id`.
+async fn publish_with_id(channel: &Channel, queue: &str, id: &str, body: &str) {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(id.into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_message_whose_id_was_delivered_is_acked_and_dropped_and_order_is_reported() {
+    let (_conn, channel) = broker().await;
+    let queue = unique("dedupe");
+    let url = amqp_url();
+    let halley = bridged(&["--amqp-url", &url, "--amqp-queue", &queue]).await;
+    let (_, health) = get_json(halley.admin, "/healthz").await;
+    assert_eq!(
+        health["amqp"]["queue_order"], "single-active-consumer",
+        "a queue Halley declares keeps order: {health}"
+    );
+    let mut client = WsClient::open(halley.addr, true).await;
+    client.connect("/", None).await;
+
+    // What RabbitMQ does after a failover: the same message (same id) again. And messages
+    // without an id, twice alike: those are never dropped.
+    publish_with_id(&channel, &queue, "m-1", r#"{"n":1}"#).await;
+    publish_with_id(&channel, &queue, "m-1", r#"{"n":1}"#).await;
+    publish_with_id(&channel, &queue, "m-2", r#"{"n":2}"#).await;
+    publish_json(&channel, &queue, r#"{"n":"anonymous"}"#).await;
+    publish_json(&channel, &queue, r#"{"n":"anonymous"}"#).await;
+    for expected in [
+        r#"42["news",{"n":1}]"#,
+        r#"42["news",{"n":2}]"#,
+        r#"42["news",{"n":"anonymous"}]"#,
+        r#"42["news",{"n":"anonymous"}]"#,
+    ] {
+        assert_eq!(client.text().await, expected);
+    }
+    let health = health_until(halley.admin, "5 acks", Duration::from_secs(10), |h| {
+        h["amqp"]["acked"] == 5
+    })
+    .await;
+    assert_eq!(health["amqp"]["duplicates"], 1, "{health}");
+    let text = metrics(halley.admin).await;
+    assert!(text.contains("halley_amqp_duplicates_total 1"), "{text}");
+    // The queue is empty: the duplicate was acked, not left or dead-lettered.
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(declared.message_count(), 0);
+    delete_queue(&channel, &queue).await;
+
+    // An HTTP publish retried with the same id is delivered once.
+    for _ in 0..2 {
+        let reply = request(
+            halley.admin,
+            Method::POST,
+            "/publish",
+            &[("content-type", "application/json")],
+            r#"{"event":"news","data":"once","id":"p-1"}"#,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    client.send(r#"42["marker"]"#);
+    let reply = request(
+        halley.admin,
+        Method::POST,
+        "/publish",
+        &[("content-type", "application/json")],
+        r#"{"event":"news","data":"after"}"#,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(client.text().await, r#"42["news","once"]"#);
+    assert_eq!(client.text().await, r#"42["news","after"]"#);
+    let long_id = format!(r#"{{"event":"news","data":1,"id":"{}"}}"#, "i".repeat(256));
+    let reply = request(
+        halley.admin,
+        Method::POST,
+        "/publish",
+        &[("content-type", "application/json")],
+        long_id.clone(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+}
+
+#[tokio::test]
+async fn an_existing_queue_without_a_single_active_consumer_is_used_and_reported() {
+    let (_conn, channel) = broker().await;
+    let queue = unique("unordered");
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString("halley-test-dlx".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
+        .await
+        .unwrap();
+    let url = amqp_url();
+    let halley = bridged(&["--amqp-url", &url, "--amqp-queue", &queue]).await;
+    let health = health_until(halley.admin, "queue order", Duration::from_secs(10), |h| {
+        !h["amqp"]["queue_order"].is_null()
+    })
+    .await;
+    assert_eq!(health["amqp"]["queue_order"], "not-guaranteed", "{health}");
+    let mut client = WsClient::open(halley.addr, true).await;
+    client.connect("/", None).await;
+    publish_json(&channel, &queue, r#""used as it is""#).await;
+    assert_eq!(client.text().await, r#"42["news","used as it is"]"#);
+    delete_queue(&channel, &queue).await;
+}

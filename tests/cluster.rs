@@ -216,6 +216,7 @@ fn news(tag: &str) -> RemoteOp {
         args: vec![json!(tag)],
         binary: Vec::new(),
         volatile: false,
+        id: None,
     }
 }
 

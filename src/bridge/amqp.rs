@@ -19,6 +19,15 @@
 //! `{"error": "..."}`. Every name that becomes a short string is checked first, so that lapin's
 //! `From<&str>` (which panics beyond 255 bytes) is never reached with one it could refuse.
 //!
+//! Order: the work queue (`--amqp-queue`) is declared with `x-single-active-consumer`, so
+//! that of several nodes consuming it one at a time gets its messages, in queue order, and the
+//! next takes over (unacked messages first, in order) when that one's connection is gone. Its
+//! cost: one node does the queue's work, whatever the cluster's size (the others only relay
+//! what it forwards). A queue that exists is used as it is; when it cannot be confirmed to
+//! have a single active consumer, a warning says so at start, and `/healthz` shows it
+//! (`queue_order`). A message redelivered after a failover, whose `message_id` the cluster saw
+//! already, is acked and dropped (`duplicates`).
+//!
 //! A lost connection is retried with exponential backoff and jitter; sockets keep being served
 //! meanwhile, and [`BridgeStats`] (shown on `/healthz`) says where the bridge stands. Should the
 //! connection loop end anyway (a panic), [`super::supervise`] runs it again; the outbound queue
@@ -156,6 +165,8 @@ pub struct BridgeStats {
     pub consumed: AtomicU64,
     pub acked: AtomicU64,
     pub rejected: AtomicU64,
+    /// Deliveries dropped (and acked) because their `message_id` was delivered already.
+    pub duplicates: AtomicU64,
     pub published: AtomicU64,
     /// Client events queued for the broker that it did not take (nacked, or the connection was
     /// lost before the confirm).
@@ -168,6 +179,8 @@ pub struct BridgeStats {
     /// Times the bridge's task ended or panicked and was started again.
     pub restarts: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// What the work queue's declaration says of its order (see the module docs).
+    queue_order: Mutex<Option<QueueOrder>>,
     drain: Drain,
 }
 
@@ -247,6 +260,7 @@ pub struct StatsSnapshot {
     pub consumed: u64,
     pub acked: u64,
     pub rejected: u64,
+    pub duplicates: u64,
     pub published: u64,
     pub publish_dropped: u64,
     pub publish_refused: std::collections::BTreeMap<&'static str, u64>,
@@ -254,6 +268,24 @@ pub struct StatsSnapshot {
     pub connects: u64,
     pub restarts: u64,
     pub last_error: Option<String>,
+    /// `single-active-consumer`, `not-guaranteed`, or null (no work queue, not connected yet).
+    pub queue_order: Option<&'static str>,
+}
+
+/// Whether the work queue hands its messages to one consumer at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueOrder {
+    SingleActiveConsumer,
+    NotGuaranteed,
+}
+
+impl QueueOrder {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueOrder::SingleActiveConsumer => "single-active-consumer",
+            QueueOrder::NotGuaranteed => "not-guaranteed",
+        }
+    }
 }
 
 impl BridgeStats {
@@ -292,6 +324,30 @@ impl BridgeStats {
         self.outbound_bytes.load(Ordering::Relaxed)
     }
 
+    /// Records what the work queue's declaration said of its order; warns, once per process,
+    /// when order is not guaranteed (`refused` is the broker's answer to the check).
+    fn set_queue_order(&self, queue: &str, refused: Result<(), String>) {
+        let order = match &refused {
+            Ok(()) => QueueOrder::SingleActiveConsumer,
+            Err(_) => QueueOrder::NotGuaranteed,
+        };
+        let before = self
+            .queue_order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(order);
+        if let (Err(answer), false) = (refused, before == Some(order)) {
+            tracing::warn!(
+                queue,
+                broker = %answer,
+                "the work queue exists without x-single-active-consumer=true (or with arguments \
+                 that keep it from being checked): several nodes consuming it may deliver its \
+                 messages out of publish order. Declare it with x-single-active-consumer=true \
+                 (keeping its other arguments) to keep the order"
+            );
+        }
+    }
+
     fn set_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
@@ -303,6 +359,7 @@ impl BridgeStats {
             consumed: n(&self.consumed),
             acked: n(&self.acked),
             rejected: n(&self.rejected),
+            duplicates: n(&self.duplicates),
             published: n(&self.published),
             publish_dropped: n(&self.publish_dropped),
             publish_refused: self.refused().collect(),
@@ -314,6 +371,11 @@ impl BridgeStats {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
+            queue_order: self
+                .queue_order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(QueueOrder::as_str),
         }
     }
 
@@ -635,7 +697,8 @@ async fn session(
     let stopping = *draining.borrow_and_update();
     if let Some(queue) = queue_name.as_ref().filter(|_| !stopping) {
         // A queue that exists is used as it is (it may carry a dead-letter exchange or other
-        // arguments that a plain declare would conflict with); a missing one is declared durable.
+        // arguments that a plain declare would conflict with); a missing one is declared durable,
+        // with a single active consumer.
         // The check runs on a throwaway channel: a failed passive declare closes its channel.
         let passive = QueueDeclareOptions {
             passive: true,
@@ -646,18 +709,34 @@ async fn session(
             .queue_declare(queue.clone(), passive, FieldTable::default())
             .await
             .is_ok();
-        if !exists {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let order = if exists {
+            // Declaring it again as Halley would succeeds only if it has a single active
+            // consumer (and no argument this declaration lacks). The probe channel is still
+            // open (its passive declare succeeded); a refusal closes it.
+            match probe
+                .queue_declare(queue.clone(), durable, ordered_queue_arguments())
+                .await
+            {
+                Ok(_) => {
+                    let _ = probe.close(200, "checked".into()).await;
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            }
+        } else {
             if config.queue_passive {
                 return Err(SessionError::MissingQueue(queue.as_str().to_owned()));
             }
-            let durable = QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            };
             channel
-                .queue_declare(queue.clone(), durable, FieldTable::default())
+                .queue_declare(queue.clone(), durable, ordered_queue_arguments())
                 .await?;
-        }
+            Ok(())
+        };
+        stats.set_queue_order(queue.as_str(), order);
         consumers.push((
             super::Reach::Cluster,
             consume(&channel, queue.clone(), false).await?,
@@ -747,6 +826,14 @@ async fn session(
     }
 }
 
+/// The work queue's declaration: one consumer at a time gets its messages, so that they reach
+/// the browsers in the order they were published however many nodes consume it.
+fn ordered_queue_arguments() -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    arguments
+}
+
 async fn consume(
     channel: &lapin::Channel,
     queue: ShortString,
@@ -806,13 +893,29 @@ async fn handle_delivery(
         .content_type()
         .as_ref()
         .map(|ct| ct.as_str().to_owned());
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .filter(|id| !id.is_empty());
     let body = Bytes::from(delivery.data);
     let delivered = match mapping::map(&config.defaults, target, content_type.as_deref(), body) {
-        Ok(emit) => super::deliver(io, emit, reach).await,
+        Ok(emit) => super::deliver(io, mapping::Emit { id, ..emit }, reach).await,
         Err(refusal) => Err(refusal.into()),
     };
     match delivered {
-        Ok(sockets) => {
+        Ok(super::Delivered::Duplicate) => {
+            // Delivered before (by this node or the consumer before a failover): done.
+            delivery.acker.ack(BasicAckOptions::default()).await?;
+            stats.acked.fetch_add(1, Ordering::Relaxed);
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                redelivered = delivery.redelivered,
+                "amqp message delivered already: dropped"
+            );
+        }
+        Ok(super::Delivered::Sockets(sockets)) => {
             if let Some(at) = published_at {
                 latency.record(super::Source::Amqp, at);
             }

@@ -44,6 +44,9 @@ pub struct Emit {
     pub rooms: Vec<String>,
     pub args: Vec<Value>,
     pub binary: Vec<Bytes>,
+    /// The message's id, unique per message (AMQP `message_id`): a message with an id seen
+    /// lately is dropped as a redelivery.
+    pub id: Option<String>,
 }
 
 /// Why a message was refused.
@@ -107,6 +110,7 @@ pub fn map(
         rooms,
         args: vec![arg],
         binary,
+        id: None,
     })
 }
 

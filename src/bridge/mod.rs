@@ -137,13 +137,42 @@ pub enum Reach {
     Local,
 }
 
+/// What [`deliver`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued into this many local sockets' outboxes (and handed to the cluster).
+    Sockets(usize),
+    /// Its id was seen lately: delivered already, dropped now (see
+    /// [`crate::socketio::dedupe`]).
+    Duplicate,
+}
+
 /// Queues `emit` into the outbox of every socket it targets on this node and, in a cluster
 /// with [`Reach::Cluster`], hands it to the other nodes and waits for the broker to confirm.
-/// Returns how many local sockets it reached.
-pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<usize, DeliverError> {
+/// An emit whose id was delivered lately is dropped.
+pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<Delivered, DeliverError> {
     let ns = io
         .of(&emit.namespace)
         .ok_or_else(|| DeliverError::UnknownNamespace(emit.namespace.clone()))?;
+    if let Some(id) = &emit.id {
+        if !io.first_delivery(id) {
+            return Ok(Delivered::Duplicate);
+        }
+    }
+    let id = emit.id.clone();
+    let delivered = deliver_once(ns, emit, reach).await;
+    if let (Err(_), Some(id)) = (&delivered, &id) {
+        // It comes again (a requeue, the publisher's retry): not as a duplicate.
+        io.forget_delivery(id);
+    }
+    delivered.map(Delivered::Sockets)
+}
+
+async fn deliver_once(
+    ns: std::sync::Arc<crate::socketio::Namespace>,
+    emit: Emit,
+    reach: Reach,
+) -> Result<usize, DeliverError> {
     let mut op = ns.broadcast().local();
     for room in emit.rooms {
         op = op.to(room);
@@ -161,6 +190,7 @@ pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<usize, Del
         args: emit.args.clone(),
         binary: emit.binary.clone(),
         volatile: false,
+        id: emit.id,
     };
     let local = op.emit_args(&emit.event, emit.args, emit.binary)?;
     adapter

@@ -3,8 +3,9 @@
 //!
 //! `POST /publish` takes JSON
 //! `{"namespace": "/", "event": "news", "data": ..., "room": "r" | "rooms": [..], "socket": "id"}`
-//! (`args: [...]` instead of `data` sends several arguments) and answers
-//! `{"delivered": <sockets>}`. Errors are 4xx with `{"error": "..."}` saying what to fix.
+//! (`args: [...]` instead of `data` sends several arguments, `"id": "<unique>"` makes a retry
+//! safe) and answers `{"delivered": <sockets>}`, or `{"delivered": 0, "duplicate": true}` for
+//! an id delivered lately. Errors are 4xx with `{"error": "..."}` saying what to fix.
 //!
 //! These handlers do not authorize: they are served on the admin listener only, whose guard
 //! (`crate::admin`) checks every request first.
@@ -29,6 +30,7 @@ use super::amqp::BridgeStats;
 use super::mapping::Emit;
 use super::DeliverError;
 use crate::engine::Body;
+use crate::socketio::dedupe::MAX_ID_LEN;
 use crate::socketio::Halley;
 
 /// Largest publish request body.
@@ -53,6 +55,9 @@ struct PublishRequest {
     /// The producer's publish time, ms since the epoch (for the latency histogram).
     #[serde(default, rename = "publishedAt")]
     published_at: Option<u64>,
+    /// Unique per message: a publish retried with the same id is not delivered twice.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 fn root() -> String {
@@ -197,6 +202,14 @@ pub async fn handle(
         (None, Some(data)) => vec![data],
         (None, None) => Vec::new(),
     };
+    if let Some(id) = &request.id {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("id must be 1 to {MAX_ID_LEN} bytes"),
+            );
+        }
+    }
     let published_at = request.published_at;
     let mut rooms = request.rooms;
     rooms.extend(request.room);
@@ -207,14 +220,19 @@ pub async fn handle(
         rooms,
         args,
         binary: Vec::new(),
+        id: request.id,
     };
     match super::deliver(&io, emit, super::Reach::Cluster).await {
-        Ok(delivered) => {
+        Ok(super::Delivered::Sockets(delivered)) => {
             if let Some(at) = published_at {
                 latency.record(super::Source::Http, at);
             }
             json_response(StatusCode::OK, &json!({ "delivered": delivered }))
         }
+        Ok(super::Delivered::Duplicate) => json_response(
+            StatusCode::OK,
+            &json!({ "delivered": 0, "duplicate": true }),
+        ),
         Err(e @ DeliverError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e),
         Err(e @ DeliverError::Cluster { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),

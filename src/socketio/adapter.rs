@@ -41,6 +41,10 @@ pub enum RemoteOp {
         binary: Vec<Bytes>,
         #[serde(default)]
         volatile: bool,
+        /// The backend message's id (see [`super::dedupe`]): a node that saw it already drops
+        /// the emit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     Join {
         to: Selection,
@@ -125,6 +129,7 @@ mod tests {
             args: vec![json!({"比如": "中文信息"}), json!(1)],
             binary: vec![Bytes::from_static(&[0, 255, 7])],
             volatile: true,
+            id: Some("m-1".into()),
         };
         let text = serde_json::to_string(&op).unwrap();
         assert!(text.starts_with(r#"{"op":"emit","#), "{text}");

@@ -159,6 +159,7 @@ impl BroadcastOperator {
             args,
             binary,
             volatile: self.volatile,
+            id: None,
         });
         Ok(sent)
     }

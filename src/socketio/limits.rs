@@ -99,6 +99,9 @@ impl ConnectRefusal {
 pub struct Stats {
     joins_refused: [AtomicU64; JoinRefusal::ALL.len()],
     connects_refused: [AtomicU64; ConnectRefusal::ALL.len()],
+    /// Backend messages dropped because their id was delivered lately
+    /// ([`super::dedupe`]).
+    duplicates: AtomicU64,
 }
 
 impl Stats {
@@ -108,6 +111,14 @@ impl Stats {
 
     pub fn connects_refused(&self, reason: ConnectRefusal) -> u64 {
         self.connects_refused[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_join(&self, error: JoinError) {

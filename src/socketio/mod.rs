@@ -11,6 +11,8 @@
 //! - [`broadcast`]: room selection and fan-out, encoding once.
 //! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes.
 //! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
+//! - [`dedupe`]: the ids of the backend messages delivered lately, so that a redelivered one
+//!   is dropped.
 //!
 //! ```no_run
 //! use halley::socketio::Halley;
@@ -31,6 +33,7 @@
 pub mod adapter;
 pub mod broadcast;
 mod client;
+pub mod dedupe;
 pub mod limits;
 pub mod ns;
 pub mod packet;
@@ -128,6 +131,8 @@ pub(crate) struct IoShared {
     adapter: AdapterSlot,
     /// The room bounds, and the counters of every limit's refusals.
     limits: Arc<RoomLimits>,
+    /// Ids of the backend messages delivered lately.
+    seen: dedupe::Seen,
 }
 
 impl IoShared {
@@ -371,6 +376,7 @@ impl Builder {
             max_outbox: self.engine.session.max_outbox,
             adapter: AdapterSlot::default(),
             limits,
+            seen: dedupe::Seen::default(),
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -529,7 +535,23 @@ impl Halley {
         let _ = self.shared.adapter.set(adapter);
     }
 
-    /// Applies an operation another node published, to this node's sockets only.
+    /// Whether the backend message `id` is delivered for the first time (it is remembered
+    /// from now on); `false` for a duplicate, which is counted. See [`dedupe`].
+    pub fn first_delivery(&self, id: &str) -> bool {
+        let first = self.shared.seen.first(id);
+        if !first {
+            self.shared.limits.stats.count_duplicate();
+        }
+        first
+    }
+
+    /// Forgets the backend message `id`: its delivery failed and it will come again.
+    pub fn forget_delivery(&self, id: &str) {
+        self.shared.seen.forget(id);
+    }
+
+    /// Applies an operation another node published, to this node's sockets only. An emit
+    /// carrying a backend message id seen already is dropped.
     pub fn apply_remote(&self, op: RemoteOp) {
         let selection = |to: &Selection| {
             let ns = self.of(&to.ns)?;
@@ -550,7 +572,12 @@ impl Halley {
                 args,
                 binary,
                 volatile,
+                id,
             } => {
+                if id.is_some_and(|id| !self.first_delivery(&id)) {
+                    tracing::debug!("remote emit of a message delivered already: dropped");
+                    return;
+                }
                 if let Some(op) = selection(&to) {
                     let op = if volatile { op.volatile() } else { op };
                     if let Err(error) = op.emit_args(&event, args, binary) {

@@ -168,7 +168,8 @@ async fn broker(url: &str) -> Result<Connection, String> {
         .map_err(|e| format!("amqp connect {url}: {e}"))
 }
 
-/// Declares the queue (durable, as Halley does when it is missing) and empties it; checks it
+/// Declares the queue (durable with a single active consumer, as Halley does when it is
+/// missing) and empties it; checks it
 /// has `consumers` consumers (Halley's bridge: 1; none before the ceiling's own), since another
 /// consumer would take a share of the messages. Returns how many messages were purged.
 async fn fresh_queue(channel: &Channel, queue: &str, consumers: u32) -> Result<u32, String> {
@@ -176,8 +177,10 @@ async fn fresh_queue(channel: &Channel, queue: &str, consumers: u32) -> Result<u
         durable: true,
         ..QueueDeclareOptions::default()
     };
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
     let declared = channel
-        .queue_declare(queue.into(), durable, FieldTable::default())
+        .queue_declare(queue.into(), durable, arguments)
         .await
         .map_err(|e| format!("queue.declare {queue}: {e}"))?;
     if declared.consumer_count() != consumers {
