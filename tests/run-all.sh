@@ -78,6 +78,18 @@ fuzz_rc=0
 bash tests/fuzz/run.sh --sanitizer none "${FUZZ_SECONDS:-20}" 2>&1 | tee "$log_dir/fuzz.log" || fuzz_rc=$?
 
 # --- 4. Node interop (official clients) -------------------------------------------------------
+# The Python venv first: the Node tests publish to RabbitMQ through pika too
+# (cluster-order.test.mjs, tests/interop/python/amqp_publisher.py).
+venv="$root/target/pyvenv"
+if [ -f tests/interop/python/requirements.txt ]; then
+  step "python venv (python-socketio, pika)"
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  if [ "${SKIP_INSTALL:-}" != 1 ]; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/python/requirements.txt
+  fi
+  export HALLEY_PYTHON="$venv/bin/python"
+fi
+
 step "node interop tests"
 wait_rabbitmq
 (
@@ -89,11 +101,6 @@ wait_rabbitmq
 # --- 5. Python interop ------------------------------------------------------------------------
 if [ -f tests/interop/python/requirements.txt ]; then
   step "python interop tests"
-  venv="$root/target/pyvenv"
-  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
-  if [ "${SKIP_INSTALL:-}" != 1 ]; then
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/python/requirements.txt
-  fi
   wait_rabbitmq
   (cd tests/interop/python && "$venv/bin/python" -m unittest -v 2>&1) | tee "$log_dir/python.log"
 fi

@@ -12,49 +12,38 @@
 // within 3 heartbeats + the request timeout, although long polls of other nodes' clients were
 // under way through it; an upgrade probe through another node is tunnelled.
 //
-// Each node sits behind a tiny TCP tap (nginx → tap → node) that only records the request lines
-// nginx sends it, so the test can tell which node each request of a session really reached;
-// nodes forward to each other directly. Needs RabbitMQ on 127.0.0.1:5672 (`AMQP_URL` overrides),
-// nginx (`NGINX`, default /usr/sbin/nginx), Chromium and the release binary
+// The nodes, nginx and the TCP taps that tell which node each request of a session really
+// reached come from cluster-harness.mjs. Needs RabbitMQ on 127.0.0.1:5672 (`AMQP_URL`
+// overrides), nginx (`NGINX`, default /usr/sbin/nginx), Chromium and the release binary
 // (`cargo build --release`; `HALLEY_BIN` overrides). Run: node --test cluster.test.mjs
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execFile } from "node:child_process";
-import { mkdtemp, readFile, writeFile, rm } from "node:fs/promises";
-import crypto from "node:crypto";
-import net from "node:net";
-import os from "node:os";
-import path from "node:path";
 
-import { io } from "socket.io-client";
-
-import { canConnect, freePort, startServer, withTimeout, TIMEOUT } from "./helpers.mjs";
+import { TIMEOUT } from "./helpers.mjs";
 import { HTMLFILE_STANDIN, launchBrowser, openClientPage } from "./client-harness.mjs";
-
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const ROOT = path.resolve(HERE, "../..");
-const HALLEY_BIN = process.env.HALLEY_BIN || path.join(ROOT, "target/release/halley");
-const NGINX = process.env.NGINX || "/usr/sbin/nginx";
-const AMQP_URL = process.env.AMQP_URL || "amqp://guest:guest@127.0.0.1:5672/%2f";
+import {
+  REQUEST_TIMEOUT_MS,
+  eventually,
+  ioClient,
+  membersOf,
+  ownerOf,
+  postJson,
+  startCluster,
+  upgraded,
+} from "./cluster-harness.mjs";
 
 const HEARTBEAT_MS = 300;
-/** The cluster's request timeout (not configurable): how long a cross-node query waits. */
-const REQUEST_TIMEOUT_MS = 1000;
 /** The documented bound: a dead node leaves the membership after 3 silent heartbeats, and a
  * query waits at most the request timeout for a node that does not answer. */
 const GONE_BOUND_MS = 3 * HEARTBEAT_MS + REQUEST_TIMEOUT_MS;
 const NAMES = ["node01", "node02", "node03"];
-// Unique per run, so concurrent or earlier runs (and their leftover queues) never mix in.
-const EXCHANGE = `halley.test.cluster.${process.pid}.${Date.now().toString(36)}`;
-// The secret the nodes share (through the environment, as the README advises).
-const SECRET = crypto.randomBytes(32).toString("hex");
 const ROOM = "lobby";
 
-/** name → { name, url, server, tap } */
-const nodes = new Map();
-let nginx;
-let dir;
+/** The nodes, nginx in front: see startCluster. */
+let cluster;
+/** name → { name, url, admin, server, tap } */
+let nodes = new Map();
 let base;
 let browser;
 /** Every client opened, closed in `after`. */
@@ -62,162 +51,21 @@ const clients = [];
 /** The room members of test 1, reused by the later tests. */
 let members = [];
 
-// --- infrastructure -------------------------------------------------------------------------
-
-
-
-/** Polls `probe` (sync or async) every 20 ms until it returns a truthy value; returns it. */
-async function eventually(probe, what, ms = TIMEOUT) {
-  const deadline = Date.now() + ms;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (last) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/**
- * A TCP relay in front of a node that records each HTTP request line nginx sends through it
- * (`{ method, sid, transport }`). It parses nothing else and changes nothing.
- */
-async function startTap(targetPort) {
-  const requests = [];
-  const open = new Set();
-  // Per connection, the request under way (nginx does not pipeline: one at a time).
-  const current = new Map();
-  const server = net.createServer((down) => {
-    const up = net.connect(targetPort, "127.0.0.1");
-    open.add(down);
-    open.add(up);
-    down.once("close", () => {
-      open.delete(down);
-      current.delete(down);
-    });
-    up.once("close", () => open.delete(up));
-    up.on("data", () => {
-      const request = current.get(down);
-      if (request) request.answered = true;
-    });
-    let tail = "";
-    down.on("data", (chunk) => {
-      const lines = (tail + chunk.toString("latin1")).split("\r\n");
-      tail = lines.pop();
-      if (tail.length > 8192) tail = ""; // WebSocket frames after an upgrade: not HTTP.
-      for (const line of lines) {
-        // Not anchored: a request line follows the previous request's body on a kept-alive
-        // connection, and a polling body does not end with a line break.
-        const m = /(GET|POST|OPTIONS) (\/socket\.io\/\S*) HTTP\/1\.[01]$/.exec(line);
-        if (!m) continue;
-        const query = new URL(m[2], "http://x").searchParams;
-        const request = { method: m[1], sid: query.get("sid"), transport: query.get("transport"), answered: false };
-        requests.push(request);
-        current.set(down, request);
-      }
-    });
-    down.pipe(up);
-    up.pipe(down);
-    down.on("error", () => up.destroy());
-    up.on("error", () => down.destroy());
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: server.address().port,
-    requests,
-    /** Sids with a long poll (GET, polling or JSONP) waiting here for its answer. */
-    waitingPolls: () =>
-      [...current.values()]
-        .filter((r) => r.method === "GET" && r.transport === "polling" && r.sid && !r.answered)
-        .map((r) => r.sid),
-    /**
-     * Stops accepting: new connections are refused, as by a dead node. The open ones end when
-     * the node's side does (a killed node's sockets are closed by the kernel).
-     */
-    stopAccepting() {
-      server.close();
-    },
-    close() {
-      server.close();
-      for (const socket of open) socket.destroy();
-    },
-  };
-}
-
-async function startNode(name) {
-  const server = await startServer(HALLEY_BIN, {
-    HALLEY_LISTEN: "127.0.0.1:0",
-    HALLEY_AMQP_URL: AMQP_URL,
-    HALLEY_CLUSTER: "true",
-    HALLEY_NODE_NAME: name,
-    HALLEY_CLUSTER_HEARTBEAT: String(HEARTBEAT_MS),
-    HALLEY_CLUSTER_EXCHANGE: EXCHANGE,
-    HALLEY_CLUSTER_SECRET: SECRET,
-    HALLEY_SUBSCRIBE_PATTERNS: "*",
-    HALLEY_DEMO: "false",
-    HALLEY_SHUTDOWN_GRACE: "1",
-  });
-  const tap = await startTap(Number(new URL(server.url).port));
-  return { name, url: server.url, admin: server.admin, server, tap };
-}
-
-async function getJson(url) {
-  const res = await fetch(url);
-  assert.equal(res.status, 200, `GET ${url}`);
-  return res.json();
-}
-
-/** POSTs JSON to one node's admin listener (loopback: no token needed); answers the parsed body. */
-async function postJson(node, route, body) {
-  const res = await fetch(`${node.admin}${route}`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  assert.equal(res.status, 200, `POST ${route} to ${node.name} ${JSON.stringify(body)} → ${res.status} ${text}`);
-  return JSON.parse(text);
-}
-
 const publish = (node, body) => postJson(node, "/publish", { event: "news", ...body });
 const sockets = (node, body) => postJson(node, "/sockets", body);
-
-async function membersOf(node) {
-  const health = await getJson(`${node.admin}/healthz`);
-  return health.cluster;
-}
+/** Requests the taps saw for session `sid`, by node name. */
+const requestsFor = (sid, filter) => cluster.requestsFor(sid, filter);
 
 // --- clients --------------------------------------------------------------------------------
 
-/** The node a session lives on: its sid starts with the node's name. */
-const ownerOf = (sid) => sid.slice(0, 6);
-
 /** socket.io-client through nginx, recording `news` events, disconnects and reconnections. */
 async function nodeClient(label, opts) {
-  const socket = io(base, { forceNew: true, reconnection: false, ...opts });
-  const news = [];
-  const disconnects = [];
-  const reconnects = [];
-  socket.on("news", (data) => news.push(data));
-  socket.on("disconnect", (reason) => disconnects.push(reason));
-  socket.io.on("reconnect_attempt", (n) => reconnects.push(n));
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("connect_error", reject);
-    }),
-    TIMEOUT,
-    `${label} connect through nginx`,
-  );
+  const recorded = await ioClient(base, label, opts);
+  const { socket, news, disconnects } = recorded;
   const client = {
-    label,
-    socket,
-    id: socket.id,
-    sid: socket.io.engine.id,
-    owner: ownerOf(socket.io.engine.id),
+    ...recorded,
     news: async () => [...news],
     disconnects: async () => [...disconnects],
-    reconnects,
     state: async () => ({ id: socket.id, sid: socket.io.engine.id, transport: socket.io.engine.transport.name }),
     subscribe: (room) => socket.timeout(TIMEOUT).emitWithAck("subscribe", room),
     describe: async () =>
@@ -229,7 +77,6 @@ async function nodeClient(label, opts) {
   clients.push(client);
   return client;
 }
-
 /** Halley's browser client in its own Chromium page, one transport forced, through nginx. */
 async function browserClient(transport) {
   const init = transport === "htmlfile" ? [HTMLFILE_STANDIN] : [];
@@ -308,85 +155,19 @@ async function broadcastOnce(node, rooms, expected, { absent = [], markerRooms =
   return result;
 }
 
-/** Requests the taps saw for session `sid`, by node name. */
-function requestsFor(sid, filter = () => true) {
-  const by = {};
-  for (const node of nodes.values()) {
-    by[node.name] = node.tap.requests.filter((r) => r.sid === sid && filter(r)).length;
-  }
-  return by;
-}
 
 // --- setup ----------------------------------------------------------------------------------
 
 before(async () => {
-  const broker = new URL(AMQP_URL);
-  if (!(await canConnect(Number(broker.port || 5672), broker.hostname))) {
-    throw new Error(`no RabbitMQ at ${broker.host}: start it (rabbitmq-server -detached) or set AMQP_URL`);
-  }
-  for (const node of await Promise.all(NAMES.map(startNode))) nodes.set(node.name, node);
-
-  // Every node lists the two others (a hello arrives within a heartbeat of each start).
-  for (const node of nodes.values()) {
-    const others = NAMES.filter((n) => n !== node.name);
-    await eventually(async () => {
-      const cluster = await membersOf(node);
-      return cluster.connected && JSON.stringify(cluster.members) === JSON.stringify(others);
-    }, `${node.name} to list ${others.join(", ")} in /healthz`);
-  }
-
-  dir = await mkdtemp(path.join(os.tmpdir(), "halley-cluster-"));
-  const port = await freePort();
-  const upstreams = [...nodes.values()].map((n) => `server 127.0.0.1:${n.tap.port};`).join(" ");
-  const conf = (await readFile(path.join(ROOT, "fixtures/nginx.conf"), "utf8"))
-    .replaceAll("@UPSTREAMS@", upstreams)
-    .replaceAll("@PORT@", String(port));
-  await writeFile(path.join(dir, "nginx.conf"), conf);
-  nginx = spawn(NGINX, ["-p", dir, "-c", path.join(dir, "nginx.conf"), "-g", "daemon off;"], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  // Its error log (upstream failures are expected once a node is killed): kept, shown live
-  // with HALLEY_SERVER_LOG=1.
-  let nginxLog = "";
-  for (const stream of [nginx.stdout, nginx.stderr]) {
-    stream.setEncoding("utf8");
-    stream.on("data", (chunk) => {
-      nginxLog = (nginxLog + chunk).slice(-16384);
-      if (process.env.HALLEY_SERVER_LOG === "1") process.stderr.write(chunk);
-    });
-  }
-  await eventually(() => {
-    if (nginx.exitCode !== null) throw new Error(`nginx exited (${nginx.exitCode}):\n${nginxLog}`);
-    return canConnect(port);
-  }, `nginx to listen on ${port}`);
-  base = `http://127.0.0.1:${port}`;
+  cluster = await startCluster({ tag: "cluster", names: NAMES, heartbeatMs: HEARTBEAT_MS });
+  ({ nodes, base } = cluster);
   browser = await launchBrowser();
 });
 
 after(async () => {
   for (const client of clients) await client.close().catch(() => {});
   await browser?.close().catch(() => {});
-  if (nginx && nginx.exitCode === null && nginx.signalCode === null) {
-    const exited = new Promise((r) => nginx.once("exit", r));
-    nginx.kill("SIGTERM");
-    await withTimeout(exited, TIMEOUT, "nginx exit").catch(() => nginx.kill("SIGKILL"));
-  }
-  await Promise.all(
-    [...nodes.values()].map(async (node) => {
-      node.tap.close();
-      await node.server.stop().catch(() => node.server.process.kill("SIGKILL"));
-    }),
-  );
-  if (dir) await rm(dir, { recursive: true, force: true });
-  // The exchange is declared durable: delete it (best effort; needs rabbitmqctl and its cookie).
-  await new Promise((resolve) =>
-    execFile(
-      "rabbitmqctl",
-      ["eval", `rabbit_exchange:delete(rabbit_misc:r(<<"/">>, exchange, <<"${EXCHANGE}">>), false, <<"halley-test">>).`],
-      { timeout: 10_000 },
-      () => resolve(),
-    ),
-  );
+  await cluster?.stop();
 });
 
 // --- tests ----------------------------------------------------------------------------------
@@ -577,17 +358,7 @@ test("a polling → WebSocket upgrade whose probe goes through another node keep
     const client = await nodeClient(`socket.io-client default transports #${attempt + 1}`, {});
     const { sid, id } = client;
     const engine = client.socket.io.engine;
-    if (engine.transport.name !== "websocket") {
-      await withTimeout(
-        new Promise((resolve, reject) => {
-          engine.once("upgrade", resolve);
-          engine.once("upgradeError", reject);
-        }),
-        TIMEOUT,
-        "the upgrade to websocket through nginx",
-      );
-    }
-    assert.equal(engine.transport.name, "websocket");
+    await upgraded(client.socket);
     assert.equal(engine.id, sid, "same Engine.IO session after the upgrade");
     assert.equal(client.socket.id, id);
     assert.deepEqual(await client.subscribe("upgraded"), { ok: true, rooms: ["upgraded"] });
@@ -624,10 +395,7 @@ test("SIGKILL of a node: the others' clients are undisturbed, the node leaves wi
 
   // A dead node refuses connections: its tap stops accepting at the same moment. Requests
   // under way through it are cut when the kernel closes the dead node's sockets.
-  victim.tap.stopAccepting();
-  victim.server.process.kill("SIGKILL");
-  const killed = Date.now();
-  await victim.server.exited;
+  const killed = await cluster.kill(victim);
   // Watch the survivors' membership from now on.
   const goneMs = {};
   const dropped = Promise.all(
