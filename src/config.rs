@@ -275,6 +275,21 @@ pub struct Config {
     )]
     pub cluster_peers: Vec<IpRange>,
 
+    /// Stream queue the nodes share for connection state recovery (with --cluster and
+    /// --recovery-window): logged events and sessions go through it, so a client recovers
+    /// through any node.
+    #[arg(
+        long,
+        env = "HALLEY_CLUSTER_STREAM",
+        default_value = "halley.recovery",
+        value_parser = parse_exchange
+    )]
+    pub cluster_stream: String,
+
+    /// Bytes the recovery stream keeps at most (besides twice the recovery window).
+    #[arg(long, env = "HALLEY_CLUSTER_STREAM_MAX_BYTES", default_value_t = 512 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_stream_max_bytes: u64,
+
     /// Milliseconds between cluster heartbeats; a node silent for three is dropped.
     #[arg(long, env = "HALLEY_CLUSTER_HEARTBEAT", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..))]
     pub cluster_heartbeat: u64,
@@ -432,6 +447,22 @@ impl Config {
         config.exchange = self.cluster_exchange.clone();
         config.heartbeat = Duration::from_millis(self.cluster_heartbeat);
         Ok(Some(config))
+    }
+
+    /// The shared recovery log's settings: in a cluster with connection state recovery on.
+    pub fn shared_log(
+        &self,
+        cluster: &crate::bridge::cluster::ClusterConfig,
+    ) -> Option<crate::bridge::log::LogConfig> {
+        let window = self.recovery_window?;
+        Some(crate::bridge::log::LogConfig {
+            url: cluster.url.clone(),
+            stream: self.cluster_stream.clone(),
+            node: cluster.node.clone(),
+            key: cluster.key.clone(),
+            window: Duration::from_millis(window),
+            max_bytes: self.cluster_stream_max_bytes,
+        })
     }
 
     /// The AMQP bridge settings, when a broker is configured.

@@ -102,7 +102,12 @@ async fn run(config: Config) {
         builder = builder.node_name(&cluster.node);
     }
     let io = builder.build();
-    // Before the AMQP bridge: its work-queue messages go through the cluster.
+    // Before the AMQP bridge: its work-queue messages go through the cluster (and, with
+    // recovery on, the shared log, installed before any socket connects).
+    let _shared_log = cluster
+        .as_ref()
+        .and_then(|cluster| config.shared_log(cluster))
+        .map(|log| halley::bridge::log::LogLink::spawn(&io, log));
     let cluster = cluster.map(|cluster| halley::bridge::cluster::Cluster::spawn(&io, cluster));
     let policy = subscribe::SubscribePolicy {
         patterns: config.subscribe_patterns.clone(),

@@ -441,6 +441,11 @@ impl Cluster {
             return;
         }
         tracing::warn!(nodes = ?gone, "cluster nodes left (no heartbeat)");
+        if let Some(io) = self.io.get() {
+            for name in &gone {
+                io.node_left(name);
+            }
+        }
         let mut fetches = lock(&self.fetches);
         let finished: Vec<u64> = fetches
             .iter_mut()

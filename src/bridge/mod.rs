@@ -16,6 +16,8 @@
 //! - [`forward_mark`]: the signed `x-halley-forwarded` value of a forwarded request; pure.
 //! - [`cluster`]: the cluster link over RabbitMQ: membership, broadcasts, cross-node queries,
 //!   the engine's session locator.
+//! - [`log`]: the shared log on a RabbitMQ stream that connection state recovery goes through
+//!   in a cluster, so that a client recovers through any node.
 //! - [`supervise`]: runs the bridge's and the cluster link's tasks again when they end or
 //!   panic, with backoff; knows nothing of brokers.
 //!
@@ -30,6 +32,7 @@ pub mod auth;
 pub mod cluster;
 pub mod envelope;
 pub mod forward_mark;
+pub mod log;
 pub mod mapping;
 pub mod publish;
 pub mod subscribe;
@@ -155,7 +158,18 @@ pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<Delivered,
         .of(&emit.namespace)
         .ok_or_else(|| DeliverError::UnknownNamespace(emit.namespace.clone()))?;
     if let Some(id) = &emit.id {
-        if !io.first_delivery(id) {
+        let duplicate = if reach == Reach::Cluster && io.logs_shared() {
+            // Through the shared log, the log's order decides which copy every node delivers
+            // (`Halley::apply_log`); a copy delivered already is not even appended.
+            let seen = io.delivered_already(id);
+            if seen {
+                io.stats().count_duplicate();
+            }
+            seen
+        } else {
+            !io.first_delivery(id)
+        };
+        if duplicate {
             return Ok(Delivered::Duplicate);
         }
     }
@@ -173,10 +187,20 @@ async fn deliver_once(
     emit: Emit,
     reach: Reach,
 ) -> Result<usize, DeliverError> {
-    let mut op = ns.broadcast().local();
+    let mut op = ns.broadcast();
     for room in emit.rooms {
         op = op.to(room);
     }
+    if let (Reach::Cluster, Some(log)) = (reach, op.shared_log()) {
+        // Every node, this one too, delivers it when it reads it from the log.
+        let targets = op.sockets().len();
+        let record = op.log_record(&emit.event, emit.args, emit.binary, emit.id);
+        log.append_confirmed(record)
+            .await
+            .map_err(|reason| DeliverError::Cluster { local: 0, reason })?;
+        return Ok(targets);
+    }
+    let op = op.local();
     let adapter = match reach {
         Reach::Cluster => ns.adapter().cloned(),
         Reach::Local => None,

@@ -16,6 +16,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::recovery::SessionState;
+
 /// Which sockets of a namespace an operation is for: those in any of `rooms` (all when
 /// empty), minus those in any of `except`, minus the socket `exclude`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,53 @@ pub enum RemoteOp {
     Disconnect {
         to: Selection,
     },
+}
+
+/// One record of a cluster's shared log (see [`SharedLog`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rec", rename_all = "snake_case")]
+pub enum LogRecord {
+    /// A logged event (not volatile, no ack): every node delivers it to its own selected
+    /// sockets, with the record's position as its offset.
+    Emit {
+        to: Selection,
+        event: String,
+        args: Vec<Value>,
+        #[serde(default, with = "base64_list", skip_serializing_if = "Vec::is_empty")]
+        binary: Vec<Bytes>,
+        /// The backend message's id: the first record with an id in log order is delivered,
+        /// later ones are dropped, on every node alike.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A socket's recoverable state, written by the node that holds it.
+    Session {
+        ns: String,
+        node: String,
+        state: SessionState,
+        id: String,
+        pid: String,
+        rooms: Vec<String>,
+        #[serde(default)]
+        data: Value,
+    },
+}
+
+/// A replicated, totally ordered log that every node of a cluster reads (the RabbitMQ stream
+/// of `crate::bridge::log`): with connection state recovery on, logged events and sessions go
+/// through it, so that every node numbers events alike and a client may recover through any
+/// node. Each node, the writer too, applies each record with
+/// [`Halley::apply_log`](super::Halley::apply_log) in log order; a node's own session records
+/// are applied when written and skipped when read back.
+pub trait SharedLog: Send + Sync + 'static {
+    /// Appends `record`, without waiting.
+    fn append(&self, record: LogRecord);
+    /// Appends `record`; resolves once the broker has it for sure, or with the reason not.
+    fn append_confirmed(&self, record: LogRecord) -> BoxFuture<Result<(), String>>;
+    /// The tag of the offsets of this log (the same on every node).
+    fn tag(&self) -> u32;
+    /// This node's name, as its session records carry it.
+    fn node(&self) -> &str;
 }
 
 /// One socket, as a cross-node query reports it.

@@ -16,7 +16,7 @@ use halley_transports::sid::Sid;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::adapter::{RemoteOp, Selection, SocketInfo};
+use super::adapter::{LogRecord, RemoteOp, Selection, SharedLog, SocketInfo};
 use super::ns::Namespace;
 use super::recovery::Target;
 use super::socket::{check_event, EmitError, Socket};
@@ -142,7 +142,14 @@ impl BroadcastOperator {
         binary: Vec<Bytes>,
     ) -> Result<usize, EmitError> {
         check_event(event)?;
-        let target = (!self.volatile && self.ns.recovers()).then(|| Target {
+        if let Some(log) = self.shared_log() {
+            // Through the cluster's shared log: every node, this one too, delivers it when it
+            // reads it back, at the position the log gave it.
+            log.append(self.log_record(event, args, binary, None));
+            return Ok(self.sockets().len());
+        }
+        let logged = !self.volatile && self.ns.recovers() && self.ns.shared_log().is_none();
+        let target = logged.then(|| Target {
             rooms: self.rooms.clone(),
             except: self.except.clone(),
             exclude: self.exclude.clone(),
@@ -162,6 +169,32 @@ impl BroadcastOperator {
             id: None,
         });
         Ok(sent)
+    }
+
+    /// This emit as a record of the cluster's shared log.
+    pub fn log_record(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        binary: Vec<Bytes>,
+        id: Option<String>,
+    ) -> LogRecord {
+        LogRecord::Emit {
+            to: self.selection(),
+            event: event.to_owned(),
+            args,
+            binary,
+            id,
+        }
+    }
+
+    /// The cluster's shared log, when an emit through this operator goes through it (not
+    /// volatile, not local, recovery on, a log installed).
+    pub fn shared_log(&self) -> Option<&Arc<dyn SharedLog>> {
+        match (self.volatile, self.local) {
+            (false, false) => self.ns.shared_log(),
+            _ => None,
+        }
     }
 
     /// Makes every selected socket join `room`; a socket at its room limits stays out (counted

@@ -447,6 +447,7 @@ fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
             }
         }
     }
+    socket.record_live();
     tracing::debug!(
         sid = %conn.sid(),
         id = socket.id(),

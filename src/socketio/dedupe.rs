@@ -62,6 +62,12 @@ impl Seen {
         true
     }
 
+    /// Whether `id` is remembered, without remembering it.
+    pub fn contains(&self, id: &str) -> bool {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.set.contains(id)
+    }
+
     /// Forgets `id` (its delivery failed, and the message will come again).
     pub fn forget(&self, id: &str) {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());

@@ -9,7 +9,8 @@
 //! - [`limits`]: what one client may make the server keep (rooms, auth payload, connect-hook
 //!   attempts), the errors that report it, and the refusal counters.
 //! - [`broadcast`]: room selection and fan-out, encoding once.
-//! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes.
+//! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes,
+//!   and the shared log that recovery in a cluster goes through.
 //! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
 //! - [`dedupe`]: the ids of the backend messages delivered lately, so that a redelivered one
 //!   is dropped.
@@ -41,9 +42,11 @@ pub mod recovery;
 pub mod socket;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use halley_transports::sid::Sid;
 use halley_transports::{Cors, Engine, EngineConfig, IpRange, TransportKind};
 use serde::Serialize;
 
@@ -55,9 +58,10 @@ pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Eve
 
 use crate::client_js;
 use crate::server::Router;
-use adapter::{Adapter, RemoteOp, Selection, SocketInfo};
+use adapter::{Adapter, LogRecord, RemoteOp, Selection, SharedLog, SocketInfo};
 use limits::{RoomLimits, Stats};
-use ns::{AdapterSlot, ConnectHandler, Fallback, Recovery};
+use ns::{AdapterSlot, ConnectHandler, Fallback, LogSlot, Recovery};
+use recovery::Persisted;
 
 /// Socket.IO settings beyond the engine's.
 #[derive(Debug, Clone)]
@@ -129,17 +133,38 @@ pub(crate) struct IoShared {
     /// The engine's outbox length, which bounds a recovery replay.
     max_outbox: usize,
     adapter: AdapterSlot,
+    log: LogSlot,
+    /// The shared log's next position to apply ([`NO_POSITION`] before the first record).
+    log_next: AtomicU64,
     /// The room bounds, and the counters of every limit's refusals.
     limits: Arc<RoomLimits>,
     /// Ids of the backend messages delivered lately.
     seen: dedupe::Seen,
 }
 
+/// No record of the shared log applied yet.
+const NO_POSITION: u64 = u64::MAX;
+
 impl IoShared {
     /// A new namespace's recovery log, when recovery is on.
     fn recovery(&self) -> Option<Recovery> {
         let config = self.config.recovery.clone()?;
-        Some(Recovery::new(config, self.max_outbox))
+        // A namespace made now has read nothing of the log before its next position.
+        let next = match self.log_next.load(Ordering::Acquire) {
+            NO_POSITION => 0,
+            next => next,
+        };
+        let log = self.log.get().map(|log| (&**log, next));
+        Some(Recovery::new(config, self.max_outbox, log))
+    }
+
+    fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn hooks(&self) -> Vec<ConnectHook> {
@@ -171,6 +196,7 @@ impl IoShared {
                 Arc::clone(&self.fallback),
                 self.recovery(),
                 Arc::clone(&self.adapter),
+                Arc::clone(&self.log),
                 Arc::clone(&self.limits),
             )
         });
@@ -375,6 +401,8 @@ impl Builder {
             hooks: RwLock::default(),
             max_outbox: self.engine.session.max_outbox,
             adapter: AdapterSlot::default(),
+            log: LogSlot::default(),
+            log_next: AtomicU64::new(NO_POSITION),
             limits,
             seen: dedupe::Seen::default(),
         });
@@ -425,6 +453,7 @@ impl Halley {
             Arc::clone(&self.shared.fallback),
             self.shared.recovery(),
             Arc::clone(&self.shared.adapter),
+            Arc::clone(&self.shared.log),
             Arc::clone(&self.shared.limits),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
@@ -494,6 +523,7 @@ impl Halley {
                 Fallback::default(),
                 None,
                 Arc::clone(&self.shared.adapter),
+                Arc::clone(&self.shared.log),
                 Arc::clone(&self.shared.limits),
             )
             .broadcast(),
@@ -533,6 +563,111 @@ impl Halley {
     /// `adapter` for the other nodes. Set once; later calls are ignored.
     pub fn set_adapter(&self, adapter: Arc<dyn Adapter>) {
         let _ = self.shared.adapter.set(adapter);
+    }
+
+    /// Installs a cluster's shared log: with connection state recovery on, logged events and
+    /// sessions go through it from now on (see [`SharedLog`]), so that a client may recover
+    /// through any node. Set once, before serving; later calls are ignored.
+    pub fn set_shared_log(&self, log: Arc<dyn SharedLog>) {
+        if self.shared.log.set(Arc::clone(&log)).is_err() {
+            return;
+        }
+        for ns in self.shared.namespaces() {
+            ns.share_log(&*log, 0);
+        }
+    }
+
+    /// Whether a shared log is installed and recovery is on (emits go through the log).
+    pub fn logs_shared(&self) -> bool {
+        self.shared.config.recovery.is_some() && self.shared.log.get().is_some()
+    }
+
+    /// Applies the shared log's record at `position`, in log order: an event is delivered to
+    /// this node's sockets (unless its backend id came earlier in the log), another node's
+    /// session record updates what may be restored here. A position at or before one applied
+    /// already is ignored; one past the next expected means the log skipped (retention, or it
+    /// was created again), and events before it may be missing here.
+    pub fn apply_log(&self, position: u64, record: LogRecord) {
+        let next = self.shared.log_next.load(Ordering::Acquire);
+        if next != NO_POSITION && position < next {
+            return;
+        }
+        self.shared.log_next.store(position + 1, Ordering::Release);
+        if next != position {
+            for ns in self.shared.namespaces() {
+                ns.raise_floor(position);
+            }
+        }
+        match record {
+            LogRecord::Emit {
+                to,
+                event,
+                args,
+                binary,
+                id,
+            } => {
+                if id.is_some_and(|id| !self.first_delivery(&id)) {
+                    tracing::debug!(
+                        position,
+                        "logged emit of a message delivered already: dropped"
+                    );
+                    return;
+                }
+                if let Some(ns) = self.of(&to.ns) {
+                    ns.deliver_logged(position, &to, &event, &args, &binary);
+                }
+            }
+            LogRecord::Session {
+                ns,
+                node,
+                state,
+                id,
+                pid,
+                rooms,
+                data,
+            } => {
+                let Some(log) = self.shared.log.get() else {
+                    return;
+                };
+                if node == log.node() {
+                    // Applied when this node wrote it.
+                    return;
+                }
+                let (Some(id), Some(pid), Some(ns)) =
+                    (Sid::parse(&id), Sid::parse(&pid), self.of(&ns))
+                else {
+                    tracing::debug!(
+                        position,
+                        "session record for no socket of this node's namespaces"
+                    );
+                    return;
+                };
+                ns.apply_session(
+                    Persisted {
+                        id,
+                        pid,
+                        rooms,
+                        data,
+                    },
+                    state,
+                    &node,
+                );
+            }
+        }
+    }
+
+    /// Node `node` left the cluster: the sessions live there are dropped from now on (and
+    /// expire after the recovery window).
+    pub fn node_left(&self, node: &str) {
+        for ns in self.shared.namespaces() {
+            ns.node_left(node);
+        }
+    }
+
+    /// Whether the backend message `id` was delivered lately, without counting or
+    /// remembering it.
+    pub fn delivered_already(&self, id: &str) -> bool {
+        self.shared.seen.contains(id)
     }
 
     /// Whether the backend message `id` is delivered for the first time (it is remembered

@@ -22,11 +22,11 @@ use halley_transports::sid::Sid;
 use halley_transports::Frame;
 use serde_json::Value;
 
-use super::adapter::Adapter;
+use super::adapter::{Adapter, LogRecord, Selection, SharedLog};
 use super::broadcast::BroadcastOperator;
 use super::limits::RoomLimits;
 use super::packet::{self, OpenEvent};
-use super::recovery::{Persisted, RecoveryConfig, Store, Target};
+use super::recovery::{Persisted, RecoveryConfig, SessionState, Store, Target};
 use super::socket::{Event, EventHandler, Socket};
 
 pub(crate) type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
@@ -75,15 +75,24 @@ pub(crate) struct Recovery {
 }
 
 impl Recovery {
-    pub(crate) fn new(config: RecoveryConfig, max_outbox: usize) -> Self {
+    /// A namespace's log; with a cluster's shared `log`, following it from position `floor`.
+    pub(crate) fn new(
+        config: RecoveryConfig,
+        max_outbox: usize,
+        log: Option<(&dyn SharedLog, u64)>,
+    ) -> Self {
         // The tag only tells this log's offsets from others': a clock fallback is good enough.
         let tag = getrandom::u32().unwrap_or_else(|_| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.subsec_nanos())
         });
+        let mut store = Store::new(config, tag);
+        if let Some((log, floor)) = log {
+            store.share(log.tag(), floor, log.node());
+        }
         Recovery {
-            store: Mutex::new(Store::new(config, tag)),
+            store: Mutex::new(store),
             replay_limit: (max_outbox / 2).max(1),
         }
     }
@@ -105,11 +114,14 @@ pub struct Namespace {
     rooms: DashMap<String, HashSet<Sid>>,
     recovery: Option<Recovery>,
     adapter: AdapterSlot,
+    log: LogSlot,
     limits: Arc<RoomLimits>,
 }
 
 /// The cluster adapter, once installed; shared by every namespace of a server.
 pub(crate) type AdapterSlot = Arc<OnceLock<Arc<dyn Adapter>>>;
+/// The cluster's shared log, once installed; shared likewise.
+pub(crate) type LogSlot = Arc<OnceLock<Arc<dyn SharedLog>>>;
 
 impl std::fmt::Debug for Namespace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,6 +138,7 @@ impl Namespace {
         fallback: Fallback,
         recovery: Option<Recovery>,
         adapter: AdapterSlot,
+        log: LogSlot,
         limits: Arc<RoomLimits>,
     ) -> Arc<Self> {
         Arc::new(Namespace {
@@ -138,6 +151,7 @@ impl Namespace {
             rooms: DashMap::new(),
             recovery,
             adapter,
+            log,
             limits,
         })
     }
@@ -318,6 +332,120 @@ impl Namespace {
 
     pub(crate) fn recovers(&self) -> bool {
         self.recovery.is_some()
+    }
+
+    /// The cluster's shared log, when this namespace recovers connections through it.
+    pub(crate) fn shared_log(&self) -> Option<&Arc<dyn SharedLog>> {
+        self.recovery.as_ref()?;
+        self.log.get()
+    }
+
+    /// Follows the shared log from position `floor` (see [`Store::share`]).
+    pub(crate) fn share_log(&self, log: &dyn SharedLog, floor: u64) {
+        if let Some(recovery) = &self.recovery {
+            recovery.lock().share(log.tag(), floor, log.node());
+        }
+    }
+
+    /// The shared log skipped to `floor`: events before it may be missing here.
+    pub(crate) fn raise_floor(&self, floor: u64) {
+        if let Some(recovery) = &self.recovery {
+            recovery.lock().raise_floor(floor);
+        }
+    }
+
+    /// Delivers a logged event read from the shared log at `position` to this node's sockets
+    /// that `to` selects, with that position as its offset; returns how many had it queued.
+    pub(crate) fn deliver_logged(
+        self: &Arc<Self>,
+        position: u64,
+        to: &Selection,
+        event: &str,
+        args: &[Value],
+        binary: &[Bytes],
+    ) -> usize {
+        let Some(recovery) = &self.recovery else {
+            return 0;
+        };
+        let exclude = to.exclude.as_deref().and_then(Sid::parse);
+        let target = Target {
+            rooms: to.rooms.clone(),
+            except: to.except.clone(),
+            exclude: exclude.clone(),
+        };
+        let open = OpenEvent::new(&self.path, event, args, binary);
+        let mut store = recovery.lock();
+        let frames = open.close(&store.offset_at(position));
+        store.append_at(position, target, frames.clone(), Instant::now());
+        let sent = self
+            .select(&to.rooms, &to.except, exclude.as_ref())
+            .iter()
+            .filter(|socket| socket.push(&frames, false).is_ok())
+            .count();
+        let sweep = store.claim_sweeper();
+        drop(store);
+        if sweep {
+            self.start_sweeper();
+        }
+        sent
+    }
+
+    /// Writes a socket's state to the shared log (applied here at once; the other nodes apply
+    /// it when they read it). Without a shared log, a drop keeps it in this node's store.
+    pub(crate) fn record_session(self: &Arc<Self>, session: Persisted, state: SessionState) {
+        let Some(log) = self.shared_log() else {
+            if state == SessionState::Dropped {
+                self.persist(session);
+            }
+            return;
+        };
+        let record = LogRecord::Session {
+            ns: self.path.clone(),
+            node: log.node().to_owned(),
+            state,
+            id: session.id.as_str().to_owned(),
+            pid: session.pid.as_str().to_owned(),
+            rooms: session.rooms.clone(),
+            data: session.data.clone(),
+        };
+        let node = log.node().to_owned();
+        log.append(record);
+        self.apply_session(session, state, &node);
+    }
+
+    /// Applies a session record of node `node` (see [`Store::record`]); a socket of this node
+    /// that another node has restored is closed here.
+    pub(crate) fn apply_session(
+        self: &Arc<Self>,
+        session: Persisted,
+        state: SessionState,
+        node: &str,
+    ) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        let mut store = recovery.lock();
+        let taken = store.record(session, state, node, Instant::now());
+        let sweep = store.claim_sweeper();
+        drop(store);
+        if sweep {
+            self.start_sweeper();
+        }
+        if let Some(socket) = taken.and_then(|id| self.socket(id.as_str())) {
+            tracing::debug!(
+                id = socket.id(),
+                node,
+                "session restored on another node: closing it here"
+            );
+            socket.taken_elsewhere();
+        }
+    }
+
+    /// Node `node` left the cluster: its live sessions dropped now.
+    pub(crate) fn node_left(&self, node: &str) {
+        if let Some(recovery) = &self.recovery {
+            recovery.lock().node_left(node, Instant::now());
+        }
     }
 
     /// Sends EVENT `event` through `deliver`. With recovery on and a `target` (an event without

@@ -18,6 +18,15 @@
 //! application string that socket.io-client mistook for an offset (it takes any trailing string
 //! argument) is not found rather than misread.
 //!
+//! In a cluster with a shared log (a RabbitMQ stream, see `crate::bridge::log`), every node
+//! keeps the same store: events are appended at the position the log gave them
+//! ([`Store::append_at`], offsets then have gaps, the other namespaces' records), the tag is the
+//! cluster's, and kept sessions come from every node's session records
+//! ([`Store::record`]), each with the node that holds it and whether it is live there. A
+//! client may then come back through any node. A session live on this very node is not
+//! restored (its socket is here); one live on another node is (that node died, or has not seen
+//! the connection drop yet: it closes its copy when the record of the restore reaches it).
+//!
 //! Bounds, per namespace: events older than the window, past `max_packets`, or past `max_bytes`
 //! are dropped oldest first; sessions older than the window or past `max_sessions` likewise. A
 //! restore that would need a dropped event (or more than the client's outbox can take) is
@@ -109,7 +118,24 @@ struct Logged {
 
 struct Kept {
     session: Persisted,
+    /// When it dropped (or, while live, when it was last refreshed).
     at: Instant,
+    /// The node holding it, in a cluster with a shared log.
+    owner: Option<String>,
+    /// Connected on `owner` (shared log only); a live session does not expire.
+    live: bool,
+}
+
+/// What a session record of the shared log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    /// Connected on the node that wrote it (connected, restored, or its rooms changed).
+    Live,
+    /// Its connection dropped without meaning to: restorable for the window.
+    Dropped,
+    /// It left for good (a deliberate disconnect).
+    Gone,
 }
 
 /// Fixed bookkeeping counted per logged event besides its bytes.
@@ -120,6 +146,10 @@ pub(crate) struct Store {
     config: RecoveryConfig,
     tag: u32,
     next_seq: u64,
+    /// Every event from this sequence number on is still here.
+    floor: u64,
+    /// This node's name, once the store follows a shared log.
+    me: Option<String>,
     packets: VecDeque<Logged>,
     bytes: usize,
     sessions: HashMap<Sid, Kept>,
@@ -135,6 +165,8 @@ impl Store {
             config,
             tag,
             next_seq: 0,
+            floor: 0,
+            me: None,
             packets: VecDeque::new(),
             bytes: 0,
             sessions: HashMap::new(),
@@ -145,6 +177,25 @@ impl Store {
 
     pub fn config(&self) -> &RecoveryConfig {
         &self.config
+    }
+
+    /// Follows a shared log from now on: offsets carry the cluster's `tag`, events are
+    /// appended at the log's positions, complete from `floor` on; `me` names this node. What
+    /// was kept before is dropped (its offsets were this process's own).
+    pub fn share(&mut self, tag: u32, floor: u64, me: &str) {
+        self.tag = tag;
+        self.packets.clear();
+        self.bytes = 0;
+        self.next_seq = floor;
+        self.floor = floor;
+        self.me = Some(me.to_owned());
+    }
+
+    /// The shared log skipped to `floor` (it was created again, or dropped what this node had
+    /// not read yet): events before it may be missing here.
+    pub fn raise_floor(&mut self, floor: u64) {
+        self.floor = self.floor.max(floor);
+        self.next_seq = self.next_seq.max(floor);
     }
 
     fn offset(&self, seq: u64) -> String {
@@ -165,16 +216,30 @@ impl Store {
 
     /// Logs an event (its frames already carry [`Store::next_offset`]).
     pub fn append(&mut self, target: Target, frames: Vec<Frame>, now: Instant) {
+        self.append_at(self.next_seq, target, frames, now);
+    }
+
+    /// The offset of the shared log's position `seq`.
+    pub fn offset_at(&self, seq: u64) -> String {
+        self.offset(seq)
+    }
+
+    /// Logs an event at the shared log's position `seq` (its frames carry
+    /// [`Store::offset_at`]). Positions only grow; an older one is not logged.
+    pub fn append_at(&mut self, seq: u64, target: Target, frames: Vec<Frame>, now: Instant) {
+        if seq < self.next_seq {
+            return;
+        }
         let bytes: usize = frames.iter().map(frame_len).sum();
         let cost = bytes + target.cost() + OVERHEAD;
         self.packets.push_back(Logged {
-            seq: self.next_seq,
+            seq,
             at: now,
             target,
             frames,
             cost,
         });
-        self.next_seq += 1;
+        self.next_seq = seq + 1;
         self.bytes += cost;
         self.expire(now);
         while self.packets.len() > self.config.max_packets || self.bytes > self.config.max_bytes {
@@ -185,15 +250,77 @@ impl Store {
     fn pop_packet(&mut self) {
         if let Some(p) = self.packets.pop_front() {
             self.bytes -= p.cost;
+            self.floor = self.floor.max(p.seq + 1);
         }
     }
 
     /// Keeps a dropped socket's state.
     pub fn persist(&mut self, session: Persisted, now: Instant) {
+        self.keep(session, None, false, now);
+    }
+
+    /// Applies a session record of the shared log, written by node `owner`. Returns the id of
+    /// a socket live on this node that another node has just restored: the caller closes it.
+    pub fn record(
+        &mut self,
+        session: Persisted,
+        state: SessionState,
+        owner: &str,
+        now: Instant,
+    ) -> Option<Sid> {
+        let current = self.sessions.get(&session.pid);
+        let held_by_other = current.is_some_and(|k| k.owner.as_deref() != Some(owner));
+        match state {
+            SessionState::Live => {
+                let taken_from_me = current
+                    .filter(|k| k.live && held_by_other && k.owner == self.me)
+                    .map(|k| k.session.id.clone());
+                self.keep(session, Some(owner.to_owned()), true, now);
+                taken_from_me
+            }
+            // A drop or a departure from a node that no longer holds it (another node
+            // restored it since) changes nothing.
+            SessionState::Dropped if !held_by_other => {
+                self.keep(session, Some(owner.to_owned()), false, now);
+                None
+            }
+            SessionState::Gone if !held_by_other => {
+                self.sessions.remove(&session.pid);
+                None
+            }
+            SessionState::Dropped | SessionState::Gone => None,
+        }
+    }
+
+    /// Node `node` left the cluster: the sessions live there dropped now.
+    pub fn node_left(&mut self, node: &str, now: Instant) {
+        let dropped: Vec<Sid> = self
+            .sessions
+            .iter()
+            .filter(|(_, k)| k.live && k.owner.as_deref() == Some(node))
+            .map(|(pid, _)| pid.clone())
+            .collect();
+        for pid in dropped {
+            if let Some(kept) = self.sessions.get_mut(&pid) {
+                kept.live = false;
+                kept.at = now;
+                self.order.push_back((now, pid));
+            }
+        }
+    }
+
+    fn keep(&mut self, session: Persisted, owner: Option<String>, live: bool, now: Instant) {
         self.expire(now);
         self.order.push_back((now, session.pid.clone()));
-        self.sessions
-            .insert(session.pid.clone(), Kept { session, at: now });
+        self.sessions.insert(
+            session.pid.clone(),
+            Kept {
+                session,
+                at: now,
+                owner,
+                live,
+            },
+        );
         while self.sessions.len() > self.config.max_sessions {
             self.pop_session();
         }
@@ -227,8 +354,16 @@ impl Store {
                 break;
             }
             let (at, pid) = self.order.pop_front().expect("front exists");
-            if self.sessions.get(&pid).is_some_and(|k| k.at == at) {
-                self.sessions.remove(&pid);
+            match self.sessions.get_mut(&pid) {
+                // Live elsewhere: not expired, refreshed (so the session bound still sees it).
+                Some(kept) if kept.at == at && kept.live => {
+                    kept.at = now;
+                    self.order.push_back((now, pid));
+                }
+                Some(kept) if kept.at == at => {
+                    self.sessions.remove(&pid);
+                }
+                _ => {}
             }
         }
     }
@@ -245,6 +380,10 @@ impl Store {
     ) -> Option<(Persisted, u64)> {
         self.expire(now);
         let kept = self.sessions.get(pid)?;
+        if kept.live && kept.owner == self.me {
+            // Its socket is connected here.
+            return None;
+        }
         let after = self.parse_offset(offset)?;
         self.missed(&kept.session.id, &kept.session.rooms, after, limit)?;
         let kept = self.sessions.remove(pid)?;
@@ -260,14 +399,13 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Option<Vec<Frame>> {
-        let first = self.next_seq - self.packets.len() as u64;
         // Every event after the offset must still be here; the offset's own may be gone.
-        if after >= self.next_seq || after + 1 < first {
+        if after >= self.next_seq || after + 1 < self.floor {
             return None;
         }
         let mut frames = Vec::new();
-        for p in self.packets.iter().skip((after + 1 - first) as usize) {
-            debug_assert!(p.seq > after);
+        let start = self.packets.partition_point(|p| p.seq <= after);
+        for p in self.packets.iter().skip(start) {
             if p.target.reaches(id, rooms) {
                 if frames.len() + p.frames.len() > limit {
                     return None;

@@ -23,7 +23,7 @@ use super::broadcast::BroadcastOperator;
 use super::limits::JoinError;
 use super::ns::Namespace;
 use super::packet::{self, PacketKind, RESERVED_EVENTS};
-use super::recovery::{Persisted, Target};
+use super::recovery::{Persisted, SessionState, Target};
 
 /// Why a socket left its namespace; the strings are Socket.IO's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,8 +398,11 @@ impl Socket {
         if !self.connected() {
             return Err(EmitError::Disconnected);
         }
-        // socket.io logs a socket's own emits as a broadcast to its room.
-        let target = (!volatile && self.ns.recovers()).then(|| Target {
+        // socket.io logs a socket's own emits as a broadcast to its room. With a cluster's
+        // shared log, only broadcasts are logged (they take the log's order, which a direct
+        // emit's reply must not wait for): a direct emit carries no offset.
+        let logged = !volatile && self.ns.recovers() && self.ns.shared_log().is_none();
+        let target = logged.then(|| Target {
             rooms: vec![self.id.as_str().to_owned()],
             ..Target::default()
         });
@@ -473,7 +476,17 @@ impl Socket {
             rooms.insert(room.clone());
         }
         self.ns.index_join(&room, &self.id);
+        self.rooms_changed();
         Ok(())
+    }
+
+    /// Tells the cluster's shared log the rooms of a connected socket changed.
+    fn rooms_changed(&self) {
+        if self.connected() && self.ns.shared_log().is_some() {
+            if let Some(session) = self.session() {
+                self.ns.record_session(session, SessionState::Live);
+            }
+        }
     }
 
     pub(crate) fn enter_own_room(&self) {
@@ -488,6 +501,7 @@ impl Socket {
         }
         if lock(&self.rooms).remove(room) {
             self.ns.index_leave(room, &self.id);
+            self.rooms_changed();
         }
     }
 
@@ -527,17 +541,38 @@ impl Socket {
         self.close(DisconnectReason::ServerNamespaceDisconnect);
     }
 
+    /// Its recoverable state (when its namespace recovers connections).
+    fn session(&self) -> Option<Persisted> {
+        Some(Persisted {
+            id: self.id.clone(),
+            pid: self.pid.clone()?,
+            rooms: self.rooms(),
+            data: self.data(),
+        })
+    }
+
     /// Keeps the socket's id, rooms and data for connection state recovery (when its namespace
-    /// recovers connections).
+    /// recovers connections): in this node's store, or in the cluster's shared log.
     pub(crate) fn persist(self: &Arc<Self>) {
-        if let Some(pid) = &self.pid {
-            self.ns.persist(Persisted {
-                id: self.id.clone(),
-                pid: pid.clone(),
-                rooms: self.rooms(),
-                data: self.data(),
-            });
+        if let Some(session) = self.session() {
+            self.ns.record_session(session, SessionState::Dropped);
         }
+    }
+
+    /// Writes that it is connected here to the cluster's shared log (if there is one).
+    pub(crate) fn record_live(self: &Arc<Self>) {
+        if self.ns.shared_log().is_some() {
+            if let Some(session) = self.session() {
+                self.ns.record_session(session, SessionState::Live);
+            }
+        }
+    }
+
+    /// Another node restored this socket's session (its client came back there before this
+    /// node saw the connection drop): this copy goes, and its connection with it.
+    pub(crate) fn taken_elsewhere(self: &Arc<Self>) {
+        self.close(DisconnectReason::ForcedServerClose);
+        self.conn.close(halley_transports::CloseReason::ServerClose);
     }
 
     /// Undoes what connect middlewares did (rooms joined) for a socket that was refused.
@@ -565,6 +600,8 @@ impl Socket {
         }
         if reason.is_recoverable() {
             self.persist();
+        } else if let (Some(session), Some(_)) = (self.session(), self.ns.shared_log()) {
+            self.ns.record_session(session, SessionState::Gone);
         }
         self.abandon();
         self.ns.remove(&self.id);

@@ -33,6 +33,11 @@ impl Sid {
         &self.0
     }
 
+    /// An id read from elsewhere (another node's record), if it has the shape of one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::has_shape(text).then(|| Sid(text.into()))
+    }
+
     /// Whether `text` has the shape of an id this module hands out (22 base64url characters,
     /// alone or after a cluster node's name of 6 letters or digits), whichever process made it. Rooms named
     /// like that are other sockets' own rooms, and a client must never be able to join one: the
