@@ -722,6 +722,107 @@ mod tests {
         assert_eq!(store.order.len(), 1);
     }
 
+    /// A store following a shared log, as node `me`, complete from position 10.
+    fn shared(me: &str) -> Store {
+        let mut store = Store::new(config(1000), 1);
+        store.share(0x5eed, 10, me);
+        store
+    }
+
+    #[test]
+    fn a_shared_store_numbers_events_by_log_position_and_replays_across_gaps() {
+        let mut store = shared("nodeaa");
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        store.append_at(12, Target::default(), frame("a"), t);
+        assert_eq!(store.offset_at(12), "00005eed.c");
+        store.record(session(&id, &pid, &[]), SessionState::Dropped, "nodebb", t);
+        // Positions 13 and 14 were other namespaces' records or sessions: not gaps.
+        store.append_at(15, Target::default(), frame("b"), t);
+        store.append_at(17, to(&["r"]), frame("c"), t);
+        store.append_at(16, Target::default(), frame("older"), t);
+        let (s, after) = store.take(pid.as_str(), "00005eed.c", 100, t).unwrap();
+        assert_eq!(after, 12);
+        assert_eq!(
+            texts(&store.missed(&s.id, &s.rooms, after, 100).unwrap()),
+            ["b"],
+            "the older position is not logged, room r is not its"
+        );
+    }
+
+    #[test]
+    fn a_shared_store_refuses_offsets_before_what_it_read_or_after_it() {
+        let mut store = shared("nodeaa");
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        store.append_at(12, Target::default(), frame("a"), t);
+        store.record(session(&id, &pid, &[]), SessionState::Dropped, "nodebb", t);
+        // Issued by the cluster before this node read the log: events between may be missing.
+        assert!(store.take(pid.as_str(), "00005eed.5", 100, t).is_none());
+        // Not read here yet.
+        assert!(store.take(pid.as_str(), "00005eed.20", 100, t).is_none());
+        // The log skipped to 30: position 12 is no longer a safe start.
+        store.raise_floor(30);
+        assert!(store.take(pid.as_str(), "00005eed.c", 100, t).is_none());
+        store.append_at(31, Target::default(), frame("b"), t);
+        let (s, after) = store.take(pid.as_str(), "00005eed.1f", 100, t).unwrap();
+        assert_eq!(store.missed(&s.id, &s.rooms, after, 100), Some(vec![]));
+    }
+
+    #[test]
+    fn a_session_live_on_another_node_is_restored_here_and_that_node_is_told() {
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        // Node aa holds it live; node bb reads that record.
+        let mut bb = shared("nodebb");
+        bb.append_at(12, Target::default(), frame("a"), t);
+        assert_eq!(
+            bb.record(session(&id, &pid, &[]), SessionState::Live, "nodeaa", t),
+            None
+        );
+        let (restored, _) = bb.take(pid.as_str(), "00005eed.c", 100, t).unwrap();
+        assert_eq!(restored.id, id);
+        // Node aa reads bb's record of the restore: its live copy is to be closed.
+        let mut aa = shared("nodeaa");
+        aa.record(session(&id, &pid, &[]), SessionState::Live, "nodeaa", t);
+        assert_eq!(
+            aa.record(session(&id, &pid, &[]), SessionState::Live, "nodebb", t),
+            Some(id.clone())
+        );
+        // aa's late drop record changes nothing: bb holds it now.
+        aa.record(session(&id, &pid, &[]), SessionState::Dropped, "nodeaa", t);
+        aa.record(session(&id, &pid, &[]), SessionState::Gone, "nodeaa", t);
+        aa.append_at(12, Target::default(), frame("a"), t);
+        let kept = aa.sessions.get(pid.as_str()).unwrap();
+        assert!(kept.live && kept.owner.as_deref() == Some("nodebb"));
+    }
+
+    #[test]
+    fn a_session_live_on_this_node_is_not_restored_and_one_of_a_node_that_left_expires() {
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        let mut store = shared("nodeaa");
+        store.append_at(12, Target::default(), frame("a"), t);
+        store.record(session(&id, &pid, &[]), SessionState::Live, "nodeaa", t);
+        assert!(store.take(pid.as_str(), "00005eed.c", 100, t).is_none());
+
+        let (id2, pid2) = (sid(), sid());
+        store.record(session(&id2, &pid2, &[]), SessionState::Live, "nodebb", t);
+        // Live elsewhere: it outlives the window...
+        let later = t + Duration::from_millis(1500);
+        store.expire(later);
+        assert!(store.sessions.contains_key(pid2.as_str()));
+        // ...until its node leaves: then the window runs from there.
+        store.node_left("nodebb", later);
+        store.expire(later + Duration::from_millis(1001));
+        assert!(!store.sessions.contains_key(pid2.as_str()));
+        // A deliberate disconnect forgets it at once.
+        let (id3, pid3) = (sid(), sid());
+        store.record(session(&id3, &pid3, &[]), SessionState::Live, "nodebb", t);
+        store.record(session(&id3, &pid3, &[]), SessionState::Gone, "nodebb", t);
+        assert!(!store.sessions.contains_key(pid3.as_str()));
+    }
+
     #[test]
     fn the_sweeper_is_claimed_once_and_stops_when_empty() {
         let mut store = Store::new(config(1000), 1);
