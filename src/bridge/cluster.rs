@@ -689,6 +689,12 @@ async fn publish(
         }
         return Ok(());
     };
+    if out.confirmed.as_ref().is_some_and(|tx| tx.is_closed()) {
+        // Its publisher was refused meanwhile (no confirm in time): the other nodes must not
+        // deliver it late, nor twice after a retry.
+        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
     let body = cluster.seal(&out.message);
     let sent = publisher
         .basic_publish(

@@ -22,8 +22,11 @@
 //! stamp: reading old records again is what a log is for, and each node applies a position
 //! once.
 //!
-//! A record appended while the broker is away waits in a bounded outbox; `POST /publish` and
-//! work-queue messages wait for the broker's confirm (503 or a requeue without it).
+//! A record appended while the broker is away waits in a bounded outbox ([`OUTBOX`] records;
+//! beyond, it is dropped and counted) and is appended when the broker is back. `POST /publish`
+//! and work-queue messages wait for the broker's confirm, at most [`CONFIRM_TIMEOUT`]: without
+//! it the publisher is refused (503, or the message goes back to its queue) and the record is
+//! withdrawn if it is still waiting, so that nothing refused is delivered later.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,6 +80,8 @@ pub struct LogStats {
     pub rejected: AtomicU64,
     /// Records not appended (outbox full, broker refused or lost them).
     pub dropped: AtomicU64,
+    /// Records not appended because their publisher stopped waiting (and was refused).
+    pub withdrawn: AtomicU64,
     pub restarts: AtomicU64,
 }
 
@@ -163,11 +168,22 @@ impl LogLink {
         &self.stats
     }
 
-    fn queue(&self, record: &LogRecord) -> Option<oneshot::Receiver<Result<(), String>>> {
-        let (tx, rx) = oneshot::channel();
+    /// Queues `record`; with `confirm`, returns where the broker's verdict will come.
+    fn queue(
+        &self,
+        record: &LogRecord,
+        confirm: bool,
+    ) -> Option<Option<oneshot::Receiver<Result<(), String>>>> {
+        let (tx, rx) = match confirm {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         let out = Outgoing {
             body: seal(&self.config.key, record),
-            confirmed: Some(tx),
+            confirmed: tx,
         };
         match self.outbox.try_send(out) {
             Ok(()) => Some(rx),
@@ -182,11 +198,11 @@ impl LogLink {
 
 impl SharedLog for LogLink {
     fn append(&self, record: LogRecord) {
-        let _ = self.queue(&record);
+        let _ = self.queue(&record, false);
     }
 
     fn append_confirmed(&self, record: LogRecord) -> BoxFuture<Result<(), String>> {
-        let rx = self.queue(&record);
+        let rx = self.queue(&record, true).flatten();
         Box::pin(async move {
             let rx = rx.ok_or_else(|| "the shared log's outbox is full".to_owned())?;
             match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
@@ -346,6 +362,12 @@ async fn publish(
     stream: &ShortString,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
+    if out.confirmed.as_ref().is_some_and(|tx| tx.is_closed()) {
+        // Its publisher was told it failed (no confirm in time, a 503): appending it now would
+        // deliver what was refused, and a retry would show it twice.
+        link.stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
     let sent = publisher
         .basic_publish(
             ShortString::default(),
