@@ -186,6 +186,11 @@ impl Collector for Collect {
                 "POSTs answered 408 because their body stopped arriving (body read timeout)",
                 load(&stats.body_timeouts),
             ),
+            (
+                "halley_forward_connections",
+                "TCP connections opened to other nodes to forward requests (pooled, kept alive)",
+                load(&stats.forward_connections),
+            ),
         ] {
             let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             counter(&mut m, value)?;

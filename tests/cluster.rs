@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::sio::{builder, SioServer, WsClient};
-use common::{eventually, request};
+use common::{eventually, request, within, ws_send, ws_text};
 use futures_util::StreamExt;
 use halley::bridge::cluster::{Cluster, ClusterConfig};
 use halley::bridge::envelope::{self, Key, Message, Stamp};
@@ -454,6 +454,60 @@ async fn forwarded_requests_need_a_mark_made_with_the_secret() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+}
+
+#[tokio::test]
+async fn forwarded_requests_reuse_a_kept_alive_connection_and_an_upgrade_keeps_it() {
+    let (a, b, _) = two_nodes("forward-pool").await;
+    let opened = || {
+        b.server
+            .io
+            .engine()
+            .stats()
+            .forward_connections
+            .load(Ordering::Relaxed)
+    };
+    let text = [("content-type", "text/plain;charset=UTF-8")];
+    let path = |sid: &str| format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+
+    // Consecutive requests through B for a session of A: one connection from B to A carries
+    // them all.
+    let first = a.server.polling_open().await;
+    let reply = request(b.server.addr, Method::POST, &path(&first), &text, "40").await;
+    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "ok"));
+    let reply = request(b.server.addr, Method::GET, &path(&first), &[], "").await;
+    assert!(reply.text().starts_with("40{\"sid\":"), "{reply:?}");
+    assert_eq!(opened(), 1);
+
+    // The WebSocket upgrade through B: the idle connection becomes its tunnel, and A's pings
+    // come through it.
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={first}",
+        b.server.addr
+    );
+    let (mut ws, _) = within(
+        "a websocket upgrade through B",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .expect("the upgrade forwarded to A");
+    ws_send(&mut ws, "2probe").await;
+    assert_eq!(ws_text(&mut ws).await, "3probe");
+    ws_send(&mut ws, "5").await;
+    assert_eq!(ws_text(&mut ws).await, "2");
+    ws_send(&mut ws, "3").await;
+    assert_eq!(opened(), 1);
+
+    // So the next forwarded requests need a connection of their own, which they share in turn.
+    let second = a.server.polling_open().await;
+    let reply = request(b.server.addr, Method::POST, &path(&second), &text, "40").await;
+    assert_eq!((reply.status, reply.text()), (StatusCode::OK, "ok"));
+    let reply = request(b.server.addr, Method::GET, &path(&second), &[], "").await;
+    assert!(reply.text().starts_with("40{\"sid\":"), "{reply:?}");
+    assert_eq!(opened(), 2);
+
+    // The tunnel still carries the first session: the pong kept it, the next ping arrives.
+    assert_eq!(ws_text(&mut ws).await, "2");
 }
 
 #[tokio::test]

@@ -242,6 +242,8 @@ pub(crate) struct Shared {
     pub stats: Arc<EngineStats>,
     pub admission: Admission,
     pub locator: OnceLock<Arc<dyn Locator>>,
+    /// Connections to the nodes that `locator` forwards to.
+    pub forward_pool: forward::Pool,
 }
 
 /// The Engine.IO server: hand it every request under its path.
@@ -261,13 +263,15 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig, handler: Arc<dyn Handler>) -> Self {
+        let stats = Arc::<EngineStats>::default();
         Engine {
             shared: Arc::new(Shared {
                 config,
                 registry: Registry::default(),
                 handler,
                 tasks: TaskTracker::new(),
-                stats: Arc::default(),
+                forward_pool: forward::Pool::new(Arc::clone(&stats)),
+                stats,
                 admission: Admission::default(),
                 locator: OnceLock::new(),
             }),
@@ -348,7 +352,8 @@ impl Engine {
             // The owner answers with its own headers (CORS included).
             // Boxed, like the POST below: a parked GET's future (hyper keeps it per connection)
             // must not reserve room for the rarer, larger paths.
-            return Box::pin(forward::forward(req, owner, remote_addr, locator))
+            let pool = &self.shared.forward_pool;
+            return Box::pin(pool.forward(req, owner, remote_addr, locator))
                 .await
                 .unwrap_or_else(EngineError::into_response);
         }

@@ -18,6 +18,8 @@
 //!   xhr-streaming, pure.
 //! - `polling` (XHR and JSONP, and every upstream POST), `streaming` (the four streaming
 //!   receivers), `websocket`: the transports, each its IO and quirks only.
+//! - [`forward`]: a request for a session of another node of a cluster, passed to that node
+//!   over pooled keep-alive connections, with the mark that vouches for it.
 //! - [`engine`]: the hyper-facing entry: parse a request, dispatch it, turn errors into
 //!   responses.
 //!

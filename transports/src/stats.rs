@@ -68,6 +68,9 @@ pub struct EngineStats {
     /// Requests refused because they carried a forward mark no node of the cluster made for
     /// them (or any mark, outside a cluster).
     pub forward_refused: AtomicU64,
+    /// TCP connections opened to other nodes to forward requests to them (kept alive and
+    /// reused: see [`crate::forward`]).
+    pub forward_connections: AtomicU64,
 }
 
 fn index(t: TransportKind) -> usize {

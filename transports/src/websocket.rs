@@ -663,6 +663,7 @@ mod tests {
             stats: Default::default(),
             admission: Default::default(),
             locator: Default::default(),
+            forward_pool: crate::forward::Pool::new(Default::default()),
         })
     }
 

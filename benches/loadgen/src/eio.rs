@@ -8,6 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +36,8 @@ pub struct Target {
     pub authority: String,
     /// The Engine.IO path with its trailing slash, `/socket.io/`.
     pub path: String,
+    /// `--poll-via`: where a long-polling client sends every request after its handshake.
+    pub poll_via: Option<Arc<Target>>,
 }
 
 impl Target {
@@ -63,6 +66,7 @@ impl Target {
             addr,
             authority,
             path,
+            poll_via: None,
         })
     }
 }
@@ -499,6 +503,10 @@ impl Polling {
         };
         let open = polling.get().await?;
         let sid = open_sid(&open)?;
+        if let Some(via) = &target.poll_via {
+            // Another node of the cluster: it forwards each request to the session's owner.
+            polling.http = Http::connect(via, source).await?;
+        }
         polling.uri.push_str("&sid=");
         polling.uri.push_str(&sid);
         polling.post("40").await?;

@@ -171,6 +171,11 @@ struct Common {
     /// for a listener from std/tokio `bind`), or overflowed SYNs come back after a 1 s retry.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
+    /// Long-polling clients (`polling`, `jsonp`) open their session on their `--url` server,
+    /// then send every later request (the namespace CONNECT included) here: another node of
+    /// a Halley cluster, which forwards each one to the session's owner.
+    #[arg(long)]
+    poll_via: Option<String>,
     /// Seconds to let the server settle after the last connect, before measuring.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
@@ -418,9 +423,15 @@ fn urls(common: &Common) -> Vec<&str> {
 
 async fn setup(common: &Common) -> Result<Clients, String> {
     TIME_WAIT_AT_START.get_or_init(procfs::tcp_time_wait);
+    let poll_via = match &common.poll_via {
+        Some(url) => Some(Arc::new(Target::resolve(url, &common.path).await?)),
+        None => None,
+    };
     let mut targets = Vec::new();
     for url in urls(common) {
-        targets.push(Arc::new(Target::resolve(url, &common.path).await?));
+        let mut target = Target::resolve(url, &common.path).await?;
+        target.poll_via = poll_via.clone();
+        targets.push(Arc::new(target));
     }
     if targets.is_empty() {
         return Err("--url: no server".into());
@@ -443,6 +454,7 @@ fn base_json(scenario: &str, common: &Common, clients: u64, capped_from: Option<
         "clients_capped_from": capped_from,
         "sources": common.sources.len().max(1),
         "nodes": urls(common).len(),
+        "poll_via": common.poll_via,
         "server_pid": common.pid.first(),
         "server_pids": common.pid,
         "loadgen_rss_kib": procfs::rss_kib(None),
