@@ -1,9 +1,10 @@
 // Several real `halley --cluster` nodes on the real RabbitMQ, behind a real nginx running
-// fixtures/nginx.conf (round-robin, no stickiness), for cluster.test.mjs and
-// cluster-order.test.mjs:
+// fixtures/nginx.conf (round-robin, no stickiness), for cluster.test.mjs,
+// cluster-order.test.mjs and the other cluster-*.test.mjs:
 //
-// - `startCluster({ tag, names, heartbeatMs, env })` starts one node per name (a cluster
-//   exchange and a shared secret of their own, `env` added to each node's environment), waits
+// - `startCluster({ tag, names, heartbeatMs, env, amqpUrl })` starts one node per name (a
+//   cluster exchange and a shared secret of their own, `env` added to each node's environment,
+//   on the broker at `amqpUrl`, default the shared one), waits
 //   until every node lists the others, puts nginx in front and returns
 //   `{ nodes, base, exchange, requestsFor, kill, stop }`.
 // - Each node sits behind a tiny TCP tap (nginx → tap → node) that only records the request
@@ -197,9 +198,9 @@ export async function startNginx(upstreams) {
   return { base: `http://127.0.0.1:${port}`, log: () => log, stop };
 }
 
-/** Throws unless RabbitMQ takes connections at `AMQP_URL`. */
-export async function requireBroker() {
-  const broker = new URL(AMQP_URL);
+/** Throws unless RabbitMQ takes connections at `url` (default `AMQP_URL`). */
+export async function requireBroker(url = AMQP_URL) {
+  const broker = new URL(url);
   if (!(await canConnect(Number(broker.port || 5672), broker.hostname))) {
     throw new Error(`no RabbitMQ at ${broker.host}: start it (rabbitmq-server -detached) or set AMQP_URL`);
   }
@@ -208,19 +209,20 @@ export async function requireBroker() {
 /**
  * Starts one `halley --cluster` node per name (6 letters or digits) on the broker, with a
  * cluster exchange named after `tag` and this run, behind nginx; waits until every node lists
- * all the others. `env` is added to every node's environment (`HALLEY_AMQP_QUEUE`, ...).
- * Returns `{ nodes: Map name → { name, url, admin, server, tap }, base, exchange,
- * requestsFor(sid, filter), kill(node), stop() }`.
+ * all the others. `env` is added to every node's environment (`HALLEY_AMQP_QUEUE`, ...);
+ * `amqpUrl` is the broker (default `AMQP_URL`, the shared one; cluster-broker-restart.test.mjs
+ * gives a private one, broker.mjs). Returns `{ nodes: Map name → { name, url, admin, server,
+ * tap }, base, exchange, requestsFor(sid, filter), kill(node), stop() }`.
  */
-export async function startCluster({ tag, names, heartbeatMs, env = {} }) {
-  await requireBroker();
+export async function startCluster({ tag, names, heartbeatMs, env = {}, amqpUrl = AMQP_URL }) {
+  await requireBroker(amqpUrl);
   const exchange = unique(`halley.test.${tag}`);
   // The secret the nodes share (through the environment, as the README advises).
   const secret = crypto.randomBytes(32).toString("hex");
   const startNode = async (name) => {
     const server = await startServer(HALLEY_BIN, {
       HALLEY_LISTEN: "127.0.0.1:0",
-      HALLEY_AMQP_URL: AMQP_URL,
+      HALLEY_AMQP_URL: amqpUrl,
       HALLEY_CLUSTER: "true",
       HALLEY_NODE_NAME: name,
       HALLEY_CLUSTER_HEARTBEAT: String(heartbeatMs),
@@ -244,7 +246,9 @@ export async function startCluster({ tag, names, heartbeatMs, env = {} }) {
         await node.server.stop().catch(() => node.server.process.kill("SIGKILL"));
       }),
     );
-    // The exchange is declared durable: delete it (best effort; needs rabbitmqctl and its cookie).
+    // The exchange is declared durable: delete it (best effort; needs rabbitmqctl and its
+    // cookie). A private broker goes away with its data instead.
+    if (amqpUrl !== AMQP_URL) return;
     await new Promise((resolve) =>
       execFile(
         "rabbitmqctl",
