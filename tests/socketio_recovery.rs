@@ -485,10 +485,10 @@ async fn an_unknown_pid_or_offset_gets_a_fresh_session_and_a_bad_offset_keeps_th
     assert_fresh(&server, &mut probe, &first, &unknown_pid).await;
     let bad_offset = json!({ "pid": first.pid, "offset": "ffffffff.ffff" });
     assert_fresh(&server, &mut probe, &first, &bad_offset).await;
-    let no_offset = json!({ "pid": first.pid });
-    assert_fresh(&server, &mut probe, &first, &no_offset).await;
     let numbers = json!({ "pid": 1, "offset": 2 });
     assert_fresh(&server, &mut probe, &first, &numbers).await;
+    let number_offset = json!({ "pid": first.pid, "offset": 2 });
+    assert_fresh(&server, &mut probe, &first, &number_offset).await;
 
     // As in socket.io, a failed attempt leaves the session for the right offset.
     let mut client = server.ws().await;
@@ -501,6 +501,61 @@ async fn an_unknown_pid_or_offset_gets_a_fresh_session_and_a_bad_offset_keeps_th
         .await
         .recovered());
     assert_fresh(&server, &mut probe, &first, &resume(&first)).await;
+}
+
+/// socket.io-client sends its pid without an offset until it has received a logged event:
+/// socket.io gives it a fresh session; Halley replays it from where the session started.
+#[tokio::test]
+async fn a_pid_without_offset_is_replayed_from_where_the_session_started() {
+    let io = recovering().build();
+    let (_ns, mut probe) = record(&io, "/", &[]);
+    let server = SioServer::start(io.clone()).await;
+    io.emit("before", &0).unwrap();
+    for auth in [json!({}), json!({ "offset": null })] {
+        let mut client = server.ws().await;
+        let (_, reply) = connect_raw(&mut client, None).await;
+        let socket = probe.connected.next("the connect handler").await;
+        let first = Session {
+            client,
+            socket,
+            pid: field(&reply, "pid"),
+            offset: String::new(),
+        };
+        drop_connection(&first, &mut probe).await;
+        io.emit("missed", &1).unwrap();
+
+        let mut auth = auth.as_object().unwrap().clone();
+        auth.insert("pid".into(), json!(first.pid));
+        let mut client = server.ws().await;
+        let (missed, reply) = connect_raw(&mut client, Some(&Value::Object(auth))).await;
+        assert_eq!(field(&reply, "sid"), first.socket.id(), "same socket id");
+        assert_eq!(
+            missed.len(),
+            1,
+            "only what came after it connected: {missed:?}"
+        );
+        assert_eq!(without_offset(&missed[0]), [json!("missed"), json!(1)]);
+        let socket = probe.connected.next("the recovered socket").await;
+        assert!(socket.recovered());
+
+        // Still no offset (it dropped before reading the replay): the start is kept.
+        let again = Session {
+            client,
+            socket,
+            pid: first.pid.clone(),
+            offset: String::new(),
+        };
+        drop_connection(&again, &mut probe).await;
+        let mut client = server.ws().await;
+        let (missed, reply) = connect_raw(&mut client, Some(&json!({ "pid": first.pid }))).await;
+        assert_eq!(field(&reply, "sid"), first.socket.id());
+        assert_eq!(missed.len(), 1, "{missed:?}");
+        let socket = probe.connected.next("the recovered socket").await;
+        assert!(socket.recovered());
+        socket.disconnect();
+        let _ = probe.left.next("the deliberate disconnect").await;
+        drop(client);
+    }
 }
 
 #[tokio::test]

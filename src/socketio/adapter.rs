@@ -88,6 +88,9 @@ pub enum LogRecord {
         rooms: Vec<String>,
         #[serde(default)]
         data: Value,
+        /// The first log position the socket was connected for (see `Persisted::since`).
+        #[serde(default)]
+        since: u64,
     },
 }
 

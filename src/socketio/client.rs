@@ -291,10 +291,15 @@ impl IoShared {
             return Ok(());
         };
         let recovery = namespace.recovery_config();
-        // socket.io restores only when both are strings; anything else is a fresh session.
+        // socket.io restores only when both are strings. socket.io-client sends no offset until
+        // it has received a logged event: such a session is replayed from where it started. A
+        // non-string offset is a fresh session.
         let restored = recovery.as_ref().and_then(|_| {
             let pid = auth.get("pid")?.as_str()?;
-            let offset = auth.get("offset")?.as_str()?;
+            let offset = match auth.get("offset") {
+                None | Some(Value::Null) => None,
+                Some(offset) => Some(offset.as_str()?),
+            };
             namespace.take_session(pid, offset)
         });
         let ack_timeout = self.config.ack_timeout;
@@ -427,13 +432,16 @@ fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
         }
         let _ = conn.send(reply.clone(), false);
     };
-    match socket.restore_after() {
-        None => register(&[]),
-        Some(after) => {
+    match socket.restore_from() {
+        None => socket.namespace().admit(|since| {
+            socket.connected_since(since);
+            register(&[]);
+        }),
+        Some(from) => {
             let replayed =
                 socket
                     .namespace()
-                    .replay(socket.sid(), &socket.rooms(), after, |missed| {
+                    .replay(socket.sid(), &socket.rooms(), from, |missed| {
                         register(&missed)
                     });
             if !replayed {

@@ -625,6 +625,7 @@ impl Halley {
                 pid,
                 rooms,
                 data,
+                since,
             } => {
                 let Some(log) = self.shared.log.get() else {
                     return;
@@ -648,6 +649,7 @@ impl Halley {
                         pid,
                         rooms,
                         data,
+                        since,
                     },
                     state,
                     &node,

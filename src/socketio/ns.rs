@@ -407,6 +407,7 @@ impl Namespace {
             pid: session.pid.as_str().to_owned(),
             rooms: session.rooms.clone(),
             data: session.data.clone(),
+            since: session.since,
         };
         let node = log.node().to_owned();
         log.append(record);
@@ -495,36 +496,49 @@ impl Namespace {
         }
     }
 
-    /// Takes the kept session `pid` when every event after `offset` can be replayed; returns
-    /// it with the position to replay after.
-    pub(crate) fn take_session(&self, pid: &str, offset: &str) -> Option<(Persisted, u64)> {
+    /// Takes the kept session `pid` when every event after `offset` (without one: since the
+    /// session started) can be replayed; returns it with the position to replay from.
+    pub(crate) fn take_session(&self, pid: &str, offset: Option<&str>) -> Option<(Persisted, u64)> {
         let recovery = self.recovery.as_ref()?;
         recovery
             .lock()
             .take(pid, offset, recovery.replay_limit, Instant::now())
     }
 
-    /// Runs `connect` with the frames of every event socket `id` in `rooms` missed after
-    /// `after`, under the log's lock (see the module docs). Returns false, without running it,
-    /// when some of them can no longer be replayed (dropped from the log since the session was
-    /// taken, while middlewares or hooks ran).
+    /// Runs `connect` with the frames of every event socket `id` in `rooms` missed from
+    /// position `from` on, under the log's lock (see the module docs). Returns false, without
+    /// running it, when some of them can no longer be replayed (dropped from the log since the
+    /// session was taken, while middlewares or hooks ran).
     pub(crate) fn replay(
         &self,
         id: &Sid,
         rooms: &[String],
-        after: u64,
+        from: u64,
         connect: impl FnOnce(Vec<Frame>),
     ) -> bool {
         let Some(recovery) = &self.recovery else {
             return false;
         };
         let store = recovery.lock();
-        match store.missed(id, rooms, after, recovery.replay_limit) {
+        match store.missed(id, rooms, from, recovery.replay_limit) {
             Some(missed) => {
                 connect(missed);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Runs `connect` (which registers a fresh socket) under the log's lock, with the position
+    /// of the next logged event: the socket receives every event from there on. Without
+    /// recovery, runs it with 0.
+    pub(crate) fn admit(&self, connect: impl FnOnce(u64)) {
+        match &self.recovery {
+            Some(recovery) => {
+                let store = recovery.lock();
+                connect(store.next_position());
+            }
+            None => connect(0),
         }
     }
 

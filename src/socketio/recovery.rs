@@ -11,7 +11,11 @@
 //!   rooms, data;
 //! - a CONNECT whose auth has string `pid` and `offset` naming a kept session gets that session
 //!   back (same id, rooms, data) and every kept event after the offset that its rooms would have
-//!   received, in order, before the CONNECT reply.
+//!   received, in order, before the CONNECT reply;
+//! - socket.io-client sends its `pid` without an offset until it has received a logged event.
+//!   socket.io then gives a fresh session, and the client loses what was sent while it was
+//!   away. Halley keeps where each session started (`since`, the next log position when it
+//!   connected) and replays from there instead.
 //!
 //! Offsets are `<tag>.<seq>` in hex: `seq` counts this namespace's logged events and `tag` is
 //! random per namespace log, so an offset from another namespace, another process, or an
@@ -106,6 +110,9 @@ pub(crate) struct Persisted {
     /// Every room, its own included.
     pub rooms: Vec<String>,
     pub data: Value,
+    /// The first log position the socket was connected for: a client that comes back with its
+    /// `pid` but no offset (it had received no logged event yet) is replayed from here.
+    pub since: u64,
 }
 
 struct Logged {
@@ -207,6 +214,12 @@ impl Store {
         let (_, seq) = offset.split_once('.')?;
         let seq = u64::from_str_radix(seq, 16).ok()?;
         (seq < self.next_seq && self.offset(seq) == offset).then_some(seq)
+    }
+
+    /// The position the next logged event gets: a socket connected now receives every event
+    /// from this one on.
+    pub fn next_position(&self) -> u64 {
+        self.next_seq
     }
 
     /// The offset the next logged event gets.
@@ -369,12 +382,14 @@ impl Store {
     }
 
     /// Takes the session `pid` if it is kept, and if every event after `offset` is still here
-    /// and fits in `limit` frames. Returns it with the sequence number to replay after. A session
-    /// whose offset fails stays kept (the client may hold a better one), as in socket.io.
+    /// and fits in `limit` frames. Returns it with the position to replay from. Without an
+    /// offset (socket.io-client sends none until it has received a logged event), the replay
+    /// starts where the session started. A session whose offset fails stays kept (the client
+    /// may hold a better one), as in socket.io.
     pub fn take(
         &mut self,
         pid: &str,
-        offset: &str,
+        offset: Option<&str>,
         limit: usize,
         now: Instant,
     ) -> Option<(Persisted, u64)> {
@@ -384,27 +399,31 @@ impl Store {
             // Its socket is connected here.
             return None;
         }
-        let after = self.parse_offset(offset)?;
-        self.missed(&kept.session.id, &kept.session.rooms, after, limit)?;
+        let from = match offset {
+            Some(offset) => self.parse_offset(offset)? + 1,
+            None => kept.session.since,
+        };
+        self.missed(&kept.session.id, &kept.session.rooms, from, limit)?;
         let kept = self.sessions.remove(pid)?;
-        Some((kept.session, after))
+        Some((kept.session, from))
     }
 
-    /// The frames of every event after `after` that socket `id` in `rooms` would have received,
-    /// in order; `None` if one of them may have been dropped, or if they exceed `limit` frames.
+    /// The frames of every event from position `from` on that socket `id` in `rooms` would have
+    /// received, in order; `None` if one of them may have been dropped, or if they exceed
+    /// `limit` frames.
     pub fn missed(
         &self,
         id: &Sid,
         rooms: &[String],
-        after: u64,
+        from: u64,
         limit: usize,
     ) -> Option<Vec<Frame>> {
-        // Every event after the offset must still be here; the offset's own may be gone.
-        if after >= self.next_seq || after + 1 < self.floor {
+        // Every event from `from` on must still be here (an offset's own event may be gone).
+        if from > self.next_seq || from < self.floor {
             return None;
         }
         let mut frames = Vec::new();
-        let start = self.packets.partition_point(|p| p.seq <= after);
+        let start = self.packets.partition_point(|p| p.seq < from);
         for p in self.packets.iter().skip(start) {
             if p.target.reaches(id, rooms) {
                 if frames.len() + p.frames.len() > limit {
@@ -495,6 +514,7 @@ mod tests {
             pid: pid.clone(),
             rooms: all,
             data: json!({"user": 7}),
+            since: 0,
         }
     }
 
@@ -550,7 +570,7 @@ mod tests {
         log(&mut store, excluded, "broadcast by it", t);
         log(&mut store, to(&["x", "r"]), "rooms x and r", t);
 
-        let (restored, after) = store.take(pid.as_str(), &offset, 100, t).unwrap();
+        let (restored, after) = store.take(pid.as_str(), Some(&offset), 100, t).unwrap();
         assert_eq!(restored, session(&id, &pid, &["r"]));
         let missed = store.missed(&id, &restored.rooms, after, 100).unwrap();
         assert_eq!(
@@ -558,7 +578,51 @@ mod tests {
             ["all", "room r", "to the socket", "rooms x and r"]
         );
         // Taken: a second restore with the same pid fails.
-        assert!(store.take(pid.as_str(), &offset, 100, t).is_none());
+        assert!(store.take(pid.as_str(), Some(&offset), 100, t).is_none());
+    }
+
+    #[test]
+    fn a_pid_without_offset_replays_from_where_the_session_started() {
+        let mut store = Store::new(config(1000), 1);
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        log(&mut store, Target::default(), "before", t);
+        let since = store.next_position();
+        log(&mut store, to(&["other"]), "not for it", t);
+        log(&mut store, Target::default(), "while away", t);
+        store.persist(
+            Persisted {
+                since,
+                ..session(&id, &pid, &[])
+            },
+            t,
+        );
+        let (s, from) = store.take(pid.as_str(), None, 100, t).unwrap();
+        assert_eq!(from, since);
+        assert_eq!(
+            texts(&store.missed(&s.id, &s.rooms, from, 100).unwrap()),
+            ["while away"]
+        );
+        // Once the session's start left the log, a pid alone is not enough.
+        let (id2, pid2) = (sid(), sid());
+        let mut small = Store::new(
+            RecoveryConfig {
+                max_packets: 1,
+                ..config(1000)
+            },
+            1,
+        );
+        let since = small.next_position();
+        log(&mut small, Target::default(), "a", t);
+        log(&mut small, Target::default(), "b", t);
+        small.persist(
+            Persisted {
+                since,
+                ..session(&id2, &pid2, &[])
+            },
+            t,
+        );
+        assert!(small.take(pid2.as_str(), None, 100, t).is_none());
     }
 
     #[test]
@@ -573,7 +637,7 @@ mod tests {
             Frame::Binary(bytes::Bytes::from_static(&[1, 2, 3])),
         ];
         store.append(Target::default(), frames.clone(), t);
-        let (s, after) = store.take(pid.as_str(), &offset, 100, t).unwrap();
+        let (s, after) = store.take(pid.as_str(), Some(&offset), 100, t).unwrap();
         assert_eq!(store.missed(&s.id, &s.rooms, after, 100).unwrap(), frames);
     }
 
@@ -585,7 +649,7 @@ mod tests {
         let offset = log(&mut store, Target::default(), "seen", t);
         store.persist(session(&id, &pid, &[]), t);
         let late = t + Duration::from_millis(1001);
-        assert!(store.take(pid.as_str(), &offset, 100, late).is_none());
+        assert!(store.take(pid.as_str(), Some(&offset), 100, late).is_none());
         assert!(store.is_empty(), "the sweep dropped both");
 
         // At the window's edge exactly, still restorable (socket.io compares with `<`).
@@ -593,7 +657,12 @@ mod tests {
         let offset = log(&mut store, Target::default(), "seen", t);
         store.persist(session(&id, &pid, &[]), t);
         assert!(store
-            .take(pid.as_str(), &offset, 100, t + Duration::from_millis(1000))
+            .take(
+                pid.as_str(),
+                Some(&offset),
+                100,
+                t + Duration::from_millis(1000)
+            )
             .is_some());
     }
 
@@ -614,9 +683,9 @@ mod tests {
         log(&mut store, Target::default(), "2", t);
         log(&mut store, Target::default(), "3", t);
         // Events 0 and 1 are gone: from offset 0, event 1 would be missing.
-        assert!(store.take(pid.as_str(), &o0, 100, t).is_none());
+        assert!(store.take(pid.as_str(), Some(&o0), 100, t).is_none());
         // From offset 1 (itself gone) nothing is missing.
-        let (s, after) = store.take(pid.as_str(), &o1, 100, t).unwrap();
+        let (s, after) = store.take(pid.as_str(), Some(&o1), 100, t).unwrap();
         assert_eq!(
             texts(&store.missed(&s.id, &s.rooms, after, 100).unwrap()),
             ["2", "3"]
@@ -635,7 +704,7 @@ mod tests {
         let (s, after) = store
             .take(
                 pid.as_str(),
-                &offset,
+                Some(&offset),
                 100,
                 later + Duration::from_millis(500),
             )
@@ -680,8 +749,8 @@ mod tests {
         for i in 0..5 {
             log(&mut store, Target::default(), &i.to_string(), t);
         }
-        assert!(store.take(pid.as_str(), &offset, 4, t).is_none());
-        assert!(store.take(pid.as_str(), &offset, 5, t).is_some());
+        assert!(store.take(pid.as_str(), Some(&offset), 4, t).is_none());
+        assert!(store.take(pid.as_str(), Some(&offset), 5, t).is_some());
     }
 
     #[test]
@@ -699,10 +768,16 @@ mod tests {
         for (i, (id, pid)) in ids.iter().enumerate() {
             store.persist(session(id, pid, &[]), t + Duration::from_millis(i as u64));
         }
-        assert!(store.take(ids[0].1.as_str(), &offset, 10, t).is_none());
-        assert!(store.take(ids[1].1.as_str(), "nope", 10, t).is_none());
-        assert!(store.take(ids[1].1.as_str(), &offset, 10, t).is_some());
-        assert!(store.take(ids[2].1.as_str(), &offset, 10, t).is_some());
+        assert!(store
+            .take(ids[0].1.as_str(), Some(&offset), 10, t)
+            .is_none());
+        assert!(store.take(ids[1].1.as_str(), Some("nope"), 10, t).is_none());
+        assert!(store
+            .take(ids[1].1.as_str(), Some(&offset), 10, t)
+            .is_some());
+        assert!(store
+            .take(ids[2].1.as_str(), Some(&offset), 10, t)
+            .is_some());
     }
 
     #[test]
@@ -712,7 +787,7 @@ mod tests {
         let (id, pid) = (sid(), sid());
         let offset = log(&mut store, Target::default(), "seen", t);
         store.persist(session(&id, &pid, &[]), t);
-        assert!(store.take(pid.as_str(), &offset, 10, t).is_some());
+        assert!(store.take(pid.as_str(), Some(&offset), 10, t).is_some());
         let again = t + Duration::from_millis(800);
         store.persist(session(&id, &pid, &[]), again);
         // The first drop's order entry is stale: its expiry must not drop the second one.
@@ -741,8 +816,10 @@ mod tests {
         store.append_at(15, Target::default(), frame("b"), t);
         store.append_at(17, to(&["r"]), frame("c"), t);
         store.append_at(16, Target::default(), frame("older"), t);
-        let (s, after) = store.take(pid.as_str(), "00005eed.c", 100, t).unwrap();
-        assert_eq!(after, 12);
+        let (s, after) = store
+            .take(pid.as_str(), Some("00005eed.c"), 100, t)
+            .unwrap();
+        assert_eq!(after, 13, "replayed from the position after the offset's");
         assert_eq!(
             texts(&store.missed(&s.id, &s.rooms, after, 100).unwrap()),
             ["b"],
@@ -758,14 +835,22 @@ mod tests {
         store.append_at(12, Target::default(), frame("a"), t);
         store.record(session(&id, &pid, &[]), SessionState::Dropped, "nodebb", t);
         // Issued by the cluster before this node read the log: events between may be missing.
-        assert!(store.take(pid.as_str(), "00005eed.5", 100, t).is_none());
+        assert!(store
+            .take(pid.as_str(), Some("00005eed.5"), 100, t)
+            .is_none());
         // Not read here yet.
-        assert!(store.take(pid.as_str(), "00005eed.20", 100, t).is_none());
+        assert!(store
+            .take(pid.as_str(), Some("00005eed.20"), 100, t)
+            .is_none());
         // The log skipped to 30: position 12 is no longer a safe start.
         store.raise_floor(30);
-        assert!(store.take(pid.as_str(), "00005eed.c", 100, t).is_none());
+        assert!(store
+            .take(pid.as_str(), Some("00005eed.c"), 100, t)
+            .is_none());
         store.append_at(31, Target::default(), frame("b"), t);
-        let (s, after) = store.take(pid.as_str(), "00005eed.1f", 100, t).unwrap();
+        let (s, after) = store
+            .take(pid.as_str(), Some("00005eed.1f"), 100, t)
+            .unwrap();
         assert_eq!(store.missed(&s.id, &s.rooms, after, 100), Some(vec![]));
     }
 
@@ -780,7 +865,7 @@ mod tests {
             bb.record(session(&id, &pid, &[]), SessionState::Live, "nodeaa", t),
             None
         );
-        let (restored, _) = bb.take(pid.as_str(), "00005eed.c", 100, t).unwrap();
+        let (restored, _) = bb.take(pid.as_str(), Some("00005eed.c"), 100, t).unwrap();
         assert_eq!(restored.id, id);
         // Node aa reads bb's record of the restore: its live copy is to be closed.
         let mut aa = shared("nodeaa");
@@ -804,7 +889,9 @@ mod tests {
         let mut store = shared("nodeaa");
         store.append_at(12, Target::default(), frame("a"), t);
         store.record(session(&id, &pid, &[]), SessionState::Live, "nodeaa", t);
-        assert!(store.take(pid.as_str(), "00005eed.c", 100, t).is_none());
+        assert!(store
+            .take(pid.as_str(), Some("00005eed.c"), 100, t)
+            .is_none());
 
         let (id2, pid2) = (sid(), sid());
         store.record(session(&id2, &pid2, &[]), SessionState::Live, "nodebb", t);

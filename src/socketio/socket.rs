@@ -155,8 +155,11 @@ pub struct Socket {
     id: Sid,
     /// The private session id of connection state recovery (none when it is off).
     pid: Option<Sid>,
-    /// Where the replay of a recovered socket starts (after this event of the log).
-    restore_after: Option<u64>,
+    /// Where the replay of a recovered socket starts (the first log position it missed).
+    restore_from: Option<u64>,
+    /// The first log position it was connected for (set when it is registered; kept across
+    /// restores), for a client that comes back with its `pid` and no offset.
+    since: AtomicU64,
     ns: Arc<Namespace>,
     conn: Arc<halley_transports::Socket>,
     /// As JSON text: a parsed `Value` would cost several times its text for the socket's life
@@ -214,25 +217,26 @@ impl Socket {
     }
 
     /// The socket of a recovered session: its id, private id, rooms and data; the events it
-    /// missed after `after` are replayed when it connects.
+    /// missed from log position `from` on are replayed when it connects.
     pub(crate) fn restored(
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
         auth: Box<RawValue>,
         ack_timeout: Duration,
         session: Persisted,
-        after: u64,
+        from: u64,
     ) -> Arc<Self> {
         let Persisted {
             id,
             pid,
             rooms,
             data,
+            since,
         } = session;
         let socket = Arc::new(Self::build(
             id,
             Some(pid),
-            Some(after),
+            Some(from),
             ns,
             conn,
             auth,
@@ -247,13 +251,14 @@ impl Socket {
             }
         }
         socket.set_data(data);
+        socket.since.store(since, Ordering::Relaxed);
         socket
     }
 
     fn build(
         id: Sid,
         pid: Option<Sid>,
-        restore_after: Option<u64>,
+        restore_from: Option<u64>,
         ns: Arc<Namespace>,
         conn: Arc<halley_transports::Socket>,
         auth: Box<RawValue>,
@@ -262,7 +267,8 @@ impl Socket {
         Socket {
             id,
             pid,
-            restore_after,
+            restore_from,
+            since: AtomicU64::new(0),
             ns,
             conn,
             auth,
@@ -295,11 +301,16 @@ impl Socket {
     /// state recovery): same id, rooms and data as before, and the events it missed were
     /// replayed before it connected.
     pub fn recovered(&self) -> bool {
-        self.restore_after.is_some()
+        self.restore_from.is_some()
     }
 
-    pub(crate) fn restore_after(&self) -> Option<u64> {
-        self.restore_after
+    pub(crate) fn restore_from(&self) -> Option<u64> {
+        self.restore_from
+    }
+
+    /// Records the log position from which a fresh socket receives events (see `since`).
+    pub(crate) fn connected_since(&self, position: u64) {
+        self.since.store(position, Ordering::Relaxed);
     }
 
     /// The namespace path.
@@ -548,6 +559,7 @@ impl Socket {
             pid: self.pid.clone()?,
             rooms: self.rooms(),
             data: self.data(),
+            since: self.since.load(Ordering::Relaxed),
         })
     }
 
