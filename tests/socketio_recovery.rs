@@ -709,3 +709,113 @@ async fn middlewares_and_hooks_see_a_recovered_socket_and_what_they_send_is_repl
     assert_eq!(middleware_runs.load(Ordering::SeqCst), 2);
     assert_eq!(hook_runs.load(Ordering::SeqCst), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A shared log (the cluster's RabbitMQ stream, here an in-memory stand-in that the test feeds
+// to each node in log order; tests/interop/cluster-recovery.test.mjs runs the real one)
+// ---------------------------------------------------------------------------------------------
+
+/// Every record appended by any node, in log order; the test decides when each node reads.
+#[derive(Default)]
+struct TestLog {
+    records: std::sync::Mutex<Vec<halley::socketio::adapter::LogRecord>>,
+}
+
+struct NodeLog {
+    log: Arc<TestLog>,
+    node: &'static str,
+}
+
+impl halley::socketio::adapter::SharedLog for NodeLog {
+    fn append(&self, record: halley::socketio::adapter::LogRecord) {
+        self.log.records.lock().unwrap().push(record);
+    }
+    fn append_confirmed(
+        &self,
+        record: halley::socketio::adapter::LogRecord,
+    ) -> halley::socketio::adapter::BoxFuture<Result<(), String>> {
+        self.append(record);
+        Box::pin(async { Ok(()) })
+    }
+    fn tag(&self) -> u32 {
+        0x5eed
+    }
+    fn node(&self) -> &str {
+        self.node
+    }
+}
+
+/// A node reading `log`: it applies records up to a position when told.
+struct Node {
+    io: Halley,
+    read: usize,
+}
+
+impl Node {
+    fn new(log: &Arc<TestLog>, name: &'static str) -> (Node, Probe) {
+        let io = recovering().build();
+        let (_ns, probe) = record(&io, "/", &[]);
+        io.set_shared_log(Arc::new(NodeLog {
+            log: Arc::clone(log),
+            node: name,
+        }));
+        (Node { io, read: 0 }, probe)
+    }
+
+    /// Applies every record appended so far.
+    fn catch_up(&mut self, log: &TestLog) {
+        let records = log.records.lock().unwrap().clone();
+        for (position, record) in records.into_iter().enumerate().skip(self.read) {
+            self.io.apply_log(position as u64, record);
+        }
+        self.read = log.records.lock().unwrap().len();
+    }
+}
+
+/// A client comes back through a node that has not read the log as far as the client's
+/// offset (it read it on a node further on): it is restored at once, and the events it has
+/// are not sent again when this node reads them.
+#[tokio::test]
+async fn an_offset_ahead_of_this_node_restores_and_what_the_client_has_is_not_sent_twice() {
+    let log = Arc::new(TestLog::default());
+    let (mut a, mut probe_a) = Node::new(&log, "nodeaa");
+    let (mut b, mut probe_b) = Node::new(&log, "nodebb");
+    let server_a = SioServer::start(a.io.clone()).await;
+    let server_b = SioServer::start(b.io.clone()).await;
+
+    let mut client = server_a.ws().await;
+    let (_, reply) = connect_raw(&mut client, None).await;
+    let socket = probe_a.connected.next("the connect handler").await;
+    a.catch_up(&log);
+    b.catch_up(&log);
+
+    a.io.emit("e", &1).unwrap();
+    a.io.emit("e", &2).unwrap();
+    a.catch_up(&log);
+    assert_eq!(without_offset(&client.recv().await), [json!("e"), json!(1)]);
+    let second = client.recv().await;
+    assert_eq!(without_offset(&second), [json!("e"), json!(2)]);
+    let first = Session {
+        client,
+        socket,
+        pid: field(&reply, "pid"),
+        offset: offset_of(&second),
+    };
+    drop_connection(&first, &mut probe_a).await;
+
+    // nodebb has read neither event.
+    let mut client = server_b.ws().await;
+    let (missed, reply) = connect_raw(&mut client, Some(&resume(&first))).await;
+    assert_eq!(field(&reply, "sid"), first.socket.id(), "same socket id");
+    assert!(missed.is_empty(), "nothing to replay yet: {missed:?}");
+    assert!(probe_b
+        .connected
+        .next("the recovered socket")
+        .await
+        .recovered());
+
+    // nodebb reads the two events (the client has them) and a third (it has not).
+    a.io.emit("e", &3).unwrap();
+    b.catch_up(&log);
+    assert_eq!(without_offset(&client.recv().await), [json!("e"), json!(3)]);
+}

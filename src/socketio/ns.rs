@@ -380,7 +380,7 @@ impl Namespace {
         let sent = self
             .select(&to.rooms, &to.except, exclude.as_ref())
             .iter()
-            .filter(|socket| socket.push(&frames, false).is_ok())
+            .filter(|socket| socket.receives(position) && socket.push(&frames, false).is_ok())
             .count();
         let sweep = store.claim_sweeper();
         drop(store);

@@ -148,6 +148,11 @@ pub enum SessionState {
 /// Fixed bookkeeping counted per logged event besides its bytes.
 const OVERHEAD: usize = 96;
 
+/// How far past this node's read position of a shared log a client's offset may be (the
+/// client read it on a node further on). A forged offset further still is not found; one
+/// within only makes its own session skip events.
+const AHEAD: u64 = 100_000;
+
 /// One namespace's log and dropped sessions.
 pub(crate) struct Store {
     config: RecoveryConfig,
@@ -209,11 +214,17 @@ impl Store {
         format!("{:08x}.{seq:x}", self.tag)
     }
 
-    /// The sequence number of an offset this store issued, if `offset` is one.
+    /// The sequence number of an offset this store issued, if `offset` is one. Following a
+    /// shared log, an offset up to [`AHEAD`] positions past what this node has read is taken
+    /// too: another node issued it, and this one has not read that far yet.
     fn parse_offset(&self, offset: &str) -> Option<u64> {
         let (_, seq) = offset.split_once('.')?;
         let seq = u64::from_str_radix(seq, 16).ok()?;
-        (seq < self.next_seq && self.offset(seq) == offset).then_some(seq)
+        let reach = match self.me {
+            Some(_) => self.next_seq.saturating_add(AHEAD),
+            None => self.next_seq,
+        };
+        (seq < reach && self.offset(seq) == offset).then_some(seq)
     }
 
     /// The position the next logged event gets: a socket connected now receives every event
@@ -419,7 +430,9 @@ impl Store {
         limit: usize,
     ) -> Option<Vec<Frame>> {
         // Every event from `from` on must still be here (an offset's own event may be gone).
-        if from > self.next_seq || from < self.floor {
+        // Past what a shared log's reader has read, there is nothing to replay yet: the socket
+        // gets those positions live (see `Socket::receives`).
+        if (from > self.next_seq && self.me.is_none()) || from < self.floor {
             return None;
         }
         let mut frames = Vec::new();
@@ -838,10 +851,9 @@ mod tests {
         assert!(store
             .take(pid.as_str(), Some("00005eed.5"), 100, t)
             .is_none());
-        // Not read here yet.
-        assert!(store
-            .take(pid.as_str(), Some("00005eed.20"), 100, t)
-            .is_none());
+        // Further than any node can be ahead of this one.
+        let far = store.offset_at(13 + AHEAD);
+        assert!(store.take(pid.as_str(), Some(&far), 100, t).is_none());
         // The log skipped to 30: position 12 is no longer a safe start.
         store.raise_floor(30);
         assert!(store
@@ -852,6 +864,31 @@ mod tests {
             .take(pid.as_str(), Some("00005eed.1f"), 100, t)
             .unwrap();
         assert_eq!(store.missed(&s.id, &s.rooms, after, 100), Some(vec![]));
+    }
+
+    #[test]
+    fn an_offset_another_node_issued_past_what_this_one_read_restores_with_nothing_to_replay() {
+        let mut store = shared("nodeaa");
+        let t = Instant::now();
+        let (id, pid) = (sid(), sid());
+        store.append_at(12, Target::default(), frame("a"), t);
+        store.record(session(&id, &pid, &[]), SessionState::Dropped, "nodebb", t);
+        // The client read position 0x20 on nodebb; this node has read up to 12.
+        let (s, from) = store
+            .take(pid.as_str(), Some("00005eed.20"), 100, t)
+            .unwrap();
+        assert_eq!(
+            from, 0x21,
+            "the socket skips positions up to its offset when they come"
+        );
+        assert_eq!(store.missed(&s.id, &s.rooms, from, 100), Some(vec![]));
+        // Without a shared log, an offset not issued yet is not found.
+        let mut local = Store::new(config(1000), 1);
+        let offset = log(&mut local, Target::default(), "a", t);
+        local.persist(session(&id, &pid, &[]), t);
+        let ahead = offset.replace(".0", ".1");
+        assert!(local.take(pid.as_str(), Some(&ahead), 100, t).is_none());
+        assert!(local.take(pid.as_str(), Some(&offset), 100, t).is_some());
     }
 
     #[test]

@@ -308,6 +308,12 @@ impl Socket {
         self.restore_from
     }
 
+    /// Whether an event at shared-log position `position` is for it: a socket restored on a
+    /// node that had not read as far as the client's offset skips what the client has.
+    pub(crate) fn receives(&self, position: u64) -> bool {
+        self.restore_from.map_or(true, |from| position >= from)
+    }
+
     /// Records the log position from which a fresh socket receives events (see `since`).
     pub(crate) fn connected_since(&self, position: u64) {
         self.since.store(position, Ordering::Relaxed);
