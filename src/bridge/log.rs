@@ -26,7 +26,10 @@
 //! beyond, it is dropped and counted) and is appended when the broker is back. `POST /publish`
 //! and work-queue messages wait for the broker's confirm, at most [`CONFIRM_TIMEOUT`]: without
 //! it the publisher is refused (503, or the message goes back to its queue) and the record is
-//! withdrawn if it is still waiting, so that nothing refused is delivered later.
+//! withdrawn if it is still waiting, so that nothing refused is delivered later. A record is
+//! withdrawn too when less than a second of its wait is left (its confirm would come too
+//! late); one published whose confirm never came (the connection went first) is answered
+//! "maybe delivered" (504): the stream may have it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,9 +42,10 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::envelope::Key;
+use super::{Confirm, Unconfirmed};
 use crate::socketio::adapter::{BoxFuture, LogRecord, SharedLog};
 use crate::socketio::Halley;
 
@@ -80,14 +84,18 @@ pub struct LogStats {
     pub rejected: AtomicU64,
     /// Records not appended (outbox full, broker refused or lost them).
     pub dropped: AtomicU64,
-    /// Records not appended because their publisher stopped waiting (and was refused).
+    /// Records not appended because their publisher stopped waiting (and was refused), or
+    /// would have stopped before the confirm could come.
     pub withdrawn: AtomicU64,
+    /// Confirmed records published whose confirm never came (the connection went first):
+    /// answered "maybe delivered".
+    pub maybe_delivered: AtomicU64,
     pub restarts: AtomicU64,
 }
 
 struct Outgoing {
     body: Vec<u8>,
-    confirmed: Option<oneshot::Sender<Result<(), String>>>,
+    confirm: Option<Confirm>,
 }
 
 /// The shared log of one node: installed as the server's [`SharedLog`].
@@ -168,29 +176,19 @@ impl LogLink {
         &self.stats
     }
 
-    /// Queues `record`; with `confirm`, returns where the broker's verdict will come.
-    fn queue(
-        &self,
-        record: &LogRecord,
-        confirm: bool,
-    ) -> Option<Option<oneshot::Receiver<Result<(), String>>>> {
-        let (tx, rx) = match confirm {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
+    /// Queues `record`, with `confirm` when its publisher waits for the broker's. False when
+    /// the outbox is full.
+    fn queue(&self, record: &LogRecord, confirm: Option<Confirm>) -> bool {
         let out = Outgoing {
             body: seal(&self.config.key, record),
-            confirmed: tx,
+            confirm,
         };
         match self.outbox.try_send(out) {
-            Ok(()) => Some(rx),
+            Ok(()) => true,
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("shared log outbox full: a record is dropped");
-                None
+                false
             }
         }
     }
@@ -198,17 +196,16 @@ impl LogLink {
 
 impl SharedLog for LogLink {
     fn append(&self, record: LogRecord) {
-        let _ = self.queue(&record, false);
+        let _ = self.queue(&record, None);
     }
 
     fn append_confirmed(&self, record: LogRecord) -> BoxFuture<Result<(), String>> {
-        let rx = self.queue(&record, true).flatten();
+        let (confirm, waiter) = super::confirm(CONFIRM_TIMEOUT);
+        let queued = self.queue(&record, Some(confirm));
         Box::pin(async move {
-            let rx = rx.ok_or_else(|| "the shared log's outbox is full".to_owned())?;
-            match tokio::time::timeout(CONFIRM_TIMEOUT, rx).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err("the shared log lost the record before the confirm".to_owned()),
-                Err(_) => Err(format!("no broker confirm within {CONFIRM_TIMEOUT:?}")),
+            match queued {
+                true => waiter.wait().await,
+                false => Err("the shared log's outbox is full".to_owned()),
             }
         })
     }
@@ -356,17 +353,39 @@ async fn session(
     }
 }
 
+/// Appends one record. A confirmed one is answered exactly once: withdrawn unpublished,
+/// confirmed, or maybe delivered (published, and the confirm did not come).
 async fn publish(
     link: &Arc<LogLink>,
     publisher: &lapin::Channel,
     stream: &ShortString,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
-    if out.confirmed.as_ref().is_some_and(|tx| tx.is_closed()) {
-        // Its publisher was told it failed (no confirm in time, a 503): appending it now would
-        // deliver what was refused, and a retry would show it twice.
-        link.stats.withdrawn.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
+    let stats = &link.stats;
+    if !publisher.status().connected() {
+        // The broker is closing the connection: the session ends, and what waits in the
+        // outbox goes on the next one.
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(confirm) = out.confirm {
+            confirm.refuse("the connection to the broker is closing".to_owned());
+        }
+        return Err(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Closing,
+            "basic.publish",
+        )
+        .into());
+    }
+    if let Some(confirm) = &out.confirm {
+        // Its publisher was told it failed (no confirm in time, a 503), or will be before the
+        // confirm could come: appending it would deliver what was refused, and a retry would
+        // show it twice.
+        if let Err(reason) = confirm.take(Instant::now()) {
+            stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+            if let Some(confirm) = out.confirm {
+                confirm.refuse(reason);
+            }
+            return Ok(());
+        }
     }
     let sent = publisher
         .basic_publish(
@@ -380,28 +399,49 @@ async fn publish(
     let confirm = match sent {
         Ok(confirm) => confirm,
         Err(error) => {
-            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(tx) = out.confirmed {
-                let _ = tx.send(Err(error.to_string()));
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(confirm) = out.confirm {
+                // Its frames may have been written, in part or whole, before the error.
+                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
+                confirm.answer(Err(Unconfirmed::MaybeDelivered(format!(
+                    "the append failed as it was sent: {error}"
+                ))));
             }
             return Err(error);
         }
     };
     let link = Arc::clone(link);
     tokio::spawn(async move {
-        let result = match confirm.await {
-            Ok(confirmation) if confirmation.is_ack() => {
-                link.stats.appended.fetch_add(1, Ordering::Relaxed);
+        let waited = match &out.confirm {
+            Some(c) => tokio::time::timeout_at(c.deadline().into(), confirm).await,
+            None => Ok(confirm.await),
+        };
+        let stats = &link.stats;
+        let result = match waited {
+            Ok(Ok(confirmation)) if confirmation.is_ack() => {
+                stats.appended.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(_) => Err("the broker refused the record".to_owned()),
-            Err(error) => Err(error.to_string()),
+            // The stream is one queue, and it did not take the record.
+            Ok(Ok(_)) => Err(Unconfirmed::NotDelivered(
+                "the broker refused the record (nack)".to_owned(),
+            )),
+            // The stream may have it: the connection went after the publish.
+            Ok(Err(error)) => Err(Unconfirmed::MaybeDelivered(format!(
+                "the connection to the broker closed after the append, before its confirm: {error}"
+            ))),
+            Err(_) => Err(Unconfirmed::MaybeDelivered(
+                "appended, but the broker's confirm did not come in time".to_owned(),
+            )),
         };
         if result.is_err() {
-            link.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(tx) = out.confirmed {
-            let _ = tx.send(result);
+        if let Some(confirm) = out.confirm {
+            if matches!(result, Err(Unconfirmed::MaybeDelivered(_))) {
+                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            confirm.answer(result);
         }
     });
     Ok(())
@@ -449,7 +489,6 @@ mod tests {
             pid: "p".into(),
             rooms: vec!["r".into()],
             data: json!(null),
-            since: 12,
         };
         assert_eq!(open(&key("a"), &seal(&key("a"), &record)), Some(record));
         assert_eq!(tag_of(&key("a"), "s"), tag_of(&key("a"), "s"));

@@ -5,7 +5,11 @@
 //! `{"namespace": "/", "event": "news", "data": ..., "room": "r" | "rooms": [..], "socket": "id"}`
 //! (`args: [...]` instead of `data` sends several arguments, `"id": "<unique>"` makes a retry
 //! safe) and answers `{"delivered": <sockets>}`, or `{"delivered": 0, "duplicate": true}` for
-//! an id delivered lately. Errors are 4xx with `{"error": "..."}` saying what to fix.
+//! an id delivered lately. Errors are 4xx with `{"error": "..."}` saying what to fix. In a
+//! cluster, 503 `{"error": "..."}` says the other nodes do not get it (no broker confirm, the
+//! cluster rejoining after a broker loss, shutting down), and 504
+//! `{"error": "...", "maybe_delivered": true}` that it was published but the confirm never
+//! came: they may have it or not.
 //!
 //! These handlers do not authorize: they are served on the admin listener only, whose guard
 //! (`crate::admin`) checks every request first.
@@ -234,6 +238,18 @@ pub async fn handle(
             &json!({ "delivered": 0, "duplicate": true }),
         ),
         Err(e @ DeliverError::UnknownNamespace(_)) => error(StatusCode::NOT_FOUND, e),
+        // Published, and the broker's confirm never came: other nodes may deliver it or not.
+        // Retrying with the same id is safe.
+        Err(
+            e @ DeliverError::Cluster {
+                maybe_delivered: true,
+                ..
+            },
+        ) => json_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            &json!({ "error": e.to_string(), "maybe_delivered": true }),
+        ),
+        // Refused: no other node delivers it (this node's sockets have it, without the log).
         Err(e @ DeliverError::Cluster { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
