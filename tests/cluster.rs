@@ -7,11 +7,14 @@
 //! Negatives are proven after a positive control: forged envelopes go into a node's queue
 //! before a genuine one (the intruder waits for the broker's confirms first), and the queue
 //! hands them over in order, so once the genuine one has arrived, every forged one was handled.
+//!
+//! Broker losses go through a [`Relay`] between a node and the broker, which cuts the node's
+//! connection, refuses new ones, or stops passing what the broker says, at will.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +23,8 @@ use common::{eventually, request, within, ws_send, ws_text};
 use futures_util::StreamExt;
 use halley::bridge::cluster::{Cluster, ClusterConfig};
 use halley::bridge::envelope::{self, Key, Message, Stamp};
+use halley::bridge::mapping::Emit;
+use halley::bridge::{deliver, DeliverError, Reach};
 use halley::socketio::adapter::{Adapter, RemoteOp, Selection};
 use hyper::{Method, StatusCode};
 use lapin::options::{
@@ -29,6 +34,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SECRET: &[u8] = b"test-cluster-secret-0123456789abcdef";
 
@@ -73,10 +79,14 @@ struct Node {
 }
 
 async fn start_node(name: &str, exchange: &str) -> Node {
+    start_node_on(name, exchange, amqp_url()).await
+}
+
+async fn start_node_on(name: &str, exchange: &str, url: String) -> Node {
     let io = builder().node_name(name).build();
     io.ns("/", |_| {});
     let server = SioServer::start(io.clone()).await;
-    let mut config = ClusterConfig::new(amqp_url(), server.addr, Key::new(SECRET).unwrap());
+    let mut config = ClusterConfig::new(url, server.addr, Key::new(SECRET).unwrap());
     config.node = name.to_owned();
     config.exchange = exchange.to_owned();
     config.heartbeat = Duration::from_millis(200);
@@ -97,6 +107,103 @@ async fn two_nodes(test: &str) -> (Node, Node, String) {
         .await;
     }
     (a, b, exchange)
+}
+
+/// A TCP relay between one node and the broker: the node's broker connection breaks, or the
+/// broker goes silent for it, when the test says so.
+struct Relay {
+    addr: SocketAddr,
+    /// New connections are taken (else closed at once, as by a broker that is down).
+    accepting: Arc<AtomicBool>,
+    /// What the broker says is dropped on the way (publisher confirms included).
+    mute: Arc<AtomicBool>,
+    /// Bumped to close every connection through the relay.
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let url = amqp_url();
+        let broker = url
+            .split_once('@')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .expect("AMQP_URL names host:port after the credentials")
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepting, mute) = (Arc::new(AtomicBool::new(true)), Arc::default());
+        let (cut, _) = tokio::sync::watch::channel(0);
+        let relay = Relay {
+            addr,
+            accepting: Arc::clone(&accepting),
+            mute: Arc::clone(&mute),
+            cut,
+        };
+        let cuts = relay.cut.clone();
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                if !accepting.load(Ordering::Acquire) {
+                    continue;
+                }
+                let Ok(up) = tokio::net::TcpStream::connect(&broker).await else {
+                    continue;
+                };
+                let (mute, mut cut) = (Arc::clone(&mute), cuts.subscribe());
+                tokio::spawn(async move {
+                    let ((mut down_r, mut down_w), (mut up_r, mut up_w)) =
+                        (down.into_split(), up.into_split());
+                    let to_broker = tokio::io::copy(&mut down_r, &mut up_w);
+                    let to_node = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = up_r.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<_, std::io::Error>(());
+                            }
+                            if !mute.load(Ordering::Acquire) {
+                                down_w.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
+                    // Whichever ends first (or the cut) drops both sockets.
+                    tokio::select! {
+                        _ = to_broker => {}
+                        _ = to_node => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        relay
+    }
+
+    /// The broker's URL through this relay.
+    fn url(&self) -> String {
+        let url = amqp_url();
+        let (credentials, rest) = url.split_once('@').unwrap();
+        let vhost = rest.split_once('/').map_or("", |(_, vhost)| vhost);
+        format!("{credentials}@{}/{vhost}", self.addr)
+    }
+
+    /// Breaks every connection through the relay.
+    fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+/// Waits until `node`'s cluster link went down and came back.
+async fn relinked(node: &Node) {
+    let cluster = Arc::clone(&node.cluster);
+    eventually(
+        &format!("{}'s link to go", node.cluster.name()),
+        move || !cluster.stats().connected.load(Ordering::Acquire),
+    )
+    .await;
+    let cluster = Arc::clone(&node.cluster);
+    eventually(&format!("{}'s link back", node.cluster.name()), move || {
+        cluster.stats().connected.load(Ordering::Acquire)
+    })
+    .await;
 }
 
 /// Someone with publish and read access to the cluster exchange, but not the secret.
@@ -547,4 +654,86 @@ async fn an_envelope_captured_before_a_node_listened_is_not_taken_by_it() {
     a.cluster.publish(news("genuine"));
     assert_eq!(client.text().await, r#"42["news","genuine"]"#);
     assert!(rejected(&b, "replayed") >= 1, "counted");
+}
+
+#[tokio::test]
+async fn a_node_back_from_a_broker_loss_refuses_confirmed_publishes_until_every_node_is_bound_again(
+) {
+    let exchange = unique_exchange("rejoin");
+    let (relay_a, relay_b) = (Relay::start().await, Relay::start().await);
+    let a = start_node_on("nodeA1", &exchange, relay_a.url()).await;
+    let b = start_node_on("nodeB1", &exchange, relay_b.url()).await;
+    for (node, other) in [(&a, "nodeB1"), (&b, "nodeA1")] {
+        let cluster = Arc::clone(&node.cluster);
+        eventually(&format!("{} to list {other}", cluster.name()), move || {
+            cluster.members() == [other]
+        })
+        .await;
+    }
+    let mut client = client_of(&b).await;
+
+    // Both lose the broker (their queues go with their connections); A comes back first.
+    relay_b.accepting.store(false, Ordering::Release);
+    relay_b.cut();
+    relay_a.cut();
+    relinked(&a).await;
+    assert_eq!(a.cluster.rejoining(), ["nodeB1"]);
+    assert_eq!(a.cluster.members(), ["nodeB1"], "not dropped as gone");
+    // Confirmed now, it would never reach B's client: B has no queue bound.
+    let refused = a.cluster.publish_confirmed(news("refused")).await;
+    let reason = refused.expect_err("refused while B is not bound again");
+    assert!(reason.starts_with("cluster rejoining"), "{reason}");
+    assert!(reason.contains("nodeB1"), "{reason}");
+
+    // B is back and says hello: A publishes again, and B's client gets it.
+    relay_b.accepting.store(true, Ordering::Release);
+    let cluster = Arc::clone(&a.cluster);
+    eventually("B's hello to reach A", move || {
+        cluster.rejoining().is_empty()
+    })
+    .await;
+    a.cluster
+        .publish_confirmed(news("accepted"))
+        .await
+        .expect("confirmed once B is bound again");
+    assert_eq!(client.text().await, r#"42["news","accepted"]"#);
+    assert!(a.cluster.stats().withdrawn.load(Ordering::Relaxed) >= 1);
+}
+
+#[tokio::test]
+async fn a_publish_whose_confirm_went_with_the_connection_may_have_been_delivered() {
+    let exchange = unique_exchange("maybe-delivered");
+    let relay_a = Relay::start().await;
+    let a = start_node_on("nodeA1", &exchange, relay_a.url()).await;
+    let b = start_node("nodeB1", &exchange).await;
+    let cluster = Arc::clone(&a.cluster);
+    eventually("A to list B", move || cluster.members() == ["nodeB1"]).await;
+    let mut client = client_of(&b).await;
+
+    // The broker routes A's publish to B, and its confirm never reaches A: the connection
+    // goes first.
+    relay_a.mute.store(true, Ordering::Release);
+    let io = a.server.io.clone();
+    let publish = tokio::spawn(async move {
+        let emit = Emit {
+            namespace: "/".into(),
+            event: "news".into(),
+            rooms: Vec::new(),
+            args: vec![json!("maybe")],
+            binary: Vec::new(),
+            id: Some("maybe-1".into()),
+        };
+        deliver(&io, emit, Reach::Cluster).await
+    });
+    assert_eq!(client.text().await, r#"42["news","maybe"]"#);
+    relay_a.cut();
+    let answer = within("A's answer", publish).await.unwrap();
+    match answer {
+        Err(DeliverError::Cluster {
+            maybe_delivered: true,
+            ..
+        }) => {}
+        other => panic!("expected maybe delivered, got {other:?}"),
+    }
+    assert_eq!(a.cluster.stats().maybe_delivered.load(Ordering::Relaxed), 1);
 }

@@ -28,6 +28,12 @@
 //!
 //! The link reconnects with backoff after a broker loss; local traffic goes on meanwhile, and
 //! operations published while it is down wait in a bounded queue (then are dropped, counted).
+//! Every node's queue went with the broker, and the nodes come back one by one: until each
+//! node known before the loss has said hello again (its queue is bound: it says so only
+//! then), or has been silent for [`Cluster::rejoin_bound`] and is dropped as gone, a publish
+//! that waits for the broker's confirm (`POST /publish`, a work-queue message) is refused, not
+//! confirmed while some node's clients would miss it. One published and not confirmed when the
+//! connection went is answered "maybe delivered": the broker may have routed it.
 //! Should the link's task end anyway (a panic), [`super::supervise`] runs it again; the queue
 //! outlives it, and `/readyz` answers 503 until the link is back.
 
@@ -50,6 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::envelope::{self, Freshness, Key, Message, Rejection, Stamp};
 use super::forward_mark;
+use super::{Confirm, Unconfirmed};
 use crate::socketio::adapter::{Adapter, BoxFuture, RemoteOp, Selection, SocketInfo};
 use crate::socketio::Halley;
 
@@ -57,6 +64,9 @@ pub use super::envelope::{valid_node_name, NODE_NAME_LEN};
 
 /// Operations waiting for the broker (during a reconnect, say) before new ones are dropped.
 const OUTBOX: usize = 10_000;
+/// The longest a live node's link sleeps before its next connection attempt: the reconnect
+/// backoff's 10 s cap, times its jitter's 1.5 (`super::amqp::backoff`).
+const RECONNECT_MAX: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -155,12 +165,14 @@ struct Outgoing {
     /// Sealed when published: see the module docs.
     message: Message,
     route: Route,
-    confirmed: Option<oneshot::Sender<Result<(), String>>>,
+    confirm: Option<Confirm>,
 }
 
 struct Member {
     addr: SocketAddr,
     seen: Instant,
+    /// Not heard from since this node's link came back: its queue may not be bound yet.
+    rejoining: bool,
 }
 
 struct Fetch {
@@ -177,6 +189,12 @@ pub struct ClusterStats {
     pub received: AtomicU64,
     /// Operations dropped: the outbox was full, or the broker refused them.
     pub dropped: AtomicU64,
+    /// Confirmed publishes refused unpublished: their publisher stopped waiting, too little
+    /// time was left to wait for the confirm, or not every node was bound again yet.
+    pub withdrawn: AtomicU64,
+    /// Confirmed publishes published whose confirm never came (the connection went first):
+    /// answered "maybe delivered".
+    pub maybe_delivered: AtomicU64,
     /// Times the link's task ended or panicked and was started again.
     pub restarts: AtomicU64,
     /// Authentic envelopes that could not be read.
@@ -333,11 +351,42 @@ impl Cluster {
         tracing::warn!(reason, node, "cluster message refused");
     }
 
+    /// How long a node known before this node's link went may stay silent after it is back
+    /// before it is dropped as gone: a live node's link comes back within [`RECONNECT_MAX`]
+    /// of the broker, and says hello at once; three heartbeats more for the connection and
+    /// for a node already back to say hello again.
+    pub fn rejoin_bound(&self) -> Duration {
+        RECONNECT_MAX + self.config.heartbeat * 3
+    }
+
+    /// The nodes known before this node's link went that have not said hello since it is
+    /// back: their queues may not be bound to the exchange yet.
+    pub fn rejoining(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.members)
+            .iter()
+            .filter(|(_, m)| m.rejoining)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The link is back (its queue bound, listening): every known node must say hello again
+    /// before a confirmed publish may go. Their silence while the link was down does not
+    /// count against them.
+    fn relisten(&self) {
+        let now = Instant::now();
+        for member in lock(&self.members).values_mut() {
+            member.rejoining = true;
+            member.seen = now;
+        }
+    }
+
     fn send(&self, message: Message, route: Route) {
         let out = Outgoing {
             message,
             route,
-            confirmed: None,
+            confirm: None,
         };
         if self.outbox.try_send(out).is_err() {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -376,9 +425,12 @@ impl Cluster {
                 let member = Member {
                     addr,
                     seen: Instant::now(),
+                    rejoining: false,
                 };
-                if lock(&self.members).insert(node.clone(), member).is_none() {
-                    tracing::info!(%node, %addr, "cluster node joined");
+                match lock(&self.members).insert(node.clone(), member) {
+                    None => tracing::info!(%node, %addr, "cluster node joined"),
+                    Some(was) if was.rejoining => tracing::info!(%node, "cluster node bound again"),
+                    Some(_) => {}
                 }
             }
             Message::Op { op } => io.apply_remote(op),
@@ -422,14 +474,15 @@ impl Cluster {
         }
     }
 
-    /// Forgets nodes not heard from for three heartbeats, and stops waiting for their answers.
+    /// Forgets nodes not heard from for three heartbeats (or, since this node's link came
+    /// back, for [`Cluster::rejoin_bound`]), and stops waiting for their answers.
     fn prune(&self) {
-        let limit = self.config.heartbeat * 3;
+        let (limit, rejoin) = (self.config.heartbeat * 3, self.rejoin_bound());
         let gone: Vec<String> = {
             let mut members = lock(&self.members);
             let gone: Vec<String> = members
                 .iter()
-                .filter(|(_, m)| m.seen.elapsed() > limit)
+                .filter(|(_, m)| m.seen.elapsed() > if m.rejoining { rejoin } else { limit })
                 .map(|(name, _)| name.clone())
                 .collect();
             for name in &gone {
@@ -515,27 +568,22 @@ impl Adapter for Cluster {
     }
 
     /// Waits until the broker has it (publisher confirm), at most five request timeouts.
+    /// Refused while a node known before a broker loss may not be bound again yet.
     fn publish_confirmed(&self, op: RemoteOp) -> BoxFuture<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
+        let limit = self.config.request_timeout * 5;
+        let (confirm, waiter) = super::confirm(limit);
         let out = Outgoing {
             message: Message::Op { op },
             route: Route::All,
-            confirmed: Some(tx),
+            confirm: Some(confirm),
         };
         let outbox = self.outbox.clone();
-        let limit = self.config.request_timeout * 5;
         Box::pin(async move {
-            let confirmed = async {
-                outbox
-                    .send(out)
-                    .await
-                    .map_err(|_| "cluster link stopped".to_owned())?;
-                rx.await
-                    .map_err(|_| "cluster connection lost before the confirm".to_owned())?
-            };
-            match tokio::time::timeout(limit, confirmed).await {
-                Ok(result) => result,
-                Err(_) => Err(format!("no broker confirm within {limit:?}")),
+            match tokio::time::timeout(limit, outbox.send(out)).await {
+                Ok(Ok(())) => waiter.wait().await,
+                Ok(Err(_)) => Err("cluster link stopped".to_owned()),
+                // Never queued, so never published.
+                Err(_) => Err(format!("the cluster outbox stayed full for {limit:?}")),
             }
         })
     }
@@ -650,6 +698,7 @@ async fn session(
         .await?;
     // From now on every envelope published reaches this queue; none from before may count.
     lock(&cluster.freshness).listening_from(now_ms());
+    cluster.relisten();
     let queue_name = queue.name().as_str().to_owned();
     *lock(&cluster.queue) = Some(queue_name.clone());
     cluster.stats.connected.store(true, Ordering::Release);
@@ -665,35 +714,68 @@ async fn session(
             Some(out) = outbox.recv() => publish(cluster, &publisher, out).await?,
             _ = heartbeat.tick() => {
                 cluster.prune();
-                let hello = Outgoing { message: cluster.hello(&queue_name), route: Route::All, confirmed: None };
+                let hello = Outgoing { message: cluster.hello(&queue_name), route: Route::All, confirm: None };
                 publish(cluster, &publisher, hello).await?;
             }
         }
     }
 }
 
+/// Publishes one envelope. A confirmed one is answered exactly once: refused unpublished
+/// (withdrawn, or a node not bound again yet), confirmed, or maybe delivered (published, and
+/// the confirm did not come).
 async fn publish(
     cluster: &Arc<Cluster>,
     publisher: &lapin::Channel,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
+    let stats = &cluster.stats;
     let names = match &out.route {
         Route::All => amqp_name(&cluster.config.exchange).map(|e| (e, ShortString::default())),
         Route::Queue(queue) => amqp_name(queue).map(|q| (ShortString::default(), q)),
     };
     let Some((exchange, routing_key)) = names else {
         // Checked on receipt and at start already: this is the last line against a panic.
-        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(tx) = out.confirmed {
-            let _ = tx.send(Err("invalid exchange or queue name".to_owned()));
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(confirm) = out.confirm {
+            confirm.refuse("invalid exchange or queue name".to_owned());
         }
         return Ok(());
     };
-    if out.confirmed.as_ref().is_some_and(|tx| tx.is_closed()) {
-        // Its publisher was refused meanwhile (no confirm in time): the other nodes must not
-        // deliver it late, nor twice after a retry.
-        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        return Ok(());
+    if !publisher.status().connected() {
+        // The broker is closing the connection: nothing sent now would arrive. The session
+        // ends, and what waits in the outbox goes on the next connection.
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(confirm) = out.confirm {
+            confirm.refuse("the connection to the broker is closing".to_owned());
+        }
+        return Err(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Closing,
+            "basic.publish",
+        )
+        .into());
+    }
+    if let Some(confirm) = &out.confirm {
+        let rejoining = match out.route {
+            Route::All => cluster.rejoining(),
+            Route::Queue(_) => Vec::new(),
+        };
+        let taken = match rejoining.is_empty() {
+            true => confirm.take(Instant::now()),
+            // Confirmed, it would be lost for the clients of a node whose queue is not bound
+            // yet: the publisher must hear no.
+            false => Err(format!(
+                "cluster rejoining: not every member is bound yet (waiting for {})",
+                rejoining.join(", ")
+            )),
+        };
+        if let Err(reason) = taken {
+            stats.withdrawn.fetch_add(1, Ordering::Relaxed);
+            if let Some(confirm) = out.confirm {
+                confirm.refuse(reason);
+            }
+            return Ok(());
+        }
     }
     let body = cluster.seal(&out.message);
     let sent = publisher
@@ -708,29 +790,49 @@ async fn publish(
     let confirm = match sent {
         Ok(confirm) => confirm,
         Err(error) => {
-            cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(tx) = out.confirmed {
-                let _ = tx.send(Err(error.to_string()));
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
+            if let Some(confirm) = out.confirm {
+                // Its frames may have been written, in part or whole, before the error.
+                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
+                confirm.answer(Err(Unconfirmed::MaybeDelivered(format!(
+                    "the publish failed as it was sent: {error}"
+                ))));
             }
             return Err(error);
         }
     };
     let cluster = Arc::clone(cluster);
-    let confirmed = out.confirmed;
     tokio::spawn(async move {
-        let result = match confirm.await {
-            Ok(confirmation) if confirmation.is_ack() => {
-                cluster.stats.published.fetch_add(1, Ordering::Relaxed);
+        let waited = match &out.confirm {
+            Some(c) => tokio::time::timeout_at(c.deadline().into(), confirm).await,
+            None => Ok(confirm.await),
+        };
+        let stats = &cluster.stats;
+        let result = match waited {
+            Ok(Ok(confirmation)) if confirmation.is_ack() => {
+                stats.published.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
-            Ok(_) => Err("the broker refused the message".to_owned()),
-            Err(error) => Err(error.to_string()),
+            // One node's queue failed to take it; the others may have.
+            Ok(Ok(_)) => Err(Unconfirmed::MaybeDelivered(
+                "the broker refused the message (nack)".to_owned(),
+            )),
+            // The broker may have routed it before the connection went.
+            Ok(Err(error)) => Err(Unconfirmed::MaybeDelivered(format!(
+                "the connection to the broker closed after the publish, before its confirm: {error}"
+            ))),
+            Err(_) => Err(Unconfirmed::MaybeDelivered(
+                "published, but the broker's confirm did not come in time".to_owned(),
+            )),
         };
         if result.is_err() {
-            cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(tx) = confirmed {
-            let _ = tx.send(result);
+        if let Some(confirm) = out.confirm {
+            if result.is_err() {
+                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            confirm.answer(result);
         }
     });
     Ok(())
@@ -776,6 +878,13 @@ mod tests {
             "::ffff:169.254.169.254",
         ] {
             assert!(!allowed(ip), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_live_node_rejoins_within_the_bound_whatever_its_backoff() {
+        for failures in 0..20 {
+            assert!(super::super::amqp::backoff(failures) <= RECONNECT_MAX);
         }
     }
 

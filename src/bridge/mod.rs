@@ -22,10 +22,16 @@
 //!   panic, with backoff; knows nothing of brokers.
 //!
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
-//! before it returns: an AMQP message is acked only after that.
+//! before it returns: an AMQP message is acked only after that. What goes to the other nodes
+//! waits for the broker's confirm through a [`Confirm`], which tells a publisher refused
+//! ([`Unconfirmed::NotDelivered`]) from one the broker may have served anyway
+//! ([`Unconfirmed::MaybeDelivered`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::oneshot;
 
 pub mod amqp;
 pub mod auth;
@@ -125,9 +131,194 @@ pub enum DeliverError {
     Emit(#[from] EmitError),
     #[error(transparent)]
     Malformed(#[from] mapping::Refusal),
-    /// Delivered to this node's sockets, but the cluster did not take it.
-    #[error("delivered to {local} local sockets, but not to the cluster: {reason}")]
-    Cluster { local: usize, reason: String },
+    /// Delivered to this node's sockets, but the cluster did not confirm it. With
+    /// `maybe_delivered`, it was published and the confirm never came: the other nodes may
+    /// have it or not, and a retry should carry the same id.
+    #[error("delivered to {local} local sockets, {}: {reason}", match maybe_delivered {
+        true => "the other nodes may have it or not",
+        false => "but not to the cluster",
+    })]
+    Cluster {
+        local: usize,
+        reason: String,
+        maybe_delivered: bool,
+    },
+}
+
+impl DeliverError {
+    fn unconfirmed(local: usize, reason: String) -> DeliverError {
+        let (reason, maybe_delivered) = match Unconfirmed::from_reason(reason) {
+            Unconfirmed::NotDelivered(reason) => (reason, false),
+            Unconfirmed::MaybeDelivered(reason) => (reason, true),
+        };
+        DeliverError::Cluster {
+            local,
+            reason,
+            maybe_delivered,
+        }
+    }
+}
+
+/// Why a confirmed publish to the other nodes failed, as its publisher must hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// Never published (withdrawn, refused by the link), or refused by the broker's only
+    /// queue: no other node delivers it.
+    NotDelivered(String),
+    /// Published, and the confirm never came (the connection dropped first, or time ran out):
+    /// the broker may have routed it, so other nodes may deliver it or not.
+    MaybeDelivered(String),
+}
+
+/// How [`Unconfirmed::MaybeDelivered`] travels in the `String` error of
+/// [`crate::socketio::adapter::Adapter::publish_confirmed`] and
+/// [`crate::socketio::adapter::SharedLog::append_confirmed`].
+const MAYBE_DELIVERED: &str = "maybe delivered: ";
+
+impl Unconfirmed {
+    /// The adapter traits' error string.
+    pub(crate) fn into_reason(self) -> String {
+        match self {
+            Unconfirmed::NotDelivered(reason) => reason,
+            Unconfirmed::MaybeDelivered(reason) => format!("{MAYBE_DELIVERED}{reason}"),
+        }
+    }
+
+    /// Back from the adapter traits' error string.
+    pub(crate) fn from_reason(reason: String) -> Unconfirmed {
+        match reason.strip_prefix(MAYBE_DELIVERED) {
+            Some(rest) => Unconfirmed::MaybeDelivered(rest.to_owned()),
+            None => Unconfirmed::NotDelivered(reason),
+        }
+    }
+}
+
+/// What became of a confirmed publish: whichever of its publisher (at its deadline) and its
+/// link (about to publish it) moves first decides, once.
+const WAITING: u8 = 0;
+const PUBLISHED: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+/// The publish's state, shared by the link's [`Confirm`] and the publisher's [`Waiter`].
+#[derive(Debug)]
+struct Ticket {
+    deadline: Instant,
+    /// Less than this left of the deadline, the link withdraws the publish instead.
+    margin: Duration,
+    state: AtomicU8,
+}
+
+impl Ticket {
+    /// Moves the state from [`WAITING`]; answers the state it was in.
+    fn settle(&self, to: u8) -> u8 {
+        match self
+            .state
+            .compare_exchange(WAITING, to, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => WAITING,
+            Err(was) => was,
+        }
+    }
+}
+
+/// The link's end of a confirmed publish (it travels in the link's outbox with the message).
+#[derive(Debug)]
+pub(crate) struct Confirm {
+    ticket: Arc<Ticket>,
+    verdict: oneshot::Sender<Result<(), Unconfirmed>>,
+}
+
+/// The publisher's end of a confirmed publish.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    ticket: Arc<Ticket>,
+    verdict: oneshot::Receiver<Result<(), Unconfirmed>>,
+}
+
+/// A confirmed publish whose publisher waits at most `limit`. The link withdraws it when less
+/// than a fifth of `limit` is left (1 s of 5 s): a confirm takes milliseconds on a healthy
+/// link, and one published at the last moment would be confirmed after its publisher was told
+/// it failed.
+pub(crate) fn confirm(limit: Duration) -> (Confirm, Waiter) {
+    let ticket = Arc::new(Ticket {
+        deadline: Instant::now() + limit,
+        margin: limit / 5,
+        state: AtomicU8::new(WAITING),
+    });
+    let (tx, rx) = oneshot::channel();
+    (
+        Confirm {
+            ticket: Arc::clone(&ticket),
+            verdict: tx,
+        },
+        Waiter {
+            ticket,
+            verdict: rx,
+        },
+    )
+}
+
+impl Confirm {
+    /// The link, about to publish: `Ok` when it may, the publisher still waiting with enough
+    /// time left; else it is withdrawn, and this says why (the caller refuses it and counts).
+    pub(crate) fn take(&self, now: Instant) -> Result<(), String> {
+        let ticket = &self.ticket;
+        if ticket.deadline.saturating_duration_since(now) < ticket.margin {
+            ticket.settle(WITHDRAWN);
+            return Err(format!(
+                "withdrawn unpublished: less than {:?} was left before the confirm deadline",
+                ticket.margin
+            ));
+        }
+        match ticket.settle(PUBLISHED) {
+            WAITING => Ok(()),
+            _ => Err("withdrawn unpublished: its publisher stopped waiting".to_owned()),
+        }
+    }
+
+    /// The link refuses it unpublished (the caller counts it).
+    pub(crate) fn refuse(self, reason: String) {
+        self.ticket.settle(WITHDRAWN);
+        self.answer(Err(Unconfirmed::NotDelivered(reason)));
+    }
+
+    /// The verdict, when the publisher still waits for it.
+    pub(crate) fn answer(self, verdict: Result<(), Unconfirmed>) {
+        let _ = self.verdict.send(verdict);
+    }
+
+    /// The publisher's deadline: the link waits for the broker's confirm until then.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.ticket.deadline
+    }
+}
+
+impl Waiter {
+    /// The link's verdict, or at the deadline what the publisher can say without it: nothing
+    /// was published (it is withdrawn now), or it was and may have been delivered. The error
+    /// is [`Unconfirmed::into_reason`]'s, as the adapter traits carry it.
+    pub(crate) async fn wait(self) -> Result<(), String> {
+        let Waiter { ticket, verdict } = self;
+        let deadline = tokio::time::Instant::from_std(ticket.deadline);
+        let verdict = match tokio::time::timeout_at(deadline, verdict).await {
+            Ok(Ok(verdict)) => verdict,
+            // Time is up, or the link dropped the publish without a word (a panic).
+            _ => Err(give_up(&ticket)),
+        };
+        verdict.map_err(Unconfirmed::into_reason)
+    }
+}
+
+/// The publisher's verdict without the link's: whether the link had published it.
+fn give_up(ticket: &Ticket) -> Unconfirmed {
+    match ticket.settle(WITHDRAWN) {
+        PUBLISHED => Unconfirmed::MaybeDelivered(
+            "published, but the broker's confirm did not come in time".to_owned(),
+        ),
+        _ => {
+            Unconfirmed::NotDelivered("no broker confirm in time: withdrawn unpublished".to_owned())
+        }
+    }
 }
 
 /// Who a backend message is for.
@@ -197,7 +388,7 @@ async fn deliver_once(
         let record = op.log_record(&emit.event, emit.args, emit.binary, emit.id);
         log.append_confirmed(record)
             .await
-            .map_err(|reason| DeliverError::Cluster { local: 0, reason })?;
+            .map_err(|reason| DeliverError::unconfirmed(0, reason))?;
         return Ok(targets);
     }
     let op = op.local();
@@ -220,13 +411,68 @@ async fn deliver_once(
     adapter
         .publish_confirmed(remote)
         .await
-        .map_err(|reason| DeliverError::Cluster { local, reason })?;
+        .map_err(|reason| DeliverError::unconfirmed(local, reason))?;
     Ok(local)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_publish_with_less_than_a_fifth_of_its_wait_left_is_withdrawn_not_published() {
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        let late = Instant::now() + Duration::from_millis(4_500);
+        let reason = confirm.take(late).unwrap_err();
+        assert!(reason.contains("withdrawn unpublished"), "{reason}");
+        assert!(matches!(
+            give_up(&waiter.ticket),
+            Unconfirmed::NotDelivered(_)
+        ));
+    }
+
+    #[test]
+    fn a_publish_the_link_took_may_have_been_delivered_when_its_publisher_gives_up() {
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        assert_eq!(confirm.take(Instant::now()), Ok(()));
+        assert!(matches!(
+            give_up(&waiter.ticket),
+            Unconfirmed::MaybeDelivered(_)
+        ));
+    }
+
+    #[test]
+    fn a_publish_whose_publisher_gave_up_is_not_published() {
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        assert!(matches!(
+            give_up(&waiter.ticket),
+            Unconfirmed::NotDelivered(_)
+        ));
+        let reason = confirm.take(Instant::now()).unwrap_err();
+        assert!(reason.contains("stopped waiting"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn the_publisher_hears_the_links_verdict_through_the_adapters_string() {
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        confirm.take(Instant::now()).unwrap();
+        confirm.answer(Err(Unconfirmed::MaybeDelivered("reset".into())));
+        let reason = waiter.wait().await.unwrap_err();
+        assert_eq!(
+            Unconfirmed::from_reason(reason),
+            Unconfirmed::MaybeDelivered("reset".into())
+        );
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        confirm.refuse("cluster rejoining".into());
+        let reason = waiter.wait().await.unwrap_err();
+        assert_eq!(
+            Unconfirmed::from_reason(reason),
+            Unconfirmed::NotDelivered("cluster rejoining".into())
+        );
+        let (confirm, waiter) = super::confirm(Duration::from_secs(5));
+        confirm.answer(Ok(()));
+        assert_eq!(waiter.wait().await, Ok(()));
+    }
 
     #[test]
     fn latency_is_bucketed_and_future_stamps_count_as_zero() {
