@@ -1,10 +1,16 @@
 //! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
 //!
 //! # Layout
+//! Layers only look down, bottom first: the Engine.IO crate (`halley-transports`, re-exported
+//! as [`engine`]) → [`socketio`] → [`bridge`] → the server and the binary ([`server`],
+//! [`admin`], [`metrics`], [`demo`], [`config`], [`memory`], [`client_js`]).
+//!
 //! - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health) and the
 //!   guard every admin request passes.
 //! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
-//! - [`bridge`]: RabbitMQ and HTTP publish bridges, health endpoints.
+//! - [`bridge`]: the RabbitMQ bridge, the cluster link (membership, signed envelopes, forwarding
+//!   marks) and its shared recovery log (a RabbitMQ stream), the HTTP publish API, health
+//!   endpoints.
 //! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
 //! - [`config`]: command-line and environment options.
 //! - [`demo`]: the live transport comparison page and its `/demo` namespace.

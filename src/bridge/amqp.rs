@@ -1,4 +1,5 @@
-//! The RabbitMQ bridge (lapin): with the cluster link, the only module that sees AMQP types.
+//! The RabbitMQ bridge (lapin): with the cluster link (`cluster`) and the shared log (`log`),
+//! the only modules that see AMQP types.
 //!
 //! Inbound, it consumes a named queue (the seed's `socket.io`) and/or server-named queues bound
 //! to exchanges, maps each delivery to an emit ([`super::mapping`]), queues it into every local
