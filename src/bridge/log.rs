@@ -489,6 +489,7 @@ mod tests {
             pid: "p".into(),
             rooms: vec!["r".into()],
             data: json!(null),
+            since: 12,
         };
         assert_eq!(open(&key("a"), &seal(&key("a"), &record)), Some(record));
         assert_eq!(tag_of(&key("a"), "s"), tag_of(&key("a"), "s"));
