@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::admission::{self, Admission, IpRange};
 use crate::forward::{self, Locator};
+use crate::framing::Framing;
 use crate::origin;
 pub use crate::origin::Cors;
 use crate::packet::{Packet, Str};
@@ -603,17 +604,6 @@ impl Engine {
             _ => {}
         }
     }
-}
-
-/// How a GET's answer is framed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Xhr,
-    Jsonp(String),
-    /// The callback index, and the `document.domain` the page set, if any.
-    Html(String, Option<String>),
-    Sse,
-    XhrStreaming,
 }
 
 /// Serves a receiving GET on `transport`, framed as asked.

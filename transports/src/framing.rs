@@ -194,6 +194,17 @@ pub fn form_payload(body: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// How a GET's answer is framed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Xhr,
+    Jsonp(String),
+    /// The callback index, and the `document.domain` the page set, if any.
+    Html(String, Option<String>),
+    Sse,
+    XhrStreaming,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

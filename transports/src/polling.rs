@@ -14,8 +14,8 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
-use crate::engine::{full, Body, EngineError, Framing, Shared};
-use crate::framing;
+use crate::engine::{full, Body, EngineError, Shared};
+use crate::framing::{self, Framing};
 use crate::packet::{decode_payload, encode_payload, Frame};
 use crate::session::{AttachError, CloseReason, ReceiverId, TransportKind};
 use crate::socket::Socket;

@@ -20,8 +20,8 @@ use hyper::body::{Body as HttpBody, Frame as HttpFrame};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
 
-use crate::engine::{Body, EngineError, Framing, Shared};
-use crate::framing;
+use crate::engine::{Body, EngineError, Shared};
+use crate::framing::{self, Framing};
 use crate::packet::{Frame, Packet};
 use crate::polling;
 use crate::session::{payload_size, ReceiverId, TransportKind};

@@ -641,7 +641,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Chunked<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EngineConfig, Framing, Handler};
+    use crate::engine::{EngineConfig, Handler};
+    use crate::framing::Framing;
     use crate::socket::{Headers, Message};
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
