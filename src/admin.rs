@@ -30,6 +30,7 @@ use serde_json::json;
 
 use crate::bridge::amqp::BridgeStats;
 use crate::bridge::cluster::Cluster;
+use crate::bridge::log::LogLink;
 use crate::bridge::{publish, Latency};
 use crate::metrics::Metrics;
 use crate::server::Router;
@@ -204,6 +205,8 @@ pub struct AdminState {
     pub latency: Arc<Latency>,
     pub amqp: Option<Arc<BridgeStats>>,
     pub cluster: Option<Arc<Cluster>>,
+    /// The cluster's shared recovery log, with `--cluster` and `--recovery-window`.
+    pub log: Option<Arc<LogLink>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -215,11 +218,13 @@ pub fn router(state: AdminState) -> Router {
         latency,
         amqp,
         cluster,
+        log,
         metrics,
     } = state;
     let (io_p, io_s, io_r, io_h) = (io.clone(), io.clone(), io.clone(), io);
     let (amqp_h, amqp_r) = (amqp.clone(), amqp);
     let (cluster_h, cluster_r) = (cluster.clone(), cluster);
+    let (log_h, log_r) = (log.clone(), log);
     Router::without_engine()
         .guard(move |req| guard.refusal(req))
         .endpoint("/publish", move |req, _| {
@@ -233,13 +238,15 @@ pub fn router(state: AdminState) -> Router {
                 &io_h,
                 amqp_h.as_deref(),
                 cluster_h.as_deref(),
+                log_h.as_deref(),
             ))
         })
         .endpoint("/readyz", move |_, _| {
-            std::future::ready(publish::readyz(
+            std::future::ready(publish::readyz_with_log(
                 &io_r,
                 amqp_r.as_deref(),
                 cluster_r.as_deref(),
+                log_r.as_deref(),
                 true,
             ))
         })

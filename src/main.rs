@@ -104,7 +104,7 @@ async fn run(config: Config) {
     let io = builder.build();
     // Before the AMQP bridge: its work-queue messages go through the cluster (and, with
     // recovery on, the shared log, installed before any socket connects).
-    let _shared_log = cluster
+    let shared_log = cluster
         .as_ref()
         .and_then(|cluster| config.shared_log(cluster))
         .map(|log| halley::bridge::log::LogLink::spawn(&io, log));
@@ -138,6 +138,9 @@ async fn run(config: Config) {
     if let Some(stats) = auth_stats {
         metrics = metrics.with_auth(stats);
     }
+    if let Some(log) = &shared_log {
+        metrics = metrics.with_log(Arc::clone(log));
+    }
     let metrics = Arc::new(metrics);
     let admin_router = admin::router(admin::AdminState {
         io: io.clone(),
@@ -145,6 +148,7 @@ async fn run(config: Config) {
         latency,
         amqp: amqp.clone(),
         cluster: cluster.clone(),
+        log: shared_log.clone(),
         metrics,
     });
     let router = {
@@ -161,10 +165,11 @@ async fn run(config: Config) {
                 std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(publish::readyz(
+                std::future::ready(publish::readyz_with_log(
                     &io_ready,
                     amqp_ready.as_deref(),
                     cluster.as_deref(),
+                    shared_log.as_deref(),
                     false,
                 ))
             })

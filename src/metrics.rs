@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use crate::bridge::amqp::BridgeStats;
 use crate::bridge::auth::{AuthStats, Outcome};
 use crate::bridge::cluster::Cluster;
+use crate::bridge::log::LogLink;
 use crate::bridge::{Latency, Source};
 
 /// Everything `/metrics` shows.
@@ -418,6 +419,82 @@ impl Collector for SocketIoCollect {
     }
 }
 
+/// The cluster's shared recovery log (`--cluster` with `--recovery-window`).
+#[derive(Debug)]
+struct LogCollect(Arc<LogLink>);
+
+impl Collector for LogCollect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snap = self.0.snapshot();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let outbox_help = format!(
+            "Records waiting to be appended to the shared log (at most {}; beyond, they are dropped)",
+            snap.outbox_max
+        );
+        for (name, help, value) in [
+            (
+                "halley_log_connected",
+                "1 while the shared recovery log (--cluster-stream) is connected; while 0, publishes get 503 and /readyz is 503",
+                i64::from(snap.connected),
+            ),
+            (
+                "halley_log_outbox",
+                outbox_help.as_str(),
+                gauge(snap.outbox as u64),
+            ),
+            (
+                "halley_log_next_position",
+                "Stream position this node reads next from the shared log: every record before it was applied or rejected (0 until one was read); a node far behind the others lags",
+                gauge(snap.next_position.unwrap_or(0)),
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            m.encode_gauge(&value)?;
+        }
+        for (name, help, value) in [
+            (
+                "halley_log_appended",
+                "Records this node appended to the shared log (the broker confirmed them)",
+                snap.appended,
+            ),
+            (
+                "halley_log_applied",
+                "Records read from the shared log and applied (events delivered to local sockets, sessions learnt), this node's own included",
+                snap.applied,
+            ),
+            (
+                "halley_log_rejected",
+                "Records on the shared log refused: not signed with the cluster's secret, altered, or malformed",
+                snap.rejected,
+            ),
+            (
+                "halley_log_dropped",
+                "Records never appended to the shared log: outbox full, or the broker refused or lost them",
+                snap.dropped,
+            ),
+            (
+                "halley_log_withdrawn",
+                "Records not appended because their publisher had already been refused (503, or the message requeued) before the broker took them",
+                snap.withdrawn,
+            ),
+            (
+                "halley_log_maybe_delivered",
+                "Records published to the shared log whose confirm never came (the connection went first): their publisher got 504, the stream may hold them",
+                snap.maybe_delivered,
+            ),
+            (
+                "halley_log_restarts",
+                "Times the shared log's task ended or panicked and was restarted",
+                snap.restarts,
+            ),
+        ] {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            counter(&mut m, value)?;
+        }
+        Ok(())
+    }
+}
+
 /// The auth hook: checks by outcome, and the checks under way.
 #[derive(Debug)]
 struct AuthCollect(Arc<AuthStats>);
@@ -484,6 +561,12 @@ impl Metrics {
     pub fn with_socketio(mut self, stats: Arc<crate::socketio::limits::Stats>) -> Self {
         self.registry
             .register_collector(Box::new(SocketIoCollect(stats)));
+        self
+    }
+
+    /// Adds the shared recovery log's state and counters (`halley_log_*`), when it runs.
+    pub fn with_log(mut self, log: Arc<LogLink>) -> Self {
+        self.registry.register_collector(Box::new(LogCollect(log)));
         self
     }
 

@@ -93,6 +93,26 @@ pub struct LogStats {
     pub restarts: AtomicU64,
 }
 
+/// [`LogStats`] at one moment, with the link's stream, outbox and read position.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LogSnapshot {
+    pub stream: String,
+    pub connected: bool,
+    /// Records waiting for the broker.
+    pub outbox: usize,
+    /// The outbox's bound: beyond it, records are dropped.
+    pub outbox_max: usize,
+    /// See [`LogLink::next_position`].
+    pub next_position: Option<u64>,
+    pub appended: u64,
+    pub applied: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub withdrawn: u64,
+    pub maybe_delivered: u64,
+    pub restarts: u64,
+}
+
 struct Outgoing {
     body: Vec<u8>,
     confirm: Option<Confirm>,
@@ -174,6 +194,45 @@ impl LogLink {
 
     pub fn stats(&self) -> &Arc<LogStats> {
         &self.stats
+    }
+
+    /// The stream queue this node appends to and reads.
+    pub fn stream(&self) -> &str {
+        &self.config.stream
+    }
+
+    /// Records waiting in the outbox for the broker (at most [`OUTBOX`]).
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.max_capacity() - self.outbox.capacity()
+    }
+
+    /// The stream position this node reads next: every record before it was applied or
+    /// rejected. `None` until it has read one.
+    pub fn next_position(&self) -> Option<u64> {
+        match self.resume.load(Ordering::Acquire) {
+            u64::MAX => None,
+            next => Some(next),
+        }
+    }
+
+    /// The link's state and counters, for `/healthz` and `/metrics`.
+    pub fn snapshot(&self) -> LogSnapshot {
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let stats = &self.stats;
+        LogSnapshot {
+            stream: self.config.stream.clone(),
+            connected: stats.connected.load(Ordering::Acquire),
+            outbox: self.outbox_len(),
+            outbox_max: self.outbox.max_capacity(),
+            next_position: self.next_position(),
+            appended: n(&stats.appended),
+            applied: n(&stats.applied),
+            rejected: n(&stats.rejected),
+            dropped: n(&stats.dropped),
+            withdrawn: n(&stats.withdrawn),
+            maybe_delivered: n(&stats.maybe_delivered),
+            restarts: n(&stats.restarts),
+        }
     }
 
     /// Queues `record`, with `confirm` when its publisher waits for the broker's. False when

@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::amqp::BridgeStats;
+use super::log::LogLink;
 use super::mapping::Emit;
 use super::DeliverError;
 use crate::engine::Body;
@@ -255,11 +256,13 @@ pub async fn handle(
     }
 }
 
-/// `/healthz`: the process is alive; says how many sessions it holds and how the broker link is.
+/// `/healthz`: the process is alive; says how many sessions it holds and how the broker links
+/// are.
 pub fn healthz(
     io: &Halley,
     amqp: Option<&BridgeStats>,
     cluster: Option<&super::cluster::Cluster>,
+    log: Option<&LogLink>,
 ) -> Response<Body> {
     json_response(
         StatusCode::OK,
@@ -285,17 +288,29 @@ pub fn healthz(
                     .map(|(reason, n)| (reason.to_owned(), Value::from(n)))
                     .collect::<serde_json::Map<String, Value>>(),
             })),
+            "log": log.map(LogLink::snapshot),
         }),
     )
 }
 
-/// `/readyz`: 503 once shutdown began, and while a configured broker link (the AMQP bridge,
-/// the cluster link) is down, restarting after a panic included; with `detail` (the admin
-/// listener's), the links' state too.
+/// [`readyz_with_log`] for a node without a shared recovery log.
 pub fn readyz(
     io: &Halley,
     amqp: Option<&BridgeStats>,
     cluster: Option<&super::cluster::Cluster>,
+    detail: bool,
+) -> Response<Body> {
+    readyz_with_log(io, amqp, cluster, None, detail)
+}
+
+/// `/readyz`: 503 once shutdown began, and while a configured broker link (the AMQP bridge,
+/// the cluster link, the shared recovery log) is down, restarting after a panic included; with
+/// `detail` (the admin listener's), the links' state and the reason too.
+pub fn readyz_with_log(
+    io: &Halley,
+    amqp: Option<&BridgeStats>,
+    cluster: Option<&super::cluster::Cluster>,
+    log: Option<&LogLink>,
     detail: bool,
 ) -> Response<Body> {
     // Shutdown began: load balancers stop sending clients here.
@@ -312,11 +327,31 @@ pub fn readyz(
             .load(std::sync::atomic::Ordering::Acquire)
     };
     let cluster_down = cluster.is_some_and(|c| !cluster_connected(c));
-    if !amqp_down && !cluster_down {
+    let log_connected = |l: &LogLink| {
+        l.stats()
+            .connected
+            .load(std::sync::atomic::Ordering::Acquire)
+    };
+    // Every logged publish waits for the log's confirm, and sessions are restored from what
+    // this node read of it: without the link it can do neither.
+    let log_down = log.is_some_and(|l| !log_connected(l));
+    if !amqp_down && !cluster_down && !log_down {
         return json_response(StatusCode::OK, &json!({ "status": "ready" }));
     }
     let mut body = json!({ "status": "unavailable" });
     if detail {
+        let reasons: Vec<&str> = [
+            (amqp_down, "the RabbitMQ bridge is not connected"),
+            (cluster_down, "the cluster link is not connected"),
+            (
+                log_down,
+                "the shared recovery log is not connected: publishes and session recovery wait for it",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(down, reason)| down.then_some(reason))
+        .collect();
+        body["reason"] = json!(reasons.join("; "));
         if let Some(stats) = amqp {
             body["amqp"] = json!(stats.snapshot());
         }
@@ -324,6 +359,13 @@ pub fn readyz(
             body["cluster"] = json!({
                 "connected": cluster_connected(c),
                 "restarts": c.stats().restarts.load(std::sync::atomic::Ordering::Relaxed),
+            });
+        }
+        if let Some(l) = log {
+            body["log"] = json!({
+                "stream": l.stream(),
+                "connected": log_connected(l),
+                "restarts": l.stats().restarts.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
     }
