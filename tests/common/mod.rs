@@ -1,6 +1,8 @@
 //! Shared helpers for Halley's black-box integration tests: a real server on an ephemeral
 //! loopback port, a tiny HTTP/1.1 client (hyper's connection API, one connection per request),
-//! and WebSocket helpers over tokio-tungstenite.
+//! and WebSocket helpers over tokio-tungstenite. Submodules: [`binary`] (binary attachments),
+//! [`sio`] (a Socket.IO client over WebSocket) and [`legacy`] (an old browser's JSONP,
+//! forever-frame, SSE and xhr-streaming reads).
 //!
 //! Every await that depends on the server is wrapped in [`within`], a generous hang guard: a
 //! broken server fails the test instead of hanging it. Nothing here sleeps to wait for an event.
@@ -489,4 +491,5 @@ pub fn sid_in(bytes: &[u8]) -> Option<String> {
 }
 
 pub mod binary;
+pub mod legacy;
 pub mod sio;
