@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::socket::Headers;
+use crate::headers::Headers;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 

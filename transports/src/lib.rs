@@ -42,23 +42,30 @@
 //! ```
 
 pub mod admission;
+pub mod config;
 pub mod engine;
-pub mod forward;
 pub mod framing;
+pub mod handshake;
+pub mod headers;
+pub mod http;
+mod lifecycle;
 pub mod origin;
 pub mod packet;
-mod polling;
 pub mod registry;
 pub mod session;
 pub mod sid;
 pub mod socket;
 pub mod stats;
-mod streaming;
-mod websocket;
+mod transport;
 
 pub use admission::{IpRange, Refusal};
-pub use engine::{full, Body, Engine, EngineConfig, EngineError, Handler};
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use handshake::Handshake;
+pub use headers::Headers;
+pub use http::{full, Body, EngineError};
 pub use origin::Cors;
 pub use packet::{Frame, Packet, Str};
 pub use session::{CloseReason, PushError, SessionConfig, TransportKind};
-pub use socket::{Handshake, Headers, Message, Socket};
+pub use socket::{Handler, Message, Socket};
+pub use transport::forward;

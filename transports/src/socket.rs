@@ -5,20 +5,19 @@
 //! session's timer driver. The mutex is a plain `std` one, held only for a few field updates:
 //! never across an `.await`, and never while calling into the application.
 //!
-//! A session ends in exactly one place: [`drive`] notices the close (whoever caused it),
-//! removes the session from the registry and tells the application, once.
+//! What the application is told about sessions is the [`Handler`] it gives the engine. A session
+//! ends in exactly one place, `lifecycle::drive`, which tells it once.
 
 use std::any::Any;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
-use hyper::HeaderMap;
 use tokio::sync::Notify;
 
-use crate::engine::Shared;
+use crate::handshake::Handshake;
 use crate::packet::{Frame, Packet, Str};
 use crate::session::{CloseReason, PushError, Session, TransportKind};
 use crate::sid::Sid;
@@ -41,101 +40,15 @@ impl Message {
     }
 }
 
-/// What the client's opening request carried, kept for the application (auth, cookies, logs).
-#[derive(Debug, Clone)]
-pub struct Handshake {
-    pub remote_addr: SocketAddr,
-    pub headers: Headers,
-    /// The raw query string of the opening request.
-    pub query: String,
-}
-
-impl Handshake {
-    /// The client's IP address: the peer's, or, when the peer is one of the `trusted` proxies,
-    /// the client its `X-Forwarded-For` names (the rule of [`crate::admission`]); the proxy's
-    /// own when it names none.
-    pub fn client_ip(&self, trusted: &[crate::admission::IpRange]) -> std::net::IpAddr {
-        crate::admission::real_client(self.remote_addr.ip(), &self.headers, trusted)
-            .unwrap_or_else(|| self.remote_addr.ip().to_canonical())
-    }
-}
-
-/// The opening request's headers, kept for the session's life in one compact allocation.
-///
-/// A `HeaderMap` costs about 100 bytes per slot on top of the bytes themselves (600 bytes for
-/// a handful of headers, 2 KB for a browser's); every session keeps these, so they are stored
-/// as `name:value\n` lines (HTTP forbids newlines in both, and `:` in names) and looked up by
-/// a scan: reads are rare (auth hook, cookie forwarding), sessions are many.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers {
-    raw: Box<[u8]>,
-}
-
-impl Headers {
-    /// Copies `map` (names are lowercase, as hyper gives them).
-    pub fn from_map(map: &HeaderMap) -> Self {
-        let mut raw = Vec::with_capacity(
-            map.iter()
-                .map(|(name, value)| name.as_str().len() + value.len() + 2)
-                .sum(),
-        );
-        for (name, value) in map {
-            raw.extend_from_slice(name.as_str().as_bytes());
-            raw.push(b':');
-            raw.extend_from_slice(value.as_bytes());
-            raw.push(b'\n');
-        }
-        Headers {
-            raw: raw.into_boxed_slice(),
-        }
-    }
-
-    /// Every `(name, value)` pair, in the request's order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.raw
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.is_empty())
-            .filter_map(|line| {
-                let colon = line.iter().position(|&b| b == b':')?;
-                let name = std::str::from_utf8(&line[..colon]).ok()?;
-                Some((name, &line[colon + 1..]))
-            })
-    }
-
-    /// Every value of the header `name` (any case).
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
-    }
-
-    /// The first value of the header `name` (any case), if it is text.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        let value = self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?.1;
-        std::str::from_utf8(value).ok()
-    }
-
-    /// A `HeaderMap` of the same headers.
-    pub fn to_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in self.iter() {
-            if let (Ok(name), Ok(value)) = (
-                hyper::header::HeaderName::from_bytes(name.as_bytes()),
-                hyper::header::HeaderValue::from_bytes(value),
-            ) {
-                map.append(name, value);
-            }
-        }
-        map
-    }
-}
-
-impl std::fmt::Debug for Headers {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
-            .finish()
-    }
+/// What the layer above (Socket.IO, or an echo app) is told about sessions. Calls come from the
+/// transports' tasks; they must not block.
+pub trait Handler: Send + Sync + 'static {
+    /// A session opened. Nothing it sends reaches the client before the handshake.
+    fn on_open(&self, socket: &Arc<Socket>);
+    /// A message arrived, in order.
+    fn on_message(&self, socket: &Arc<Socket>, message: Message);
+    /// The session ended; called once, after which the session accepts nothing.
+    fn on_close(&self, socket: &Arc<Socket>, reason: CloseReason);
 }
 
 /// One Engine.IO session: send to it, close it, read what it was opened with.
@@ -264,6 +177,16 @@ impl Socket {
         self.driver_wake.notify_waiters();
     }
 
+    /// The driver's wake-up (see [`crate::lifecycle::drive`]).
+    pub(crate) fn driver_wake(&self) -> &Notify {
+        &self.driver_wake
+    }
+
+    /// The address the session counts against in the session limits.
+    pub(crate) fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
     pub(crate) fn wake_receiver(&self) {
         self.receiver_wake.notify_waiters();
     }
@@ -303,7 +226,7 @@ impl Socket {
     /// it.
     pub(crate) fn receive(
         self: &Arc<Self>,
-        shared: &Shared,
+        handler: &dyn Handler,
         packets: impl IntoIterator<Item = Packet>,
     ) -> Result<(), CloseReason> {
         use crate::session::Inbound;
@@ -333,7 +256,7 @@ impl Socket {
                 }
                 Ok(Inbound::Message(packet)) => {
                     if let Some(msg) = Message::from_packet(packet) {
-                        shared.handler.on_message(self, msg);
+                        handler.on_message(self, msg);
                     }
                 }
                 Ok(Inbound::Closed) => {
@@ -352,110 +275,5 @@ impl Socket {
             }
         }
         Ok(())
-    }
-}
-
-/// Runs a session's timers until it closes, then ends it: out of the registry, and the
-/// application told, exactly once.
-pub(crate) async fn drive(socket: Arc<Socket>, shared: Arc<Shared>) {
-    let reason = loop {
-        let notified = socket.driver_wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let (timeout, deadline, reason) = {
-            let mut session = socket.lock();
-            let timeout = session.handle_timeout(Instant::now());
-            (timeout, session.poll_timeout(), session.close_reason())
-        };
-        if timeout.pinged || timeout.closed || timeout.upgrade_expired {
-            socket.wake_receiver();
-        }
-        if let Some(reason) = reason {
-            break reason;
-        }
-        let Some(deadline) = deadline else { continue };
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-            _ = &mut notified => {}
-        }
-    };
-    // Boxed: a live session's task (one per session) holds only the loop above.
-    Box::pin(end(socket, shared, reason)).await;
-}
-
-/// How long, once shutdown began, a closed polling session with frames still queued waits for
-/// its client's next poll.
-pub const SHUTDOWN_POLL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Ends a closed session: tells the application, lets a force-closed HTTP session linger for
-/// its final read, and frees its place.
-async fn end(socket: Arc<Socket>, shared: Arc<Shared>, reason: CloseReason) {
-    shared.stats.closed(socket.transport(), reason);
-    tracing::debug!(sid = %socket.sid, reason = reason.as_str(), "session closed");
-    shared.handler.on_close(&socket, reason);
-    // A force-closed HTTP session stays reachable until a poll has read its close packet, or
-    // a heartbeat period has passed (the client is gone). Once shutdown begins (whenever the
-    // session closed), only frames still queued are worth waiting for, and briefly: a live
-    // polling client is back within a round trip (it polls again as soon as a poll returns),
-    // and one that has not come back within `SHUTDOWN_POLL_WAIT` is taken for gone, so that
-    // the process need not wait out the grace period for clients that left without saying so.
-    let linger = shared.config.session.ping_interval + shared.config.session.ping_timeout;
-    let mut deadline = tokio::time::Instant::now() + linger.min(std::time::Duration::from_secs(30));
-    loop {
-        let notified = socket.driver_wake.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        {
-            let session = socket.lock();
-            if !session.awaits_final_read() {
-                break;
-            }
-            if shared.tasks.is_closed() {
-                if !session.has_outbound() {
-                    break;
-                }
-                deadline = deadline.min(tokio::time::Instant::now() + SHUTDOWN_POLL_WAIT);
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => break,
-            _ = &mut notified => {}
-        }
-    }
-    // Its place first: once the registry no longer shows it, a new session may take it.
-    shared.admission.release(socket.client);
-    shared.registry.remove(&socket.sid);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hyper::header::{HeaderValue, COOKIE, USER_AGENT};
-
-    #[test]
-    fn headers_keep_every_value_in_order_and_find_them_in_any_case() {
-        let mut map = HeaderMap::new();
-        map.append(COOKIE, HeaderValue::from_static("a=1"));
-        map.append(
-            USER_AGENT,
-            HeaderValue::from_static("Mozilla/4.0 (MSIE 6.0: x)"),
-        );
-        map.append(COOKIE, HeaderValue::from_static("b=2"));
-        map.append("x-latin", HeaderValue::from_bytes(b"caf\xe9").unwrap());
-        let headers = Headers::from_map(&map);
-        assert_eq!(headers.get("Cookie"), Some("a=1"));
-        assert_eq!(
-            headers.get_all("cookie").collect::<Vec<_>>(),
-            [b"a=1".as_slice(), b"b=2"]
-        );
-        assert_eq!(headers.get("user-agent"), Some("Mozilla/4.0 (MSIE 6.0: x)"));
-        assert_eq!(headers.get("x-latin"), None, "not text");
-        assert_eq!(
-            headers.get_all("x-latin").next(),
-            Some(b"caf\xe9".as_slice())
-        );
-        assert_eq!(headers.get("missing"), None);
-        assert_eq!(headers.to_map(), map);
-        assert_eq!(Headers::default().iter().count(), 0);
     }
 }

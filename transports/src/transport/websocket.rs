@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -27,10 +27,15 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage, Utf
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-use crate::engine::{self, full, Body, EngineError, Shared, CLOSE_GRACE};
+use crate::handshake::Handshake;
+use crate::http::{full, Body, EngineError};
+use crate::lifecycle::{self, Shared};
 use crate::packet::{decode_text, Frame, Packet, Str};
 use crate::session::{CloseReason, ProbeTicket, ReceiverId, Session, TransportKind};
-use crate::socket::{Handshake, Socket};
+use crate::socket::Socket;
+
+/// How long a closing WebSocket waits for its close frame to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 type Ws = WebSocketStream<Chunked<TokioIo<Upgraded>>>;
 
@@ -79,16 +84,6 @@ enum ProbeWake {
     Over,
     /// An HTTP request waits to be ordered after whatever the connection holds.
     Sync(ProbeTicket),
-}
-
-pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    let has_token = |name: header::HeaderName, token: &str| {
-        req.headers().get_all(name).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-        })
-    };
-    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
 }
 
 /// Answers the upgrade with 101 and spawns the connection's task.
@@ -217,7 +212,7 @@ fn open(
     handshake: Handshake,
     resumable: bool,
 ) -> Result<(Arc<Socket>, ReceiverId), CloseCode> {
-    let socket = engine::open(shared, TransportKind::WebSocket, handshake, resumable)
+    let socket = lifecycle::open(shared, TransportKind::WebSocket, handshake, resumable)
         .map_err(|_| CloseCode::Again)?;
     let id = socket
         .lock()
@@ -419,7 +414,7 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>, id: ReceiverI
                     // Counted, so that a resumed connection can say where upstream goes on.
                     let _ = socket.lock().admit_upstream(None, 1);
                 }
-                match socket.receive(&shared, [packet]) {
+                match socket.receive(&*shared.handler, [packet]) {
                     Ok(()) => {}
                     // Too late for the heartbeat: closed like any timed-out session.
                     Err(CloseReason::PingTimeout) => break End::Close(CloseCode::Normal),
@@ -641,9 +636,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Chunked<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{EngineConfig, Handler};
+    use crate::config::EngineConfig;
     use crate::framing::Framing;
-    use crate::socket::{Headers, Message};
+    use crate::headers::Headers;
+    use crate::socket::{Handler, Message};
+    use crate::transport::polling;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
 
@@ -663,8 +660,6 @@ mod tests {
             tasks: Default::default(),
             stats: Default::default(),
             admission: Default::default(),
-            locator: Default::default(),
-            forward_pool: crate::forward::Pool::new(Default::default()),
         })
     }
 
@@ -674,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn poll_sent_after_the_upgrade_frames_is_refused_even_when_it_runs_first() {
         let shared = shared();
-        let socket = engine::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
+        let socket = lifecycle::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
         // The handshake GET read the open packet.
         socket.lock().drain();
         let claim = Probe::claim(Arc::clone(&socket));
@@ -682,21 +677,12 @@ mod tests {
         client.send(WsMessage::text("2probe")).await.unwrap();
         client.send(WsMessage::text("5")).await.unwrap();
 
-        let (get, upgraded) = tokio::join!(
-            engine::receive(
-                &shared,
-                &socket,
-                TransportKind::Polling,
-                &Framing::Xhr,
-                None
-            ),
-            async {
-                // As `start` does: the claim ends with the probe.
-                let upgraded = probe(&shared, &mut server, &claim).await;
-                drop(claim);
-                upgraded
-            }
-        );
+        let (get, upgraded) = tokio::join!(long_poll(&shared, &socket), async {
+            // As `start` does: the claim ends with the probe.
+            let upgraded = probe(&shared, &mut server, &claim).await;
+            drop(claim);
+            upgraded
+        });
         assert!(upgraded.is_some());
         assert_eq!(get.err(), Some(EngineError::BadRequest));
         assert_eq!(socket.transport(), TransportKind::WebSocket);
@@ -709,7 +695,7 @@ mod tests {
     #[tokio::test]
     async fn poll_during_a_silent_probe_parks_and_is_released_by_the_probe() {
         let shared = shared();
-        let socket = engine::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
+        let socket = lifecycle::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
         socket.lock().drain();
         let claim = Probe::claim(Arc::clone(&socket));
         let (mut client, mut server) = ws_pair().await;
@@ -717,13 +703,7 @@ mod tests {
 
         let (get, upgraded, ()) = tokio::join!(
             async {
-                let get = engine::receive(
-                    &shared,
-                    &socket,
-                    TransportKind::Polling,
-                    &Framing::Xhr,
-                    None,
-                );
+                let get = long_poll(&shared, &socket);
                 let body = get.await.unwrap().into_body().collect().await.unwrap();
                 polled.send(()).unwrap();
                 body.to_bytes()
@@ -743,6 +723,16 @@ mod tests {
         assert_eq!(&get[..], b"6");
         assert!(upgraded.is_some());
         assert_eq!(socket.transport(), TransportKind::WebSocket);
+    }
+
+    /// A long-polling GET as the engine serves it: ordered after the probe's frames, then
+    /// parked until the session has something.
+    async fn long_poll(
+        shared: &Shared,
+        socket: &Arc<Socket>,
+    ) -> Result<Response<Body>, EngineError> {
+        socket.sync_probe().await;
+        polling::poll(shared, socket, &Framing::Xhr, None).await
     }
 
     fn handshake() -> Handshake {

@@ -14,8 +14,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response};
 
-use crate::engine::{full, Body, EngineError, Shared};
 use crate::framing::{self, Framing};
+use crate::http::{full, Body, EngineError};
+use crate::lifecycle::Shared;
 use crate::packet::{decode_payload, encode_payload, Frame};
 use crate::session::{AttachError, CloseReason, ReceiverId, TransportKind};
 use crate::socket::Socket;
@@ -205,7 +206,7 @@ pub(crate) async fn post(
         })?;
     packets.drain(..seen);
     socket
-        .receive(shared, packets)
+        .receive(&*shared.handler, packets)
         .map_err(|reason| match reason {
             // The session was already over (the heartbeat deadline passed before the POST).
             CloseReason::PingTimeout => EngineError::UnknownSid,

@@ -20,13 +20,14 @@ use hyper::body::{Body as HttpBody, Frame as HttpFrame};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
 
-use crate::engine::{Body, EngineError, Shared};
 use crate::framing::{self, Framing};
+use crate::http::{full, Body, EngineError};
+use crate::lifecycle::Shared;
 use crate::packet::{Frame, Packet};
-use crate::polling;
 use crate::session::{payload_size, ReceiverId, TransportKind};
 use crate::socket::Socket;
 use crate::stats::EngineStats;
+use crate::transport::polling;
 
 type Next = Pin<Box<dyn Future<Output = (Vec<Frame>, bool)> + Send>>;
 
@@ -87,7 +88,7 @@ pub(crate) fn gone(framing: &Framing) -> Response<Body> {
         _ => framing::xhr_streaming_frame(&close),
     };
     let body = [prelude, chunk].concat();
-    stream_response(crate::engine::full(body), content_type, framing)
+    stream_response(full(body), content_type, framing)
 }
 
 fn stream_response(body: Body, content_type: &'static str, framing: &Framing) -> Response<Body> {

@@ -48,7 +48,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::engine::{Body, EngineError};
+use crate::http::{is_upgrade_request, Body, EngineError};
 use crate::stats::EngineStats;
 
 /// Marks a request one node forwarded to another.
@@ -138,7 +138,7 @@ impl Pool {
         let mark = locator
             .sign_forward(req.method(), target(&req), remote.ip())
             .ok_or(EngineError::Unavailable)?;
-        let upgrade = crate::websocket::is_upgrade_request(&req);
+        let upgrade = is_upgrade_request(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         // The client keys its pool by the URI's authority and sends the path and query alone,
         // as received; the Host header stays the browser's.
