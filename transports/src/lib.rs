@@ -1,27 +1,54 @@
 //! Engine.IO v4 for Halley: everything below Socket.IO.
 //!
 //! # Layout
-//! - [`packet`]: the packet and payload codec, pure (bytes in, bytes out).
-//! - [`session`]: the session state machine, pure (time is an input): outbox, receivers,
-//!   heartbeat, upgrade.
-//! - [`sid`]: random session ids.
-//! - [`registry`]: the one sid → session map every transport shares.
-//! - [`admission`]: the session limits (total, per client address) and which address a
-//!   handshake counts against (trusted proxies, `X-Forwarded-For`).
-//! - [`origin`]: the origin policy: whether the page behind a WebSocket handshake, a POST
-//!   or a script-like GET may make it (`Origin`, `Referer`, `Sec-Fetch-Site`, the public
-//!   origin a trusted proxy names), pure.
-//! - [`stats`]: per-transport counters (atomics) for metrics.
-//! - [`socket`]: a session as the IO side sees it: lock, wake-ups, the timer driver, the one
-//!   place a session ends.
-//! - [`framing`]: the bytes of JSONP, forever-frame (`iframe`, `htmlfile`), SSE and
-//!   xhr-streaming, pure.
-//! - `polling` (XHR and JSONP, and every upstream POST), `streaming` (the four streaming
-//!   receivers), `websocket`: the transports, each its IO and quirks only.
-//! - [`forward`]: a request for a session of another node of a cluster, passed to that node
-//!   over pooled keep-alive connections, with the mark that vouches for it.
-//! - [`engine`]: the hyper-facing entry: parse a request, dispatch it, turn errors into
-//!   responses.
+//!
+//! Bottom-up: a module imports only modules of the groups above its own, never the other way
+//! (`tests/layering.rs` holds the same table and fails on an import that climbs, or a cycle).
+//!
+//! 1. Pure codecs and ids: bytes in, bytes out.
+//!    - [`packet`]: the packet and payload codec.
+//!    - [`sid`]: random session ids.
+//!    - [`headers`]: a session's opening request headers, kept compact for its life.
+//! 2. Pure protocol state.
+//!    - [`session`]: the session state machine (time is an input): outbox, receivers,
+//!      heartbeat, upgrade, resume.
+//!    - [`framing`]: the bytes of JSONP, forever-frame (`iframe`, `htmlfile`), SSE and
+//!      xhr-streaming.
+//!    - [`admission`]: the session limits (total, per client address) and which address a
+//!      handshake counts against (trusted proxies, `X-Forwarded-For`).
+//! 3. Origin policy.
+//!    - [`origin`]: whether the page behind a WebSocket handshake, a POST or a script-like GET
+//!      may make it (`Origin`, `Referer`, `Sec-Fetch-Site`, the public origin a trusted proxy
+//!      names), pure.
+//! 4. Settings, counters, HTTP pieces.
+//!    - [`config`]: [`EngineConfig`], the settings, with the reference server's defaults.
+//!    - [`stats`]: per-transport counters (atomics) for metrics.
+//!    - [`http`]: the response body, [`EngineError`] and its one conversion to a response, the
+//!      headers every response gets (no caching, no sniffing, CORS).
+//! 5. Handshake.
+//!    - [`handshake`]: the query a request carries, what a session keeps of its opening
+//!      request, the open packet.
+//! 6. Socket.
+//!    - [`socket`]: a session as the IO side sees it (lock, wake-ups), and the [`Handler`] the
+//!      application gives the engine.
+//! 7. Registry.
+//!    - [`registry`]: the one sid → session map every transport shares.
+//! 8. Shared state and session lifecycle.
+//!    - `lifecycle`: the state every request and task shares; a session opened, its timers
+//!      driven, and the one place it ends.
+//! 9. Transports, each its IO and quirks only.
+//!    - `transport`: the module that holds them, nothing else.
+//!    - `transport::polling`: XHR and JSONP long-polling, and every upstream POST.
+//!    - `transport::forward` (public as [`forward`]): a request for a session of another node
+//!      of a cluster, passed to that node over pooled keep-alive connections, with the mark
+//!      that vouches for it.
+//! 10. Transports built on polling's refusals.
+//!    - `transport::streaming`: the four streaming receivers.
+//!    - `transport::websocket`: a WebSocket opening a session, probing one to upgrade it, or
+//!      resuming one.
+//! 11. Dispatch.
+//!    - [`engine`]: the hyper-facing entry: parse a request, check it, dispatch it to a
+//!      transport.
 //!
 //! ```no_run
 //! use std::sync::Arc;
