@@ -395,7 +395,7 @@ pub(crate) async fn receive(
     let received = if transport.is_streaming() {
         streaming::attach(shared, socket, transport, framing, ack)
     } else {
-        polling::poll(shared, socket, framing, ack).await
+        polling::long_poll(shared, socket, framing, ack).await
     };
     match received {
         Err(EngineError::UnknownSid) if ack.is_some() => Ok(gone(framing)),

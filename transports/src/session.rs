@@ -4,7 +4,10 @@
 //! says when [`Session::handle_timeout`] must next be called. The session owns the bounded
 //! outbox and decides who may read it: at most one receiver is attached at a time, and one
 //! upstream request at a time. It never blocks, never sleeps and never touches a socket; the
-//! drivers in `socket.rs` and the transports do that.
+//! socket, the session driver (`lifecycle.rs`) and the transports do that.
+//!
+//! Each kind of receiver takes the outbox in one way: a long poll with [`Session::long_poll`],
+//! a stream with [`Session::stream_chunk`], a WebSocket with [`Session::drain`].
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -492,7 +495,8 @@ impl Session {
         !self.outbox.is_empty()
     }
 
-    /// Takes every queued frame, in order.
+    /// Takes every queued frame, in order: what a WebSocket writes (no packet limit, no
+    /// markers; the connection says when it is replaced or closed).
     pub fn drain(&mut self) -> VecDeque<Frame> {
         self.took(self.outbox.len());
         let frames = std::mem::take(&mut self.outbox);
@@ -503,7 +507,7 @@ impl Session {
     }
 
     /// Takes at most `max` queued frames (at least one, if any is queued), in order.
-    pub fn drain_at_most(&mut self, max: usize, out: &mut Vec<Frame>) {
+    fn drain_at_most(&mut self, max: usize, out: &mut Vec<Frame>) {
         let n = max.max(1).min(self.outbox.len());
         self.took(n);
         let from = out.len();
@@ -579,12 +583,12 @@ impl Session {
     /// Whether an attached polling receiver should answer now: it has frames, the session
     /// ended, or an upgrade is under way (it must let the client's poll return, with a noop
     /// if nothing else).
-    pub fn receiver_ready(&self) -> bool {
+    fn receiver_ready(&self) -> bool {
         self.has_outbound() || self.state != State::Open
     }
 
     /// The frames a polling receiver answers with when [`Self::receiver_ready`].
-    pub fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
+    fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         self.drain_at_most(max_packets, &mut frames);
         frames.extend(self.marker(false));
@@ -603,7 +607,7 @@ impl Session {
     /// What the polling receiver `id` answers now, or `None` to keep waiting. A receiver that
     /// lost its place (the session upgraded under it, or a resuming client replaced it)
     /// answers a noop and leaves the outbox to the new one.
-    pub fn poll(&mut self, id: ReceiverId, max_packets: usize) -> Option<Vec<Frame>> {
+    pub fn long_poll(&mut self, id: ReceiverId, max_packets: usize) -> Option<Vec<Frame>> {
         if self.receiver != Some(id) && !self.is_closed() {
             return Some(vec![Packet::Noop.encode()]);
         }
@@ -617,7 +621,7 @@ impl Session {
     /// session closes it ends with the final packet. It also ends once the frames reach
     /// `budget` payload bytes (the stream's size limit: the client reopens it), and on a
     /// resumable session once a quarter of the outbox waits to be confirmed.
-    pub fn poll_stream(&mut self, id: ReceiverId, budget: usize) -> Option<(Vec<Frame>, bool)> {
+    pub fn stream_chunk(&mut self, id: ReceiverId, budget: usize) -> Option<(Vec<Frame>, bool)> {
         if let State::Closed(reason) = self.state {
             let mut frames: Vec<Frame> = self.drain().into();
             frames.extend(self.marker(true));
@@ -942,12 +946,12 @@ mod tests {
         let t0 = Instant::now();
         let mut s = resumable(t0, TransportKind::Polling, 16);
         let id = s.attach(TransportKind::Polling, t0, None).unwrap();
-        assert_eq!(s.poll(id, 16).unwrap().last(), Some(&marker("6p1")));
+        assert_eq!(s.long_poll(id, 16).unwrap().last(), Some(&marker("6p1")));
         s.detach(id);
         s.push(Frame::message("a"), false).unwrap();
         s.push(Frame::message("b"), false).unwrap();
         let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
-        let lost = s.poll(id, 16).unwrap();
+        let lost = s.long_poll(id, 16).unwrap();
         assert_eq!(
             lost,
             vec![Frame::message("a"), Frame::message("b"), marker("6p3")]
@@ -955,11 +959,11 @@ mod tests {
         assert_eq!(s.retained(), 2);
         // The response never arrived: the client polls again from where it was.
         let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
-        assert_eq!(s.poll(id, 16).unwrap(), lost);
+        assert_eq!(s.long_poll(id, 16).unwrap(), lost);
         // This one did.
         let id = s.attach(TransportKind::Polling, t0, Some(3)).unwrap();
         assert_eq!(s.retained(), 0);
-        assert_eq!(s.poll(id, 16), None);
+        assert_eq!(s.long_poll(id, 16), None);
     }
 
     #[test]
@@ -967,22 +971,22 @@ mod tests {
         let t0 = Instant::now();
         let mut s = resumable(t0, TransportKind::XhrStreaming, 16);
         let old = s.attach(TransportKind::XhrStreaming, t0, None).unwrap();
-        let (frames, end) = s.poll_stream(old, usize::MAX).unwrap();
+        let (frames, end) = s.stream_chunk(old, usize::MAX).unwrap();
         assert_eq!((frames.len(), end), (2, false));
         s.push(Frame::message("a"), false).unwrap();
         assert_eq!(
-            s.poll_stream(old, usize::MAX),
+            s.stream_chunk(old, usize::MAX),
             Some((vec![Frame::message("a"), marker("6p2")], false))
         );
         // The connection broke after `a` was written; the client read only the handshake.
         let new = s.attach(TransportKind::XhrStreaming, t0, Some(1)).unwrap();
         assert!(!s.is_closed());
         assert_eq!(
-            s.poll_stream(old, usize::MAX).map(|(_, end)| end),
+            s.stream_chunk(old, usize::MAX).map(|(_, end)| end),
             Some(true)
         );
         assert_eq!(
-            s.poll_stream(new, usize::MAX),
+            s.stream_chunk(new, usize::MAX),
             Some((vec![Frame::message("a"), marker("6p2")], false))
         );
     }
@@ -994,7 +998,7 @@ mod tests {
         let id = s.attach(TransportKind::Sse, t0, None).unwrap();
         s.push(Frame::message("0123456789"), false).unwrap();
         assert_eq!(
-            s.poll_stream(id, 10),
+            s.stream_chunk(id, 10),
             Some((
                 vec![
                     Packet::Open(Str::from("{}")).encode(),
@@ -1008,13 +1012,13 @@ mod tests {
         for n in 0..3 {
             s.push(Frame::message(&n.to_string()), false).unwrap();
             assert_eq!(
-                s.poll_stream(id, usize::MAX).map(|(_, end)| end),
+                s.stream_chunk(id, usize::MAX).map(|(_, end)| end),
                 Some(false)
             );
         }
         s.push(Frame::message("3"), false).unwrap();
         assert_eq!(
-            s.poll_stream(id, usize::MAX),
+            s.stream_chunk(id, usize::MAX),
             Some((vec![Frame::message("3"), marker("6e6")], true)),
             "4 of 16 unconfirmed: the client must reopen, confirming"
         );
@@ -1026,7 +1030,7 @@ mod tests {
         let mut s = resumable(t0, TransportKind::Polling, 3);
         let id = s.attach(TransportKind::Polling, t0, None).unwrap();
         s.push(Frame::message("a"), false).unwrap();
-        s.poll(id, 16).unwrap();
+        s.long_poll(id, 16).unwrap();
         s.detach(id);
         s.push(Frame::message("b"), false).unwrap();
         assert_eq!(s.push(Frame::message("c"), false), Err(PushError::Overflow));
@@ -1034,7 +1038,7 @@ mod tests {
         let mut s = resumable(t0, TransportKind::Polling, 3);
         let id = s.attach(TransportKind::Polling, t0, None).unwrap();
         s.push(Frame::message("a"), false).unwrap();
-        s.poll(id, 16).unwrap();
+        s.long_poll(id, 16).unwrap();
         s.detach(id);
         s.begin_post(TransportKind::Polling, t0, Some(2)).unwrap();
         assert_eq!(s.retained(), 0, "a POST confirms too");
@@ -1074,10 +1078,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = resumable(t0, TransportKind::Iframe, 16);
         let id = s.attach(TransportKind::Iframe, t0, None).unwrap();
-        s.poll_stream(id, usize::MAX).unwrap();
+        s.stream_chunk(id, usize::MAX).unwrap();
         assert!(s.begin_upgrade(t0));
         s.push(Frame::message("a"), false).unwrap();
-        s.poll_stream(id, usize::MAX).unwrap();
+        s.stream_chunk(id, usize::MAX).unwrap();
         // The client stopped reading after the handshake, then sent `51`.
         assert!(s.finish_upgrade(Some(1)));
         assert_eq!(Vec::from(s.drain()), vec![Frame::message("a")]);
@@ -1093,12 +1097,12 @@ mod tests {
         let t0 = Instant::now();
         let mut s = resumable(t0, TransportKind::Polling, 16);
         let id = s.attach(TransportKind::Polling, t0, None).unwrap();
-        s.poll(id, 16).unwrap();
+        s.long_poll(id, 16).unwrap();
         s.detach(id);
         s.push(Frame::message("bye"), false).unwrap();
         s.close(CloseReason::ServerClose);
         let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
-        let last = s.poll(id, 16).unwrap();
+        let last = s.long_poll(id, 16).unwrap();
         assert_eq!(
             last,
             vec![Frame::message("bye"), marker("6p2"), Packet::Close.encode()]
@@ -1106,7 +1110,7 @@ mod tests {
         s.detach(id);
         assert!(s.awaits_final_read(), "the answer may be lost");
         let id = s.attach(TransportKind::Polling, t0, Some(1)).unwrap();
-        assert_eq!(s.poll(id, 16).unwrap(), last);
+        assert_eq!(s.long_poll(id, 16).unwrap(), last);
         s.detach(id);
         s.acknowledge(2).unwrap();
         assert!(!s.awaits_final_read());
@@ -1177,7 +1181,7 @@ mod tests {
             .attach(TransportKind::Polling, t0 + ms(499), None)
             .unwrap();
         assert_eq!(
-            s.poll(id, 16),
+            s.long_poll(id, 16),
             Some(vec![Packet::Ping(Str::default()).encode()])
         );
     }
@@ -1281,7 +1285,7 @@ mod tests {
         let id = s
             .attach(TransportKind::Polling, t0, None)
             .expect("the next poll");
-        assert_eq!(s.poll(id, 2).map(|f| f.len()), Some(2));
+        assert_eq!(s.long_poll(id, 2).map(|f| f.len()), Some(2));
         s.detach(id);
         assert!(
             s.awaits_final_read(),
@@ -1290,7 +1294,7 @@ mod tests {
         let id = s
             .attach(TransportKind::Polling, t0, None)
             .expect("one more poll");
-        let last = s.poll(id, 2).unwrap();
+        let last = s.long_poll(id, 2).unwrap();
         assert_eq!(last.len(), 2);
         assert_eq!(last.last(), Some(&Packet::Close.encode()));
         assert!(!s.awaits_final_read());
@@ -1315,7 +1319,7 @@ mod tests {
             s.begin_post(TransportKind::Polling, t0, None).unwrap();
             assert_eq!(s.on_packet(Packet::Close, t0), Ok(Inbound::Closed));
             s.end_post();
-            let answer = s.poll(id, 16);
+            let answer = s.long_poll(id, 16);
             s.detach(id);
             (answer, s.attach(TransportKind::Polling, t0, None))
         };
@@ -1329,7 +1333,7 @@ mod tests {
             // The poll was on its way: it still gets the noop, and only it.
             assert!(s.awaits_final_read());
             let id = s.attach(TransportKind::Polling, t0, None).unwrap();
-            let answer = s.poll(id, 16);
+            let answer = s.long_poll(id, 16);
             assert!(!s.awaits_final_read());
             s.detach(id);
             (answer, s.attach(TransportKind::Polling, t0, None))
@@ -1394,7 +1398,7 @@ mod tests {
             .attach(TransportKind::Polling, t0, None)
             .expect("one more poll may read the close");
         assert_eq!(
-            s.poll(id, 16),
+            s.long_poll(id, 16),
             Some(vec![Frame::message("bye"), Packet::Close.encode()])
         );
         assert!(!s.awaits_final_read());
@@ -1461,19 +1465,20 @@ mod tests {
         );
         let id = s.attach(TransportKind::Sse, t0, None).unwrap();
         assert_eq!(
-            s.poll_stream(id, usize::MAX).map(|(f, end)| (f.len(), end)),
+            s.stream_chunk(id, usize::MAX)
+                .map(|(f, end)| (f.len(), end)),
             Some((1, false))
         );
         assert!(s.begin_upgrade(t0));
-        assert_eq!(s.poll_stream(id, usize::MAX), None);
+        assert_eq!(s.stream_chunk(id, usize::MAX), None);
         s.push(Frame::message("a"), false).unwrap();
         assert_eq!(
-            s.poll_stream(id, usize::MAX),
+            s.stream_chunk(id, usize::MAX),
             Some((vec![Frame::message("a")], false))
         );
         assert!(s.finish_upgrade(None));
         assert_eq!(
-            s.poll_stream(id, usize::MAX),
+            s.stream_chunk(id, usize::MAX),
             Some((vec![Packet::Noop.encode()], true))
         );
     }
@@ -1492,7 +1497,7 @@ mod tests {
         s.push(Frame::message("last"), false).unwrap();
         s.close(CloseReason::ServerShutdown);
         assert_eq!(
-            s.poll_stream(id, usize::MAX),
+            s.stream_chunk(id, usize::MAX),
             Some((vec![Frame::message("last"), Packet::Close.encode()], true))
         );
     }

@@ -3,7 +3,7 @@
 //! upstream and is answered `ok`. Upstream POSTs of every HTTP transport come here.
 //!
 //! Only the framing and the HTTP details live here; who may read and when is the session's
-//! business ([`Session::poll`](crate::session::Session::poll)).
+//! business ([`Session::long_poll`](crate::session::Session::long_poll)).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,7 +76,7 @@ pub(crate) fn refused(socket: &Socket, error: AttachError) -> EngineError {
 }
 
 /// A long-poll GET: parks until the session has something, then answers one payload.
-pub(crate) async fn poll(
+pub(crate) async fn long_poll(
     shared: &Shared,
     socket: &Arc<Socket>,
     framed: &Framing,
@@ -92,7 +92,7 @@ pub(crate) async fn poll(
     // A receiver it replaced answers now.
     socket.wake_receiver();
     let frames = socket
-        .wait_until(|session| session.poll(attached.id, shared.config.max_poll_packets))
+        .wait_until(|session| session.long_poll(attached.id, shared.config.max_poll_packets))
         .await;
     drop(attached);
     if socket.is_closed() {

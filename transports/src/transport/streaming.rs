@@ -155,7 +155,7 @@ impl HttpBody for Stream {
             let socket = Arc::clone(&this.socket);
             let id = this.id;
             let budget = this.limit.saturating_sub(this.sent);
-            Box::pin(async move { socket.wait_until(|s| s.poll_stream(id, budget)).await })
+            Box::pin(async move { socket.wait_until(|s| s.stream_chunk(id, budget)).await })
         });
         let (frames, end) = match next.as_mut().poll(cx) {
             Poll::Pending => return Poll::Pending,
