@@ -1,8 +1,11 @@
 //! The hyper-facing entry of the Engine.IO layer: parse a request, check it in the order the
-//! reference server does, and dispatch it to a transport.
+//! reference server does, and dispatch it to a transport (or to the node that owns its
+//! session).
 //!
-//! Errors become responses in one place, [`EngineError::into_response`]; every response then gets
-//! the common headers (no caching, no sniffing, CORS) in [`Engine::handle`].
+//! It only dispatches: the settings, errors, headers, sessions and transports it dispatches to
+//! live below it (the Layout in `lib.rs`), and nothing imports from here. Errors become
+//! responses in one place, [`EngineError::into_response`]; every response then gets the common
+//! headers (no caching, no sniffing, CORS) in [`Engine::handle`].
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

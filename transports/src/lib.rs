@@ -42,13 +42,14 @@
 //!    - `transport::forward` (public as [`forward`]): a request for a session of another node
 //!      of a cluster, passed to that node over pooled keep-alive connections, with the mark
 //!      that vouches for it.
-//! 10. Transports built on polling's refusals.
-//!    - `transport::streaming`: the four streaming receivers.
-//!    - `transport::websocket`: a WebSocket opening a session, probing one to upgrade it, or
-//!      resuming one.
+//! 10. Transports that use `transport::polling` (streaming its refusals; the WebSocket probe's
+//!     tests, its long poll).
+//!     - `transport::streaming`: the four streaming receivers.
+//!     - `transport::websocket`: a WebSocket opening a session, probing one to upgrade it, or
+//!       resuming one.
 //! 11. Dispatch.
-//!    - [`engine`]: the hyper-facing entry: parse a request, check it, dispatch it to a
-//!      transport.
+//!     - [`engine`]: the hyper-facing entry: parse a request, check it, dispatch it to a
+//!       transport.
 //!
 //! ```no_run
 //! use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! The state every request and task of one engine shares ([`Shared`]), and a session's life in
 //! it: admitted and opened in [`open`], its timers run by [`drive`], and ended in one place,
 //! [`end`]: out of the registry, its place in the limits given back, the application told once.
+//!
+//! No request or transport ends a session itself: they close it ([`Socket::close`]), and the
+//! driver notices. Nothing here awaits while holding a session's lock.
 
 use std::net::IpAddr;
 use std::sync::Arc;
