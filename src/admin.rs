@@ -30,8 +30,9 @@ use serde_json::json;
 
 use crate::bridge::amqp::BridgeStats;
 use crate::bridge::cluster::Cluster;
+use crate::bridge::latency::Latency;
 use crate::bridge::log::LogLink;
-use crate::bridge::{publish, Latency};
+use crate::bridge::{health, http, publish, sockets};
 use crate::metrics::Metrics;
 use crate::server::Router;
 use crate::socketio::Halley;
@@ -87,7 +88,7 @@ impl AdminRefusal {
                 "Content-Type must be application/json",
             ),
         };
-        let mut res = publish::error(status, message);
+        let mut res = http::error(status, message);
         if self == AdminRefusal::Token {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -231,10 +232,10 @@ pub fn router(state: AdminState) -> Router {
             publish::handle(io_p.clone(), Arc::clone(&latency), req)
         })
         .endpoint("/sockets", move |req, _| {
-            publish::sockets(io_s.clone(), req)
+            sockets::sockets(io_s.clone(), req)
         })
         .endpoint("/healthz", move |_, _| {
-            std::future::ready(publish::healthz(
+            std::future::ready(health::healthz(
                 &io_h,
                 amqp_h.as_deref(),
                 cluster_h.as_deref(),
@@ -242,7 +243,7 @@ pub fn router(state: AdminState) -> Router {
             ))
         })
         .endpoint("/readyz", move |_, _| {
-            std::future::ready(publish::readyz_with_log(
+            std::future::ready(health::readyz_with_log(
                 &io_r,
                 amqp_r.as_deref(),
                 cluster_r.as_deref(),
@@ -258,7 +259,7 @@ pub fn router(state: AdminState) -> Router {
 /// The public listener's `/healthz`: alive, nothing more (counts, node names and errors are on
 /// the admin listener).
 pub fn public_healthz() -> Response<Body> {
-    publish::json_response(StatusCode::OK, &json!({ "status": "ok" }))
+    http::json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
 /// Whether `addr` may serve the admin endpoints without a token: loopback only.

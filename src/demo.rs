@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::bridge::now_ms;
+use crate::bridge::latency::now_ms;
 use crate::socketio::{Event, Halley, Socket};
 
 /// The page served at `/`.

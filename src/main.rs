@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use halley::admin::{self, AdminGuard};
-use halley::bridge::{amqp, auth, publish, subscribe};
+use halley::bridge::{amqp, auth, health, subscribe};
 use halley::config::Config;
 use halley::server;
 
@@ -122,7 +122,7 @@ async fn run(config: Config) {
         halley::demo::install(&io);
     }
     let auth_stats = config.auth().map(|auth| auth::install(&io, auth));
-    let latency = Arc::new(halley::bridge::Latency::default());
+    let latency = Arc::new(halley::bridge::latency::Latency::default());
     let amqp = config
         .amqp()
         .map(|amqp| amqp::spawn(io.clone(), amqp, Arc::clone(&latency)));
@@ -165,7 +165,7 @@ async fn run(config: Config) {
                 std::future::ready(admin::public_healthz())
             })
             .endpoint("/readyz", move |_, _| {
-                std::future::ready(publish::readyz_with_log(
+                std::future::ready(health::readyz_with_log(
                     &io_ready,
                     amqp_ready.as_deref(),
                     cluster.as_deref(),

@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 use crate::bridge::amqp::BridgeStats;
 use crate::bridge::auth::{AuthStats, Outcome};
 use crate::bridge::cluster::Cluster;
+use crate::bridge::latency::{Latency, Source};
 use crate::bridge::log::LogLink;
-use crate::bridge::{Latency, Source};
 
 /// Everything `/metrics` shows.
 pub struct Metrics {

@@ -4,18 +4,24 @@
 //! - [`mapping`]: a backend message (content type, routing headers, body) → an emit, pure.
 //! - [`amqp`]: the RabbitMQ bridge: consume queues and exchange bindings, publish unhandled
 //!   client events (refusing names AMQP cannot carry, and events beyond the outbound queue's
-//!   count and byte bounds), answer client acks from replies, reconnect with backoff.
-//! - [`publish`]: the answers of `POST /publish`, `POST /sockets`, `/healthz` and `/readyz`
-//!   (served by `crate::admin`, whose guard authorizes them; the public listener gets the
-//!   status-only health answers).
+//!   count and byte bounds), answer client acks from replies, reconnect with backoff; one file
+//!   per concern (config, stats, connection, delivery, outbound, replies).
+//! - [`latency`]: the publish-to-delivery histogram both inbound paths record into, and the
+//!   wall clock producers' stamps and cluster envelopes are compared with.
+//! - [`http`]: JSON request bodies and answers, shared by the endpoints below.
+//! - [`publish`]: `POST /publish`, the HTTP inbound path; [`sockets`]: `POST /sockets`, acting
+//!   on selected sockets cluster-wide (both served by `crate::admin`, whose guard authorizes
+//!   them).
+//! - [`health`]: `/healthz` and `/readyz` from the broker links' state (detailed on the admin
+//!   listener, status-only on the public one).
 //! - [`auth`]: the auth hook: the handshake's Cookie and auth payload, asked of an application
 //!   URL before a socket connects.
 //! - [`subscribe`]: the `subscribe` / `unsubscribe` convention for browsers in no-code mode.
 //! - [`envelope`]: what cluster nodes say to each other, signed with the cluster's secret, and
 //!   the freshness check for live traffic; pure.
 //! - [`forward_mark`]: the signed `x-halley-forwarded` value of a forwarded request; pure.
-//! - [`cluster`]: the cluster link over RabbitMQ: membership, broadcasts, cross-node queries,
-//!   the engine's session locator.
+//! - [`cluster`]: the cluster link over RabbitMQ: membership (pure, apart from the lapin IO
+//!   that carries it), broadcasts, cross-node queries, the engine's session locator.
 //! - [`log`]: the shared log on a RabbitMQ stream that connection state recovery goes through
 //!   in a cluster, so that a client recovers through any node.
 //! - [`supervise`]: runs the bridge's and the cluster link's tasks again when they end or
@@ -27,9 +33,9 @@
 //! ([`Unconfirmed::NotDelivered`]) from one the broker may have served anyway
 //! ([`Unconfirmed::MaybeDelivered`]).
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -38,9 +44,13 @@ pub mod auth;
 pub mod cluster;
 pub mod envelope;
 pub mod forward_mark;
+pub mod health;
+pub mod http;
+pub mod latency;
 pub mod log;
 pub mod mapping;
 pub mod publish;
+pub mod sockets;
 pub mod subscribe;
 pub mod supervise;
 
@@ -48,79 +58,8 @@ use crate::socketio::adapter::RemoteOp;
 use crate::socketio::{EmitError, Halley};
 use mapping::Emit;
 
-/// Upper bounds of the publish latency histogram, in milliseconds.
-pub const LATENCY_BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000];
-
-/// Publish-to-delivery latency, per source: from the time a producer stamped on a message
-/// (AMQP header `x-published-at` or property `timestamp`, HTTP field `publishedAt`; ms since the
-/// epoch) to the moment it sat in every target outbox. Unstamped messages are not counted.
-#[derive(Debug, Default)]
-pub struct Latency {
-    /// `[amqp, http]` × buckets (+Inf last).
-    buckets: [[AtomicU64; LATENCY_BUCKETS_MS.len() + 1]; 2],
-    sum_ms: [AtomicU64; 2],
-}
-
-/// Where a backend message came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Amqp = 0,
-    Http = 1,
-}
-
-impl Source {
-    pub const ALL: [Source; 2] = [Source::Amqp, Source::Http];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Source::Amqp => "amqp",
-            Source::Http => "http",
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
-
-impl Latency {
-    /// Records a message stamped `published_at` (ms since the epoch) delivered now. A stamp
-    /// from a clock ahead of this one counts as zero.
-    pub fn record(&self, source: Source, published_at: u64) {
-        let ms = now_ms().saturating_sub(published_at);
-        let i = source as usize;
-        let bucket = LATENCY_BUCKETS_MS
-            .iter()
-            .position(|&le| ms <= le)
-            .unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.buckets[i][bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ms[i].fetch_add(ms, Ordering::Relaxed);
-    }
-
-    /// Each bucket's own `(le seconds, count)`, ending with +Inf (what the Prometheus encoder
-    /// takes: it accumulates them), the total count, and the sum in seconds.
-    pub fn histogram(&self, source: Source) -> (Vec<(f64, u64)>, u64, f64) {
-        let i = source as usize;
-        let bounds = LATENCY_BUCKETS_MS
-            .iter()
-            .map(|&le| le as f64 / 1000.0)
-            .chain([f64::INFINITY]);
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(&self.buckets[i])
-            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|b| b.1).sum();
-        (
-            buckets,
-            count,
-            self.sum_ms[i].load(Ordering::Relaxed) as f64 / 1000.0,
-        )
-    }
-}
+// `halley::bridge::Latency` and friends, as the tests and library callers name them.
+pub use latency::{now_ms, Latency, Source};
 
 /// Why an emit could not be delivered.
 #[derive(Debug, thiserror::Error)]
@@ -472,26 +411,5 @@ mod tests {
         let (confirm, waiter) = super::confirm(Duration::from_secs(5));
         confirm.answer(Ok(()));
         assert_eq!(waiter.wait().await, Ok(()));
-    }
-
-    #[test]
-    fn latency_is_bucketed_and_future_stamps_count_as_zero() {
-        let latency = Latency::default();
-        latency.record(Source::Http, now_ms() + 60_000);
-        latency.record(Source::Http, now_ms().saturating_sub(30_000));
-        let (buckets, count, sum) = latency.histogram(Source::Http);
-        assert_eq!(
-            buckets[0],
-            (0.001, 1),
-            "the future stamp lands in the first bucket"
-        );
-        assert_eq!(
-            buckets.last().copied(),
-            Some((f64::INFINITY, 1)),
-            "30 s is past the last bound"
-        );
-        assert_eq!(count, 2);
-        assert!(sum >= 30.0);
-        assert_eq!(latency.histogram(Source::Amqp).1, 0);
     }
 }

@@ -37,148 +37,48 @@
 //! Should the link's task end anyway (a panic), [`super::supervise`] runs it again; the queue
 //! outlives it, and `/readyz` answers 503 until the link is back.
 
-use std::collections::{HashMap, HashSet};
+//! # Layout
+//! - [`config`]: the options, node names and the peer allowlist, pure.
+//! - `membership`: the other nodes and the queries waiting for them, pure, time an input.
+//! - `link`: the RabbitMQ connection that carries the envelopes.
+//! - Here: [`Cluster`], this node's end (the socket.io layer's adapter and the engine's
+//!   session locator), which reads each envelope and acts on it.
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-use halley_transports::IpRange;
 use hyper::header::HeaderValue;
 use hyper::Method;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{mpsc, oneshot};
 
-use super::envelope::{self, Freshness, Key, Message, Rejection, Stamp};
-use super::forward_mark;
-use super::{Confirm, Unconfirmed};
-use crate::socketio::adapter::{Adapter, BoxFuture, RemoteOp, Selection, SocketInfo};
-use crate::socketio::Halley;
+pub mod config;
+mod link;
+mod membership;
 
 pub use super::envelope::{valid_node_name, NODE_NAME_LEN};
+pub use config::{amqp_name, default_peers, random_node_name, ClusterConfig};
+
+use super::envelope::{self, Freshness, Message, Rejection, Stamp};
+use super::forward_mark;
+use super::latency::now_ms;
+use crate::socketio::adapter::{Adapter, BoxFuture, RemoteOp, Selection, SocketInfo};
+use crate::socketio::Halley;
+use link::{Outbox, Outgoing, Route};
+use membership::{Fetches, Heard, Members};
 
 /// Operations waiting for the broker (during a reconnect, say) before new ones are dropped.
 const OUTBOX: usize = 10_000;
 /// The longest a live node's link sleeps before its next connection attempt: the reconnect
-/// backoff's 10 s cap, times its jitter's 1.5 (`super::amqp::backoff`).
+/// backoff's 10 s cap, times its jitter's 1.5 (`crate::bridge::amqp::backoff`).
 const RECONNECT_MAX: Duration = Duration::from_secs(15);
-
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub url: String,
-    /// The fanout exchange every node binds its queue to.
-    pub exchange: String,
-    /// This node's name: [`NODE_NAME_LEN`] characters of `[A-Za-z0-9]`, unique in the cluster.
-    pub node: String,
-    /// Where other nodes forward HTTP requests for this node's sessions.
-    pub advertise: SocketAddr,
-    pub heartbeat: Duration,
-    /// How long a cross-node query waits for the other nodes' answers.
-    pub request_timeout: Duration,
-    /// The cluster's shared secret: signs and checks envelopes and forward marks.
-    pub key: Key,
-    /// Addresses other nodes may advertise: requests are forwarded nowhere else.
-    pub peers: Vec<IpRange>,
-}
-
-impl ClusterConfig {
-    pub fn new(url: String, advertise: SocketAddr, key: Key) -> Self {
-        ClusterConfig {
-            url,
-            exchange: "halley.cluster".into(),
-            node: random_node_name(),
-            advertise,
-            heartbeat: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(1),
-            key,
-            peers: default_peers(),
-        }
-    }
-}
-
-/// Where nodes may be by default: loopback and the private ranges (RFC 1918, IPv6 ULA). Not
-/// public addresses, and not link-local ones (169.254.169.254 is a cloud's metadata service):
-/// a node that forwarded a session's requests, cookies included, to an address a forged or
-/// mistaken hello named would hand them to whoever is there.
-pub fn default_peers() -> Vec<IpRange> {
-    [
-        "127.0.0.0/8",
-        "::1",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "fc00::/7",
-    ]
-    .iter()
-    .filter_map(|range| range.parse().ok())
-    .collect()
-}
-
-/// A fresh random node name.
-pub fn random_node_name() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut raw = [0u8; NODE_NAME_LEN];
-    let _ = getrandom::fill(&mut raw);
-    raw.iter()
-        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
-        .collect()
-}
 
 /// A fresh random instance id: two processes never share a sequence.
 fn random_instance() -> u64 {
     let mut raw = [0u8; 8];
     let _ = getrandom::fill(&mut raw);
     u64::from_le_bytes(raw)
-}
-
-/// Milliseconds since the Unix epoch, as envelopes and forward marks are stamped.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// A queue or exchange name as AMQP carries it: at most 255 bytes (lapin panics on more), and
-/// the characters RabbitMQ itself uses in the names it generates.
-pub fn amqp_name(name: &str) -> Option<ShortString> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_.:".contains(&b);
-    if name.is_empty() || !name.bytes().all(allowed) {
-        return None;
-    }
-    ShortString::try_new(name).ok()
-}
-
-/// Where an outgoing envelope goes.
-enum Route {
-    /// Every node, through the fanout exchange.
-    All,
-    /// One node's queue, through the default exchange.
-    Queue(String),
-}
-
-struct Outgoing {
-    /// Sealed when published: see the module docs.
-    message: Message,
-    route: Route,
-    confirm: Option<Confirm>,
-}
-
-struct Member {
-    addr: SocketAddr,
-    seen: Instant,
-    /// Not heard from since this node's link came back: its queue may not be bound yet.
-    rejoining: bool,
-}
-
-struct Fetch {
-    waiting: HashSet<String>,
-    sockets: Vec<SocketInfo>,
-    done: Option<oneshot::Sender<Vec<SocketInfo>>>,
 }
 
 /// Counters for `/metrics` and `/healthz`.
@@ -237,10 +137,10 @@ impl ClusterStats {
 pub struct Cluster {
     config: ClusterConfig,
     io: OnceLock<Halley>,
-    members: Mutex<HashMap<String, Member>>,
+    members: Mutex<Members>,
     /// This node's queue on the current broker connection (answers to its queries go there).
     queue: Mutex<Option<String>>,
-    fetches: Arc<Mutex<HashMap<u64, Fetch>>>,
+    fetches: Arc<Mutex<Fetches>>,
     next_request: AtomicU64,
     outbox: mpsc::Sender<Outgoing>,
     stats: ClusterStats,
@@ -302,7 +202,7 @@ impl Cluster {
                 down.stats.restarts.fetch_add(1, Ordering::Relaxed);
                 *lock(&down.queue) = None;
             },
-            move || run(Arc::clone(&task), exchange.clone(), Arc::clone(&outbox)),
+            move || link::run(Arc::clone(&task), exchange.clone(), Arc::clone(&outbox)),
         ));
         cluster
     }
@@ -317,9 +217,7 @@ impl Cluster {
 
     /// The other nodes heard from lately, by name.
     pub fn members(&self) -> Vec<String> {
-        let mut names: Vec<String> = lock(&self.members).keys().cloned().collect();
-        names.sort();
-        names
+        lock(&self.members).names()
     }
 
     /// Where the session `sid` lives, when that is another (live) node.
@@ -328,7 +226,7 @@ impl Cluster {
         if name == self.config.node {
             return None;
         }
-        lock(&self.members).get(name).map(|m| m.addr)
+        lock(&self.members).addr(name)
     }
 
     fn peer_allowed(&self, ip: IpAddr) -> bool {
@@ -362,24 +260,14 @@ impl Cluster {
     /// The nodes known before this node's link went that have not said hello since it is
     /// back: their queues may not be bound to the exchange yet.
     pub fn rejoining(&self) -> Vec<String> {
-        let mut names: Vec<String> = lock(&self.members)
-            .iter()
-            .filter(|(_, m)| m.rejoining)
-            .map(|(name, _)| name.clone())
-            .collect();
-        names.sort();
-        names
+        lock(&self.members).rejoining()
     }
 
     /// The link is back (its queue bound, listening): every known node must say hello again
     /// before a confirmed publish may go. Their silence while the link was down does not
     /// count against them.
     fn relisten(&self) {
-        let now = Instant::now();
-        for member in lock(&self.members).values_mut() {
-            member.rejoining = true;
-            member.seen = now;
-        }
+        lock(&self.members).relisten(Instant::now());
     }
 
     fn send(&self, message: Message, route: Route) {
@@ -422,15 +310,10 @@ impl Cluster {
                 if !self.peer_allowed(addr.ip()) {
                     return self.reject("advertise", &node);
                 }
-                let member = Member {
-                    addr,
-                    seen: Instant::now(),
-                    rejoining: false,
-                };
-                match lock(&self.members).insert(node.clone(), member) {
-                    None => tracing::info!(%node, %addr, "cluster node joined"),
-                    Some(was) if was.rejoining => tracing::info!(%node, "cluster node bound again"),
-                    Some(_) => {}
+                match lock(&self.members).hello(node.clone(), addr, Instant::now()) {
+                    Heard::Joined => tracing::info!(%node, %addr, "cluster node joined"),
+                    Heard::Rebound => tracing::info!(%node, "cluster node bound again"),
+                    Heard::Known => {}
                 }
             }
             Message::Op { op } => io.apply_remote(op),
@@ -460,16 +343,7 @@ impl Cluster {
                 if for_node != self.config.node {
                     return self.reject("replayed", &node);
                 }
-                let mut fetches = lock(&self.fetches);
-                if let Some(fetch) = fetches.get_mut(&request) {
-                    fetch.waiting.remove(&node);
-                    fetch.sockets.extend(sockets);
-                    if fetch.waiting.is_empty() {
-                        if let Some(fetch) = fetches.remove(&request) {
-                            let _ = fetch.done.map(|done| done.send(fetch.sockets));
-                        }
-                    }
-                }
+                lock(&self.fetches).answer(request, &node, sockets);
             }
         }
     }
@@ -478,18 +352,7 @@ impl Cluster {
     /// back, for [`Cluster::rejoin_bound`]), and stops waiting for their answers.
     fn prune(&self) {
         let (limit, rejoin) = (self.config.heartbeat * 3, self.rejoin_bound());
-        let gone: Vec<String> = {
-            let mut members = lock(&self.members);
-            let gone: Vec<String> = members
-                .iter()
-                .filter(|(_, m)| m.seen.elapsed() > if m.rejoining { rejoin } else { limit })
-                .map(|(name, _)| name.clone())
-                .collect();
-            for name in &gone {
-                members.remove(name);
-            }
-            gone
-        };
+        let gone = lock(&self.members).prune(Instant::now(), limit, rejoin);
         if gone.is_empty() {
             return;
         }
@@ -499,21 +362,7 @@ impl Cluster {
                 io.node_left(name);
             }
         }
-        let mut fetches = lock(&self.fetches);
-        let finished: Vec<u64> = fetches
-            .iter_mut()
-            .filter_map(|(id, fetch)| {
-                for name in &gone {
-                    fetch.waiting.remove(name);
-                }
-                fetch.waiting.is_empty().then_some(*id)
-            })
-            .collect();
-        for id in finished {
-            if let Some(fetch) = fetches.remove(&id) {
-                let _ = fetch.done.map(|done| done.send(fetch.sockets));
-            }
-        }
+        lock(&self.fetches).forget(&gone);
     }
 
     fn hello(&self, queue: &str) -> Message {
@@ -589,21 +438,14 @@ impl Adapter for Cluster {
     }
 
     fn fetch_sockets(&self, to: Selection) -> BoxFuture<Vec<SocketInfo>> {
-        let waiting: HashSet<String> = lock(&self.members).keys().cloned().collect();
+        let waiting = lock(&self.members).waiting();
         let queue = lock(&self.queue).clone();
         let (Some(reply_to), false) = (queue, waiting.is_empty()) else {
             return Box::pin(std::future::ready(Vec::new()));
         };
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (done, rx) = oneshot::channel();
-        lock(&self.fetches).insert(
-            request,
-            Fetch {
-                waiting,
-                sockets: Vec::new(),
-                done: Some(done),
-            },
-        );
+        lock(&self.fetches).start(request, waiting, done);
         self.send(
             Message::Fetch {
                 request,
@@ -618,10 +460,7 @@ impl Adapter for Cluster {
             match tokio::time::timeout(limit, rx).await {
                 Ok(Ok(sockets)) => sockets,
                 // Time is up: what arrived so far, without the nodes that did not answer.
-                _ => lock(&fetches)
-                    .remove(&request)
-                    .map(|fetch| fetch.sockets)
-                    .unwrap_or_default(),
+                _ => lock(&fetches).give_up(request),
             }
         })
     }
@@ -631,271 +470,14 @@ impl Adapter for Cluster {
     }
 }
 
-/// The outbox's receiving end. It belongs to the link, not to one run of its task: a restarted
-/// task takes it up with the operations queued meanwhile.
-type Outbox = Arc<tokio::sync::Mutex<mpsc::Receiver<Outgoing>>>;
-
-/// Keeps the link up: one broker session after another, with backoff between them. It never
-/// returns; a panic in it ends this run, and the supervisor starts another.
-async fn run(cluster: Arc<Cluster>, exchange: ShortString, outbox: Outbox) {
-    // Held for the whole run; a run that panics releases it as it unwinds.
-    let mut outbox = outbox.lock().await;
-    let mut failures: u32 = 0;
-    loop {
-        let started = Instant::now();
-        let error = match session(&cluster, &exchange, &mut outbox).await {
-            Ok(()) => "connection closed".to_owned(),
-            Err(error) => error.to_string(),
-        };
-        cluster.stats.connected.store(false, Ordering::Release);
-        *lock(&cluster.queue) = None;
-        tracing::warn!(%error, "cluster link disconnected; retrying");
-        if started.elapsed() > Duration::from_secs(30) {
-            failures = 0;
-        }
-        tokio::time::sleep(super::amqp::backoff(failures)).await;
-        failures = failures.saturating_add(1);
-    }
-}
-
-/// One broker connection: declare the exchange and this node's queue, then relay both ways.
-async fn session(
-    cluster: &Arc<Cluster>,
-    exchange: &ShortString,
-    outbox: &mut mpsc::Receiver<Outgoing>,
-) -> Result<(), lapin::Error> {
-    let config = &cluster.config;
-    let conn = Connection::connect(&config.url, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
-    let publisher = conn.create_channel().await?;
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    super::amqp::declare_exchange(&channel, exchange.clone(), ExchangeKind::Fanout).await?;
-    let queue = super::amqp::declare_private_queue(&channel).await?;
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            exchange.clone(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    // Cluster messages are live traffic: a node that was away has no sockets that missed them.
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            // A node name is 6 characters when `halley` sets it; a library caller's longer one
-            // gets a tag the broker picks (an empty tag asks for one) instead of a panic.
-            ShortString::try_new(format!("halley-cluster-{}", config.node)).unwrap_or_default(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..BasicConsumeOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    // From now on every envelope published reaches this queue; none from before may count.
-    lock(&cluster.freshness).listening_from(now_ms());
-    cluster.relisten();
-    let queue_name = queue.name().as_str().to_owned();
-    *lock(&cluster.queue) = Some(queue_name.clone());
-    cluster.stats.connected.store(true, Ordering::Release);
-    tracing::info!(node = %config.node, "cluster link connected");
-
-    let mut heartbeat = tokio::time::interval(config.heartbeat);
-    loop {
-        tokio::select! {
-            delivery = consumer.next() => match delivery {
-                Some(delivery) => cluster.receive(&delivery?.data),
-                None => return Ok(()),
-            },
-            Some(out) = outbox.recv() => publish(cluster, &publisher, out).await?,
-            _ = heartbeat.tick() => {
-                cluster.prune();
-                let hello = Outgoing { message: cluster.hello(&queue_name), route: Route::All, confirm: None };
-                publish(cluster, &publisher, hello).await?;
-            }
-        }
-    }
-}
-
-/// Publishes one envelope. A confirmed one is answered exactly once: refused unpublished
-/// (withdrawn, or a node not bound again yet), confirmed, or maybe delivered (published, and
-/// the confirm did not come).
-async fn publish(
-    cluster: &Arc<Cluster>,
-    publisher: &lapin::Channel,
-    out: Outgoing,
-) -> Result<(), lapin::Error> {
-    let stats = &cluster.stats;
-    let names = match &out.route {
-        Route::All => amqp_name(&cluster.config.exchange).map(|e| (e, ShortString::default())),
-        Route::Queue(queue) => amqp_name(queue).map(|q| (ShortString::default(), q)),
-    };
-    let Some((exchange, routing_key)) = names else {
-        // Checked on receipt and at start already: this is the last line against a panic.
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(confirm) = out.confirm {
-            confirm.refuse("invalid exchange or queue name".to_owned());
-        }
-        return Ok(());
-    };
-    if !publisher.status().connected() {
-        // The broker is closing the connection: nothing sent now would arrive. The session
-        // ends, and what waits in the outbox goes on the next connection.
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(confirm) = out.confirm {
-            confirm.refuse("the connection to the broker is closing".to_owned());
-        }
-        return Err(lapin::ErrorKind::InvalidChannelState(
-            lapin::ChannelState::Closing,
-            "basic.publish",
-        )
-        .into());
-    }
-    if let Some(confirm) = &out.confirm {
-        let rejoining = match out.route {
-            Route::All => cluster.rejoining(),
-            Route::Queue(_) => Vec::new(),
-        };
-        let taken = match rejoining.is_empty() {
-            true => confirm.take(Instant::now()),
-            // Confirmed, it would be lost for the clients of a node whose queue is not bound
-            // yet: the publisher must hear no.
-            false => Err(format!(
-                "cluster rejoining: not every member is bound yet (waiting for {})",
-                rejoining.join(", ")
-            )),
-        };
-        if let Err(reason) = taken {
-            stats.withdrawn.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                confirm.refuse(reason);
-            }
-            return Ok(());
-        }
-    }
-    let body = cluster.seal(&out.message);
-    let sent = publisher
-        .basic_publish(
-            exchange,
-            routing_key,
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default().with_content_type("text/plain".into()),
-        )
-        .await;
-    let confirm = match sent {
-        Ok(confirm) => confirm,
-        Err(error) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                // Its frames may have been written, in part or whole, before the error.
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-                confirm.answer(Err(Unconfirmed::MaybeDelivered(format!(
-                    "the publish failed as it was sent: {error}"
-                ))));
-            }
-            return Err(error);
-        }
-    };
-    let cluster = Arc::clone(cluster);
-    tokio::spawn(async move {
-        let waited = match &out.confirm {
-            Some(c) => tokio::time::timeout_at(c.deadline().into(), confirm).await,
-            None => Ok(confirm.await),
-        };
-        let stats = &cluster.stats;
-        let result = match waited {
-            Ok(Ok(confirmation)) if confirmation.is_ack() => {
-                stats.published.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            // One node's queue failed to take it; the others may have.
-            Ok(Ok(_)) => Err(Unconfirmed::MaybeDelivered(
-                "the broker refused the message (nack)".to_owned(),
-            )),
-            // The broker may have routed it before the connection went.
-            Ok(Err(error)) => Err(Unconfirmed::MaybeDelivered(format!(
-                "the connection to the broker closed after the publish, before its confirm: {error}"
-            ))),
-            Err(_) => Err(Unconfirmed::MaybeDelivered(
-                "published, but the broker's confirm did not come in time".to_owned(),
-            )),
-        };
-        if result.is_err() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(confirm) = out.confirm {
-            if result.is_err() {
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            confirm.answer(result);
-        }
-    });
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn node_names_are_six_alphanumerics() {
-        let a = random_node_name();
-        assert!(valid_node_name(&a), "{a}");
-        assert_ne!(a, random_node_name());
-        assert!(!valid_node_name("abc"));
-        assert!(!valid_node_name("abc-ef"));
-    }
-
-    #[test]
-    fn default_peers_are_loopback_and_private_ranges_only() {
-        let peers = default_peers();
-        assert_eq!(peers.len(), 6);
-        let allowed = |ip: &str| peers.iter().any(|r| r.contains(ip.parse().unwrap()));
-        for ip in [
-            "127.0.0.1",
-            "::1",
-            "10.1.2.3",
-            "172.31.255.1",
-            "192.168.1.1",
-            "fd00::1",
-        ] {
-            assert!(allowed(ip), "{ip}");
-        }
-        for ip in [
-            "169.254.169.254",
-            "fe80::1",
-            "8.8.8.8",
-            "172.32.0.1",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::",
-            "2001:db8::1",
-            "::ffff:169.254.169.254",
-        ] {
-            assert!(!allowed(ip), "{ip}");
-        }
-    }
 
     #[test]
     fn a_live_node_rejoins_within_the_bound_whatever_its_backoff() {
         for failures in 0..20 {
             assert!(super::super::amqp::backoff(failures) <= RECONNECT_MAX);
         }
-    }
-
-    #[test]
-    fn amqp_names_are_short_strings_of_plain_characters() {
-        assert!(amqp_name("amq.gen-JzTY20BRgKO-HjmUJj0wLg").is_some());
-        assert!(amqp_name("halley.cluster").is_some());
-        assert!(amqp_name(&"q".repeat(255)).is_some());
-        assert!(amqp_name(&"q".repeat(256)).is_none());
-        assert!(amqp_name("").is_none());
-        assert!(amqp_name("a b").is_none());
-        assert!(amqp_name("é").is_none());
     }
 }
