@@ -28,7 +28,10 @@
 //!   panic, with backoff; knows nothing of brokers.
 //!
 //! Both inbound paths end in [`deliver`], which queues the emit into every local target outbox
-//! before it returns: an AMQP message is acked only after that. What goes to the other nodes
+//! before it returns: an AMQP message is acked only after that. It hands the emit to the
+//! Socket.IO layer's one broadcast path
+//! ([`BroadcastOperator::emit_confirmed`](crate::socketio::BroadcastOperator::emit_confirmed)),
+//! which makes the cluster's copy. What goes to the other nodes
 //! waits for the broker's confirm through a [`Confirm`], which tells a publisher refused
 //! ([`Unconfirmed::NotDelivered`]) from one the broker may have served anyway
 //! ([`Unconfirmed::MaybeDelivered`]).
@@ -54,8 +57,8 @@ pub mod sockets;
 pub mod subscribe;
 pub mod supervise;
 
-use crate::socketio::adapter::RemoteOp;
-use crate::socketio::{EmitError, Halley};
+use crate::socketio::adapter::Selection;
+use crate::socketio::{BroadcastOperator, ConfirmError, EmitError, Halley};
 use mapping::Emit;
 
 // `halley::bridge::Latency` and friends, as the tests and library callers name them.
@@ -284,10 +287,18 @@ pub enum Delivered {
 /// with [`Reach::Cluster`], hands it to the other nodes and waits for the broker to confirm.
 /// An emit whose id was delivered lately is dropped.
 pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<Delivered, DeliverError> {
+    let Emit {
+        namespace,
+        event,
+        rooms,
+        args,
+        binary,
+        id,
+    } = emit;
     let ns = io
-        .of(&emit.namespace)
-        .ok_or_else(|| DeliverError::UnknownNamespace(emit.namespace.clone()))?;
-    if let Some(id) = &emit.id {
+        .of(&namespace)
+        .ok_or_else(|| DeliverError::UnknownNamespace(namespace.clone()))?;
+    if let Some(id) = &id {
         let duplicate = if reach == Reach::Cluster && io.logs_shared() {
             // Through the shared log, the log's order decides which copy every node delivers
             // (`Halley::apply_log`); a copy delivered already is not even appended.
@@ -303,8 +314,22 @@ pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<Delivered,
             return Ok(Delivered::Duplicate);
         }
     }
-    let id = emit.id.clone();
-    let delivered = deliver_once(ns, emit, reach).await;
+    let to = Selection {
+        ns: namespace,
+        rooms,
+        ..Selection::default()
+    };
+    let op = BroadcastOperator::selecting(ns, to);
+    let delivered = match reach {
+        Reach::Cluster => op
+            .emit_confirmed(&event, args, binary, id.clone())
+            .await
+            .map_err(DeliverError::from),
+        Reach::Local => op
+            .local()
+            .emit_args(&event, args, binary)
+            .map_err(DeliverError::from),
+    };
     if let (Err(_), Some(id)) = (&delivered, &id) {
         // It comes again (a requeue, the publisher's retry): not as a duplicate.
         io.forget_delivery(id);
@@ -312,46 +337,13 @@ pub async fn deliver(io: &Halley, emit: Emit, reach: Reach) -> Result<Delivered,
     delivered.map(Delivered::Sockets)
 }
 
-async fn deliver_once(
-    ns: std::sync::Arc<crate::socketio::Namespace>,
-    emit: Emit,
-    reach: Reach,
-) -> Result<usize, DeliverError> {
-    let mut op = ns.broadcast();
-    for room in emit.rooms {
-        op = op.to(room);
+impl From<ConfirmError> for DeliverError {
+    fn from(error: ConfirmError) -> DeliverError {
+        match error {
+            ConfirmError::Emit(error) => DeliverError::Emit(error),
+            ConfirmError::Unconfirmed { local, reason } => DeliverError::unconfirmed(local, reason),
+        }
     }
-    if let (Reach::Cluster, Some(log)) = (reach, op.shared_log()) {
-        // Every node, this one too, delivers it when it reads it from the log.
-        let targets = op.sockets().len();
-        let record = op.log_record(&emit.event, emit.args, emit.binary, emit.id);
-        log.append_confirmed(record)
-            .await
-            .map_err(|reason| DeliverError::unconfirmed(0, reason))?;
-        return Ok(targets);
-    }
-    let op = op.local();
-    let adapter = match reach {
-        Reach::Cluster => ns.adapter().cloned(),
-        Reach::Local => None,
-    };
-    let Some(adapter) = adapter else {
-        return Ok(op.emit_args(&emit.event, emit.args, emit.binary)?);
-    };
-    let remote = RemoteOp::Emit {
-        to: op.selection(),
-        event: emit.event.clone(),
-        args: emit.args.clone(),
-        binary: emit.binary.clone(),
-        volatile: false,
-        id: emit.id,
-    };
-    let local = op.emit_args(&emit.event, emit.args, emit.binary)?;
-    adapter
-        .publish_confirmed(remote)
-        .await
-        .map_err(|reason| DeliverError::unconfirmed(local, reason))?;
-    Ok(local)
 }
 
 #[cfg(test)]

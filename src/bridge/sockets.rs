@@ -15,7 +15,8 @@ use serde_json::json;
 
 use super::http::{error, json_request, json_response, root};
 use crate::engine::Body;
-use crate::socketio::Halley;
+use crate::socketio::adapter::Selection;
+use crate::socketio::{BroadcastOperator, Halley};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,18 +59,16 @@ pub async fn sockets(io: Halley, req: Request<Incoming>) -> Response<Body> {
             format!("namespace {:?} is not served", request.namespace),
         );
     };
-    let mut op = ns.broadcast();
-    for room in request
-        .rooms
-        .into_iter()
-        .chain(request.room)
-        .chain(request.socket)
-    {
-        op = op.to(room);
-    }
-    for room in request.except {
-        op = op.except(room);
-    }
+    let mut rooms = request.rooms;
+    rooms.extend(request.room);
+    rooms.extend(request.socket);
+    let to = Selection {
+        ns: request.namespace,
+        rooms,
+        except: request.except,
+        exclude: None,
+    };
+    let op = BroadcastOperator::selecting(ns, to);
     let target = match (request.action, request.target) {
         (Action::Join | Action::Leave, None) => {
             return error(StatusCode::BAD_REQUEST, "join and leave need a target room")

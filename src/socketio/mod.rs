@@ -8,7 +8,8 @@
 //! - [`socket`]: one client in one namespace: emit, acks, rooms, disconnect.
 //! - [`limits`]: what one client may make the server keep (rooms, auth payload, connect-hook
 //!   attempts), the errors that report it, and the refusal counters.
-//! - [`broadcast`]: room selection and fan-out, encoding once.
+//! - [`broadcast`]: room selection and fan-out, encoding once; the cluster copy of every
+//!   operation made, and another node's applied.
 //! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes,
 //!   and the shared log that recovery in a cluster goes through.
 //! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
@@ -50,7 +51,7 @@ use halley_transports::sid::Sid;
 use halley_transports::{Cors, Engine, EngineConfig, IpRange, TransportKind};
 use serde::Serialize;
 
-pub use broadcast::BroadcastOperator;
+pub use broadcast::{BroadcastOperator, ConfirmError};
 pub use limits::JoinError;
 pub use ns::{ConnectError, Namespace};
 pub use recovery::RecoveryConfig;
@@ -58,7 +59,7 @@ pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Eve
 
 use crate::client_js;
 use crate::server::Router;
-use adapter::{Adapter, LogRecord, RemoteOp, Selection, SharedLog, SocketInfo};
+use adapter::{Adapter, LogRecord, SharedLog};
 use limits::{RoomLimits, Stats};
 use ns::{AdapterSlot, ConnectHandler, Fallback, LogSlot, Recovery};
 use recovery::Persisted;
@@ -685,62 +686,6 @@ impl Halley {
     /// Forgets the backend message `id`: its delivery failed and it will come again.
     pub fn forget_delivery(&self, id: &str) {
         self.shared.seen.forget(id);
-    }
-
-    /// Applies an operation another node published, to this node's sockets only. An emit
-    /// carrying a backend message id seen already is dropped.
-    pub fn apply_remote(&self, op: RemoteOp) {
-        let selection = |to: &Selection| {
-            let ns = self.of(&to.ns)?;
-            let mut op = ns.broadcast().local();
-            for room in &to.rooms {
-                op = op.to(room.as_str());
-            }
-            // A socket id is also the name of that socket's own room.
-            for room in to.except.iter().chain(&to.exclude) {
-                op = op.except(room.as_str());
-            }
-            Some(op)
-        };
-        match op {
-            RemoteOp::Emit {
-                to,
-                event,
-                args,
-                binary,
-                volatile,
-                id,
-            } => {
-                if id.is_some_and(|id| !self.first_delivery(&id)) {
-                    tracing::debug!("remote emit of a message delivered already: dropped");
-                    return;
-                }
-                if let Some(op) = selection(&to) {
-                    let op = if volatile { op.volatile() } else { op };
-                    if let Err(error) = op.emit_args(&event, args, binary) {
-                        tracing::debug!(%error, "remote emit refused");
-                    }
-                }
-            }
-            RemoteOp::Join { to, room } => selection(&to).map_or((), |op| op.join(&room)),
-            RemoteOp::Leave { to, room } => selection(&to).map_or((), |op| op.leave(&room)),
-            RemoteOp::Disconnect { to } => selection(&to).map_or((), |op| op.disconnect()),
-        }
-    }
-
-    /// This node's sockets that `to` selects.
-    pub fn local_sockets(&self, to: &Selection) -> Vec<SocketInfo> {
-        let Some(ns) = self.of(&to.ns) else {
-            return Vec::new();
-        };
-        let mut op = ns.broadcast().local();
-        for room in &to.rooms {
-            op = op.to(room.as_str());
-        }
-        for room in to.except.iter().chain(&to.exclude) {
-            op = op.except(room.as_str());
-        }
-        op.local_sockets()
     }
 
     /// A router serving this server's path and the browser client (at `<path>socket.io.js`
