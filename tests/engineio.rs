@@ -351,6 +351,70 @@ async fn polling_concurrent_gets_close_session_first_get_gets_close_packet() {
     server.poll(&sid).await.assert_error(1);
 }
 
+// A reverse proxy retries a GET whose upstream died before answering (nginx's default
+// `proxy_next_upstream error`), with the same query. Behind a cluster the first attempt may
+// have been answered by the session's node through the node that died: the client never got
+// those frames. Clients stamp every request (`t`), so a GET with the stamp of the last one is
+// that retry, and it gets the last answer again.
+
+/// A long-poll GET on `sid` stamped `t`.
+async fn poll_stamped(server: &TestServer, sid: &str, t: &str) -> Reply {
+    server
+        .get(&format!("EIO=4&transport=polling&sid={sid}&t={t}"))
+        .await
+}
+
+#[tokio::test]
+async fn polling_get_retried_with_the_same_stamp_gets_the_lost_answer_again() {
+    let server = TestServer::start(long_heartbeat_config()).await;
+    let sid = server.handshake().await.sid;
+    assert_eq!(server.post(&sid, "4a\x1e4b").await.text(), "ok");
+    assert_eq!(poll_stamped(&server, &sid, "s1").await.text(), "4a\x1e4b");
+    // The proxy lost that answer and sends the same GET again: the frames come again, with
+    // what was queued since.
+    assert_eq!(server.post(&sid, "4c").await.text(), "ok");
+    assert_eq!(
+        poll_stamped(&server, &sid, "s1").await.text(),
+        "4a\x1e4b\x1e4c"
+    );
+    // A new stamp: the client got the last answer, nothing is sent twice.
+    assert_eq!(server.post(&sid, "4d").await.text(), "ok");
+    assert_eq!(poll_stamped(&server, &sid, "s2").await.text(), "4d");
+    assert_eq!(server.post(&sid, "4e").await.text(), "ok");
+    assert_eq!(poll_stamped(&server, &sid, "s3").await.text(), "4e");
+    // Without a stamp nothing is kept or repeated.
+    assert_eq!(server.post(&sid, "4f").await.text(), "ok");
+    assert_eq!(server.poll(&sid).await.text(), "4f");
+    assert_eq!(server.post(&sid, "4g").await.text(), "ok");
+    assert_eq!(server.poll(&sid).await.text(), "4g");
+}
+
+#[tokio::test]
+async fn polling_get_retried_while_the_first_attempt_is_parked_replaces_it() {
+    let server = TestServer::start(long_heartbeat_config()).await;
+    let sid = server.handshake().await.sid;
+    // The first attempt parks (the server has not noticed its connection is gone); the retry,
+    // same stamp, takes its place instead of closing the session as an overlap.
+    let (first, retry) = tokio::join!(poll_stamped(&server, &sid, "s1"), async {
+        let_the_get_park().await;
+        let (retry, post) = tokio::join!(poll_stamped(&server, &sid, "s1"), async {
+            let_the_get_park().await;
+            server.post(&sid, "4wake").await
+        });
+        assert_eq!(post.text(), "ok");
+        retry
+    });
+    assert_eq!((first.status, first.text()), (StatusCode::OK, "6"));
+    assert_eq!((retry.status, retry.text()), (StatusCode::OK, "4wake"));
+    // A GET with another stamp while one is parked is still an overlap.
+    let (a, b) = tokio::join!(poll_stamped(&server, &sid, "s2"), async {
+        let_the_get_park().await;
+        poll_stamped(&server, &sid, "s3").await
+    });
+    assert_eq!((a.status, a.text()), (StatusCode::OK, "1"));
+    b.assert_error(3);
+}
+
 // ---------------------------------------------------------------------------------------------
 // WebSocket messages
 // ---------------------------------------------------------------------------------------------

@@ -279,8 +279,9 @@ impl Engine {
             return match *req.method() {
                 Method::GET => {
                     // A GET may park for the whole heartbeat: it keeps nothing of its request.
+                    let stamp = query.stamp();
                     drop(req);
-                    receive(&self.shared, &socket, transport, &framing, ack).await
+                    receive(&self.shared, &socket, transport, &framing, ack, stamp).await
                 }
                 Method::POST => {
                     let at = polling::Upstream { ack, seq };
@@ -322,7 +323,7 @@ impl Engine {
         }
         drop(req);
         let socket = open(&self.shared, transport, handshake, ack.is_some())?;
-        receive(&self.shared, &socket, transport, &framing, None).await
+        receive(&self.shared, &socket, transport, &framing, None, None).await
     }
 
     /// Applies the origin policy ([`crate::origin`]) to a request: refusals are counted and
@@ -393,12 +394,13 @@ pub(crate) async fn receive(
     transport: TransportKind,
     framing: &Framing,
     ack: Option<u64>,
+    stamp: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     socket.sync_probe().await;
     let received = if transport.is_streaming() {
         streaming::attach(shared, socket, transport, framing, ack)
     } else {
-        polling::long_poll(shared, socket, framing, ack).await
+        polling::long_poll(shared, socket, framing, ack, stamp).await
     };
     match received {
         Err(EngineError::UnknownSid) if ack.is_some() => Ok(gone(framing)),

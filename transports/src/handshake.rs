@@ -30,10 +30,14 @@ pub struct Query<'a> {
     pub seq: Option<&'a str>,
     /// The `document.domain` of a forever frame's page, when it relaxed it.
     pub domain: Option<&'a str>,
+    /// The cache-buster clients put on every HTTP request, unique per request: a GET that
+    /// carries the previous one's is that GET retried by a proxy.
+    pub t: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
-    /// Reads `EIO`, `transport`, `sid`, `j`, `tried`, `ack`, `seq` and `domain`; anything else (the `t` cache-buster) is ignored.
+    /// Reads `EIO`, `transport`, `sid`, `j`, `tried`, `ack`, `seq`, `domain` and `t`; anything
+    /// else is ignored.
     /// Values are taken verbatim: every valid value is plain ASCII, so an encoded one is invalid.
     pub fn parse(query: &'a str) -> Self {
         let mut out = Query::default();
@@ -48,10 +52,20 @@ impl<'a> Query<'a> {
                 "ack" => out.ack = Some(value),
                 "seq" => out.seq = Some(value),
                 "domain" => out.domain = Some(value),
+                "t" => out.t = Some(value),
                 _ => {}
             }
         }
         out
+    }
+
+    /// The request's stamp (`t`) as a 64-bit FNV-1a hash, so a session keeps 8 bytes of it
+    /// whatever its length. A collision could only make a client's own GET look retried.
+    pub fn stamp(&self) -> Option<u64> {
+        let t = self.t.filter(|t| !t.is_empty())?;
+        Some(t.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        }))
     }
 }
 

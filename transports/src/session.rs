@@ -236,6 +236,16 @@ pub struct Session {
     probe_synced: u64,
     /// Engine.IO-level resume, for clients that ask for it (see [`Resume`]).
     resume: Option<Resume>,
+    /// The last long poll's stamp and answer, kept until the client shows it got them (see
+    /// [`Self::attach_long_poll`]).
+    last_answer: Option<LastAnswer>,
+}
+
+/// What a long poll stamped `stamp` answered: the frames it took from the outbox.
+#[derive(Debug)]
+struct LastAnswer {
+    stamp: u64,
+    frames: Vec<Frame>,
 }
 
 /// What a resumable session keeps so that no frame is lost with a broken HTTP response.
@@ -293,6 +303,7 @@ impl Session {
             probe_asked: 0,
             probe_synced: 0,
             resume: None,
+            last_answer: None,
         }
     }
 
@@ -550,6 +561,41 @@ impl Session {
         Ok(id)
     }
 
+    /// Attaches a long-poll GET stamped `stamp` (its `t` query parameter, which clients make
+    /// unique per request), as [`Self::attach`] does. A GET with the stamp of the previous one is
+    /// that GET sent again by a reverse proxy whose first attempt failed before any answer
+    /// reached the proxy (nginx's default `proxy_next_upstream error` retries such a GET on the
+    /// next upstream, which in a cluster forwards it here again). The first attempt may have
+    /// been answered here all the same, through a node that died before passing the answer on:
+    /// the frames it took go back in front of the outbox, and the retry replaces the first
+    /// attempt if that still waits (it answers a noop to nobody) instead of overlapping it. Any
+    /// other GET shows that the client got the previous answer, which is then forgotten; one
+    /// without a stamp keeps nothing. Resumable sessions confirm positions instead (`ack`).
+    pub fn attach_long_poll(
+        &mut self,
+        now: Instant,
+        ack: Option<u64>,
+        stamp: Option<u64>,
+    ) -> Result<ReceiverId, AttachError> {
+        if self.resume.is_none() {
+            let last = self.last_answer.take();
+            if let Some(stamp) = stamp {
+                if let Some(last) = last.filter(|last| last.stamp == stamp) {
+                    self.taken -= last.frames.len() as u64;
+                    for frame in last.frames.into_iter().rev() {
+                        self.outbox.push_front(frame);
+                    }
+                    self.receiver = None;
+                }
+                self.last_answer = Some(LastAnswer {
+                    stamp,
+                    frames: Vec::new(),
+                });
+            }
+        }
+        self.attach(TransportKind::Polling, now, ack)
+    }
+
     /// Whether this closed session should stay reachable until an HTTP receiver has read its
     /// final packet: when the server closed it and no receiver was there to say so, the
     /// client's next poll must learn it was closed rather than find an unknown session
@@ -591,6 +637,9 @@ impl Session {
     fn take_poll_response(&mut self, max_packets: usize) -> Vec<Frame> {
         let mut frames = Vec::new();
         self.drain_at_most(max_packets, &mut frames);
+        if let Some(last) = &mut self.last_answer {
+            last.frames.clone_from(&frames);
+        }
         frames.extend(self.marker(false));
         match self.state {
             // The close packet follows whatever was still queued, once all of it is out.
@@ -811,6 +860,7 @@ impl Session {
         }
         self.state = State::Open;
         self.transport = TransportKind::WebSocket;
+        self.last_answer = None;
         self.receiver = None;
         true
     }
@@ -1593,5 +1643,48 @@ mod tests {
         assert_eq!(s.take_poll_response(2), vec![Frame::message("c")]);
         s.push(Frame::message("d"), false).unwrap();
         assert_eq!(s.take_poll_response(0), vec![Frame::message("d")]);
+    }
+
+    #[test]
+    fn a_long_poll_with_the_previous_stamp_gets_the_previous_answer_again() {
+        let t0 = Instant::now();
+        let mut s = new_session(t0);
+        s.drain();
+        let msg = Frame::message;
+        s.push(msg("a"), false).unwrap();
+        let first = s.attach_long_poll(t0, None, Some(1)).unwrap();
+        assert_eq!(s.long_poll(first, 10), Some(vec![msg("a")]));
+        s.detach(first);
+        // Retried: "a" again, and what came since, in order; positions as if sent once.
+        s.push(msg("b"), false).unwrap();
+        let retry = s.attach_long_poll(t0, None, Some(1)).unwrap();
+        assert_eq!(s.long_poll(retry, 10), Some(vec![msg("a"), msg("b")]));
+        s.detach(retry);
+        assert_eq!(s.taken, 3, "the handshake, a and b");
+        // A new stamp: the answer arrived; nothing again.
+        s.push(msg("c"), false).unwrap();
+        let next = s.attach_long_poll(t0, None, Some(2)).unwrap();
+        assert_eq!(s.long_poll(next, 10), Some(vec![msg("c")]));
+        s.detach(next);
+        // A retry while the first attempt still waits replaces it, without an overlap.
+        let waiting = s.attach_long_poll(t0, None, Some(3)).unwrap();
+        assert_eq!(s.long_poll(waiting, 10), None);
+        let retry = s.attach_long_poll(t0, None, Some(3)).unwrap();
+        assert!(!s.is_closed());
+        assert_eq!(s.long_poll(waiting, 10), Some(vec![Packet::Noop.encode()]));
+        s.push(msg("d"), false).unwrap();
+        assert_eq!(s.long_poll(retry, 10), Some(vec![msg("d")]));
+        s.detach(retry);
+        // Without stamps nothing is repeated, and another stamp while one waits overlaps.
+        s.push(msg("e"), false).unwrap();
+        let plain = s.attach_long_poll(t0, None, None).unwrap();
+        assert_eq!(s.long_poll(plain, 10), Some(vec![msg("e")]));
+        s.detach(plain);
+        let waiting = s.attach_long_poll(t0, None, None).unwrap();
+        assert_eq!(s.long_poll(waiting, 10), None);
+        assert_eq!(
+            s.attach_long_poll(t0, None, None),
+            Err(AttachError::Overlap)
+        );
     }
 }

@@ -81,11 +81,12 @@ pub(crate) async fn long_poll(
     socket: &Arc<Socket>,
     framed: &Framing,
     ack: Option<u64>,
+    stamp: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     let attached = {
         let id = socket
             .lock()
-            .attach(TransportKind::Polling, Instant::now(), ack)
+            .attach_long_poll(Instant::now(), ack, stamp)
             .map_err(|e| refused(socket, e))?;
         Attached { socket, id }
     };

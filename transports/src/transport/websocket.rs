@@ -732,7 +732,7 @@ mod tests {
         socket: &Arc<Socket>,
     ) -> Result<Response<Body>, EngineError> {
         socket.sync_probe().await;
-        polling::long_poll(shared, socket, &Framing::Xhr, None).await
+        polling::long_poll(shared, socket, &Framing::Xhr, None, None).await
     }
 
     fn handshake() -> Handshake {
