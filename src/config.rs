@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use halley_transports::{Cors, IpRange};
+use crate::engine::{Cors, IpRange};
 
 use crate::server::ServerConfig;
 use crate::socketio::Builder;

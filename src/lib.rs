@@ -1,7 +1,7 @@
 //! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
 //!
 //! # Layout
-//! Layers only look down, bottom first: the Engine.IO crate (`halley-transports`, re-exported
+//! Layers only look down, bottom first: the Engine.IO crate (`halley-engine`, re-exported
 //! as [`engine`]) → [`socketio`] → [`bridge`] → the server and the binary ([`server`],
 //! [`admin`], [`metrics`], [`demo`], [`config`], [`memory`], [`client_js`]).
 //!
@@ -17,7 +17,7 @@
 //! - [`memory`]: the binaries' allocator and the trimmer that returns freed memory to the OS.
 //! - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
 //! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
-//! - The Engine.IO layer (packets, sessions, transports) is the `halley-transports` crate,
+//! - The Engine.IO layer (packets, sessions, transports) is the `halley-engine` crate,
 //!   re-exported as [`engine`].
 
 pub mod admin;
@@ -32,4 +32,4 @@ pub mod socketio;
 
 pub use socketio::Halley;
 
-pub use halley_transports as engine;
+pub use halley_engine as engine;

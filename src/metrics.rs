@@ -6,9 +6,9 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use halley_transports::origin;
-use halley_transports::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
-use halley_transports::{full, Body, Engine, Refusal, TransportKind};
+use crate::engine::origin;
+use crate::engine::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
+use crate::engine::{full, Body, Engine, Refusal, TransportKind};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
 use prometheus_client::collector::Collector;
@@ -60,7 +60,7 @@ impl Collect {
         encoder: &mut DescriptorEncoder,
         name: &str,
         help: &str,
-        value: impl Fn(&halley_transports::stats::TransportStats) -> u64,
+        value: impl Fn(&crate::engine::stats::TransportStats) -> u64,
     ) -> fmt::Result {
         let mut m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
         for t in TransportKind::ALL {

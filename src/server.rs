@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use halley_transports::{full, Body, Engine};
+use crate::engine::{full, Body, Engine};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -32,6 +32,23 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
+
+use crate::client_js;
+use crate::socketio::Halley;
+
+impl Halley {
+    /// A router serving this server's path and the browser client (at `<path>socket.io.js`
+    /// and `/halley.js`), to hand to [`serve`]. (Defined here, in the server layer, so that
+    /// `socketio` knows nothing of routing.)
+    pub fn router(&self) -> Router {
+        let script = Bytes::from_static(client_js::SCRIPT.as_bytes());
+        let engine = self.engine();
+        let path = format!("{}socket.io.js", engine.config().path);
+        Router::new(engine.clone())
+            .page(&path, client_js::CONTENT_TYPE, script.clone())
+            .page("/halley.js", client_js::CONTENT_TYPE, script)
+    }
+}
 
 /// Server-level settings.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 use crate::socketio::{ConnectError, Halley, Socket};
-use halley_transports::IpRange;
+use crate::engine::IpRange;
 
 /// Largest answer read from the auth service.
 const MAX_ANSWER: usize = 64 * 1024;

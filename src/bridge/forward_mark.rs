@@ -1,6 +1,6 @@
 //! The forward mark: the `x-halley-forwarded` value with which a node vouches for an HTTP
 //! request it passes to the node that owns the session. Pure; the cluster link supplies the
-//! secret and the clock, the engine (`halley_transports::forward`) the request.
+//! secret and the clock, the engine (`crate::engine::forward`) the request.
 //!
 //! The value is `<node> <ms since the epoch> <client address> <64 hex digits>`, the digits an
 //! HMAC-SHA256 with the cluster's secret over those three fields, the method and the request

@@ -1,7 +1,7 @@
 //! What the bridge's HTTP endpoints share: JSON request bodies, bounded, and JSON answers that
 //! no cache keeps. No endpoint lives here, and nothing here authorizes.
 
-use halley_transports::full;
+use crate::engine::full;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use halley_transports::sid::Sid;
+use crate::engine::sid::Sid;
 use serde_json::{json, Value};
 
 use crate::socketio::{Event, Namespace, Socket};

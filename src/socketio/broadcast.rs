@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use halley_transports::sid::Sid;
+use crate::engine::sid::Sid;
 use serde::Serialize;
 use serde_json::Value;
 

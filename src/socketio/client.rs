@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use halley_transports::{CloseReason, Handler, Message};
+use crate::engine::{CloseReason, Handler, Message};
 use serde_json::{json, Value};
 
 use super::limits::ConnectRefusal;
@@ -19,7 +19,7 @@ use super::packet::{self, Packet, PacketKind};
 use super::socket::{AckReply, DisconnectReason, Event, Socket};
 use super::IoShared;
 
-type Conn = Arc<halley_transports::Socket>;
+type Conn = Arc<crate::engine::Socket>;
 
 /// A packet waiting for its binary attachments.
 struct Partial {
@@ -416,7 +416,7 @@ fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
         None,
         Some(&Value::Object(reply)),
     );
-    let register = |missed: &[halley_transports::Frame]| {
+    let register = |missed: &[crate::engine::Frame]| {
         if !client.ever_connected.swap(true, Ordering::AcqRel) {
             if let Some(timer) = lock(&client.connect_timer).take() {
                 timer.abort();

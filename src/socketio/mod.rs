@@ -47,8 +47,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use halley_transports::sid::Sid;
-use halley_transports::{Cors, Engine, EngineConfig, IpRange, TransportKind};
+use crate::engine::sid::Sid;
+use crate::engine::{Cors, Engine, EngineConfig, IpRange, TransportKind};
 use serde::Serialize;
 
 pub use broadcast::{BroadcastOperator, ConfirmError};
@@ -57,8 +57,6 @@ pub use ns::{ConnectError, Namespace};
 pub use recovery::RecoveryConfig;
 pub use socket::{AckError, AckReply, AckSender, DisconnectReason, EmitError, Event, Socket};
 
-use crate::client_js;
-use crate::server::Router;
 use adapter::{Adapter, LogRecord, SharedLog};
 use limits::{RoomLimits, Stats};
 use ns::{AdapterSlot, ConnectHandler, Fallback, LogSlot, Recovery};
@@ -686,15 +684,5 @@ impl Halley {
     /// Forgets the backend message `id`: its delivery failed and it will come again.
     pub fn forget_delivery(&self, id: &str) {
         self.shared.seen.forget(id);
-    }
-
-    /// A router serving this server's path and the browser client (at `<path>socket.io.js`
-    /// and `/halley.js`), to hand to [`crate::server::serve`].
-    pub fn router(&self) -> Router {
-        let script = bytes::Bytes::from_static(client_js::SCRIPT.as_bytes());
-        let path = format!("{}socket.io.js", self.engine.config().path);
-        Router::new(self.engine.clone())
-            .page(&path, client_js::CONTENT_TYPE, script.clone())
-            .page("/halley.js", client_js::CONTENT_TYPE, script)
     }
 }

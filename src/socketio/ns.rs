@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use halley_transports::sid::Sid;
-use halley_transports::Frame;
+use crate::engine::sid::Sid;
+use crate::engine::Frame;
 use serde_json::Value;
 
 use super::adapter::{Adapter, LogRecord, Selection, SharedLog};

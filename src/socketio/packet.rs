@@ -9,7 +9,7 @@
 //! connection.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use halley_transports::{Frame, Str};
+use crate::engine::{Frame, Str};
 use serde_json::Value;
 
 /// Socket.IO packet types, with their wire digit as discriminant.

@@ -40,8 +40,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use halley_transports::sid::Sid;
-use halley_transports::Frame;
+use crate::engine::sid::Sid;
+use crate::engine::Frame;
 use serde_json::Value;
 
 /// Connection state recovery settings. The window and `skip_middlewares` default to socket.io's

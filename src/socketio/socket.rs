@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use halley_transports::sid::Sid;
-use halley_transports::{Frame, Handshake, PushError, TransportKind};
+use crate::engine::sid::Sid;
+use crate::engine::{Frame, Handshake, PushError, TransportKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -161,7 +161,7 @@ pub struct Socket {
     /// restores), for a client that comes back with its `pid` and no offset.
     since: AtomicU64,
     ns: Arc<Namespace>,
-    conn: Arc<halley_transports::Socket>,
+    conn: Arc<crate::engine::Socket>,
     /// As JSON text: a parsed `Value` would cost several times its text for the socket's life
     /// (dozens of bytes per array element), and it is rarely read.
     auth: Box<RawValue>,
@@ -196,7 +196,7 @@ impl Socket {
     /// A new socket (with a private session id when the namespace recovers connections).
     pub(crate) fn new(
         ns: Arc<Namespace>,
-        conn: Arc<halley_transports::Socket>,
+        conn: Arc<crate::engine::Socket>,
         auth: Box<RawValue>,
         ack_timeout: Duration,
     ) -> Result<Arc<Self>, getrandom::Error> {
@@ -220,7 +220,7 @@ impl Socket {
     /// missed from log position `from` on are replayed when it connects.
     pub(crate) fn restored(
         ns: Arc<Namespace>,
-        conn: Arc<halley_transports::Socket>,
+        conn: Arc<crate::engine::Socket>,
         auth: Box<RawValue>,
         ack_timeout: Duration,
         session: Persisted,
@@ -260,7 +260,7 @@ impl Socket {
         pid: Option<Sid>,
         restore_from: Option<u64>,
         ns: Arc<Namespace>,
-        conn: Arc<halley_transports::Socket>,
+        conn: Arc<crate::engine::Socket>,
         auth: Box<RawValue>,
         ack_timeout: Duration,
     ) -> Self {
@@ -590,7 +590,7 @@ impl Socket {
     /// node saw the connection drop): this copy goes, and its connection with it.
     pub(crate) fn taken_elsewhere(self: &Arc<Self>) {
         self.close(DisconnectReason::ForcedServerClose);
-        self.conn.close(halley_transports::CloseReason::ServerClose);
+        self.conn.close(crate::engine::CloseReason::ServerClose);
     }
 
     /// Undoes what connect middlewares did (rooms joined) for a socket that was refused.
@@ -607,7 +607,7 @@ impl Socket {
     /// namespaces with "forced server close", and the client may reconnect.
     pub fn close_connection(self: &Arc<Self>) {
         self.disconnect();
-        self.conn.close(halley_transports::CloseReason::ServerClose);
+        self.conn.close(crate::engine::CloseReason::ServerClose);
     }
 
     /// Leaves the namespace: rooms, namespace index, client map, pending acks, then the

@@ -53,7 +53,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use halley_transports::{Engine, EngineConfig, Handler, Message, Socket, CloseReason};
+//! use halley_engine::{Engine, EngineConfig, Handler, Message, Socket, CloseReason};
 //!
 //! struct Echo;
 //! impl Handler for Echo {

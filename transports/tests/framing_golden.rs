@@ -1,8 +1,8 @@
 //! The legacy transports' framing against the hand-written bytes in `fixtures/transports/`.
 
 use bytes::Bytes;
-use halley_transports::framing;
-use halley_transports::packet::Frame;
+use halley_engine::framing;
+use halley_engine::packet::Frame;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(

@@ -2,8 +2,8 @@
 //! fixtures must decode to the packets they stand for.
 
 use bytes::{Bytes, BytesMut};
-use halley_transports::packet::{decode_payload, encode_payload, DecodeError, Frame};
-use halley_transports::{Packet, Str};
+use halley_engine::packet::{decode_payload, encode_payload, DecodeError, Frame};
+use halley_engine::{Packet, Str};
 
 fn fixture(name: &str) -> Bytes {
     let path = format!("{}/../fixtures/engineio/{name}", env!("CARGO_MANIFEST_DIR"));

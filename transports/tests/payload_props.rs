@@ -2,8 +2,8 @@
 //! of packets the server can send survives an encode → decode round trip.
 
 use bytes::{Bytes, BytesMut};
-use halley_transports::packet::{decode_payload, decode_text, encode_payload, Frame, SEPARATOR};
-use halley_transports::{Packet, Str};
+use halley_engine::packet::{decode_payload, decode_text, encode_payload, Frame, SEPARATOR};
+use halley_engine::{Packet, Str};
 use proptest::prelude::*;
 
 /// Text that may appear in a payload packet: any char but the record separator.

@@ -101,7 +101,7 @@ pub(super) fn outbound(
     name: &str,
     event: Event,
     forward_cookie: bool,
-    trusted: &[halley_transports::IpRange],
+    trusted: &[crate::engine::IpRange],
 ) -> Result<Unreserved, Refused> {
     // The routing key is the event name: a client's name over 255 bytes would make lapin panic.
     let Ok(routing_key) = ShortString::try_new(name) else {

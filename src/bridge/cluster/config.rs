@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use halley_transports::IpRange;
+use crate::engine::IpRange;
 use lapin::types::ShortString;
 
 use crate::bridge::envelope::{Key, NODE_NAME_LEN};

@@ -382,7 +382,7 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-impl halley_transports::forward::Locator for Cluster {
+impl crate::engine::forward::Locator for Cluster {
     fn owner(&self, sid: &str) -> Option<SocketAddr> {
         Cluster::owner(self, sid)
     }

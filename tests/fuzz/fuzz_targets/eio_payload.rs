@@ -11,8 +11,8 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use halley_transports::packet::{decode_payload, decode_text, encode_payload, Frame, SEPARATOR};
-use halley_transports::{Packet, Str};
+use halley_engine::packet::{decode_payload, decode_text, encode_payload, Frame, SEPARATOR};
+use halley_engine::{Packet, Str};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

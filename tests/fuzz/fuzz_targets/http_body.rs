@@ -18,9 +18,9 @@
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
-use halley_transports::framing::{self, form_payload};
-use halley_transports::packet::{decode_payload, encode_payload, Frame};
-use halley_transports::Packet;
+use halley_engine::framing::{self, form_payload};
+use halley_engine::packet::{decode_payload, encode_payload, Frame};
+use halley_engine::Packet;
 use libfuzzer_sys::fuzz_target;
 
 /// `EngineConfig::default().max_payload`: `read_body` refuses anything larger before decoding.

@@ -12,10 +12,10 @@
 //!   so one handshake moves the fallback counters by 8 at most.
 #![no_main]
 
-use halley_transports::engine::Query;
-use halley_transports::framing::{html_prelude, jsonp, valid_index, HTML_PRELUDE_MIN};
-use halley_transports::stats::{EngineStats, FALLBACK_REASONS};
-use halley_transports::TransportKind;
+use halley_engine::engine::Query;
+use halley_engine::framing::{html_prelude, jsonp, valid_index, HTML_PRELUDE_MIN};
+use halley_engine::stats::{EngineStats, FALLBACK_REASONS};
+use halley_engine::TransportKind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,14 +12,14 @@
 #![no_main]
 
 use bytes::Bytes;
-use halley_transports::Frame;
+use halley_engine::Frame;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
 // The decoder's own source file, compiled into this target rather than through the `halley`
 // crate: depending on `halley` instruments its whole dependency tree (AMQP client, CLI, metrics)
 // and more than doubles the build, while `packet.rs` only needs `bytes`, `serde_json`,
-// `thiserror` and `halley_transports`, all dependencies here too (serde_json with the root's
+// `thiserror` and `halley_engine`, all dependencies here too (serde_json with the root's
 // features). Its unit tests are `#[cfg(test)]` and stay out.
 #[path = "../../../src/socketio/packet.rs"]
 #[allow(dead_code)]
