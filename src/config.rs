@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{CommandFactory, Parser};
 use crate::engine::{Cors, IpRange};
+use clap::{CommandFactory, Parser};
 
 use crate::server::ServerConfig;
 use crate::socketio::Builder;

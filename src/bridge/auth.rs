@@ -30,8 +30,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::socketio::{ConnectError, Halley, Socket};
 use crate::engine::IpRange;
+use crate::socketio::{ConnectError, Halley, Socket};
 
 /// Largest answer read from the auth service.
 const MAX_ANSWER: usize = 64 * 1024;

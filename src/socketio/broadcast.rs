@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crate::engine::sid::Sid;
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 

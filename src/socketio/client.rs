@@ -9,8 +9,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use crate::engine::{CloseReason, Handler, Message};
+use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::limits::ConnectRefusal;

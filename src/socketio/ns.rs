@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use dashmap::DashMap;
 use crate::engine::sid::Sid;
 use crate::engine::Frame;
+use bytes::Bytes;
+use dashmap::DashMap;
 use serde_json::Value;
 
 use super::adapter::{Adapter, LogRecord, Selection, SharedLog};

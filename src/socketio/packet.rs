@@ -8,8 +8,8 @@
 //! like socket.io-parser's: anything it would reject is an error, and the caller closes the
 //! connection.
 
-use bytes::{BufMut, Bytes, BytesMut};
 use crate::engine::{Frame, Str};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
 /// Socket.IO packet types, with their wire digit as discriminant.
