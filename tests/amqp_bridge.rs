@@ -390,7 +390,7 @@ async fn the_outbound_queue_stops_at_its_byte_bound_while_the_broker_is_away() {
 async fn readyz_waits_for_the_cluster_link() {
     use halley::bridge::cluster::{Cluster, ClusterConfig};
     use halley::bridge::envelope::Key;
-    use halley::bridge::publish;
+    use halley::bridge::health;
 
     let key = || Key::new(b"test-cluster-secret-0123456789abcdef").unwrap();
     let advertise: SocketAddr = "127.0.0.1:1".parse().unwrap();
@@ -404,7 +404,7 @@ async fn readyz_waits_for_the_cluster_link() {
     );
     config.exchange = unique("cluster");
     let away = Cluster::spawn(&io, config);
-    let res = publish::readyz(&io, None, Some(&away), true);
+    let res = health::readyz(&io, None, Some(&away), true);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     let linked_io = common::sio::builder().build();
@@ -412,7 +412,7 @@ async fn readyz_waits_for_the_cluster_link() {
     config.exchange = unique("cluster");
     let linked = Cluster::spawn(&linked_io, config);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while publish::readyz(&linked_io, None, Some(&linked), true).status() != StatusCode::OK {
+    while health::readyz(&linked_io, None, Some(&linked), true).status() != StatusCode::OK {
         assert!(
             Instant::now() < deadline,
             "the cluster link did not come up"
@@ -420,7 +420,7 @@ async fn readyz_waits_for_the_cluster_link() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        publish::readyz(&io, None, Some(&away), false).status(),
+        health::readyz(&io, None, Some(&away), false).status(),
         StatusCode::SERVICE_UNAVAILABLE,
         "still no broker on the closed port"
     );

@@ -13,7 +13,7 @@ use common::binary::Halley;
 use common::request;
 use halley::bridge::envelope::Key;
 use halley::bridge::log::{LogConfig, LogLink};
-use halley::bridge::publish;
+use halley::bridge::health;
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
@@ -221,7 +221,7 @@ async fn readyz_is_503_with_a_reason_while_the_shared_log_is_down() {
         },
     );
 
-    let res = publish::readyz_with_log(&io, None, None, Some(&log), true);
+    let res = health::readyz_with_log(&io, None, None, Some(&log), true);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value =
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
@@ -233,7 +233,7 @@ async fn readyz_is_503_with_a_reason_while_the_shared_log_is_down() {
         "{body}"
     );
 
-    let res = publish::readyz_with_log(&io, None, None, Some(&log), false);
+    let res = health::readyz_with_log(&io, None, None, Some(&log), false);
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value =
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();

@@ -28,9 +28,6 @@ use crate::engine::Body;
 use crate::socketio::dedupe::MAX_ID_LEN;
 use crate::socketio::Halley;
 
-// The health answers' old path, as the tests name them.
-pub use super::health::{readyz, readyz_with_log};
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
