@@ -64,8 +64,18 @@ def median(results, path):
     return statistics.median(values) if values else None
 
 
+def spread(results, path, digits):
+    """The smallest and largest value of `path` over the runs, as `min–max`."""
+    values = [dig(r, path) for r in results]
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return f"{fmt(min(values), digits)}–{fmt(max(values), digits)}" if values else "–"
+
+
 def column_median(results, column):
-    """A column is (title, json path, digits) or (title, json path, digits, scale)."""
+    """A column is (title, json path, digits) or (title, json path, digits, scale); a path
+    `range:<path>` is the spread of `<path>` over the runs (a text, no ratio)."""
+    if column[1].startswith("range:"):
+        return spread(results, column[1][len("range:"):], column[2])
     value = median(results, column[1])
     if value is not None and len(column) > 3:
         value = value * column[3]
@@ -75,6 +85,8 @@ def column_median(results, column):
 def fmt(value, digits=1):
     if value is None:
         return "–"
+    if isinstance(value, str):
+        return value
     if isinstance(value, float) and value.is_integer() and abs(value) >= 100:
         value = int(value)
     if isinstance(value, int) or abs(value) >= 1000:
@@ -83,6 +95,8 @@ def fmt(value, digits=1):
 
 
 def ratio(halley, peer):
+    if isinstance(halley, str) or isinstance(peer, str):
+        return ""
     if halley is None or peer in (None, 0):
         return "–"
     return f"{halley / peer:.2f}×"
@@ -438,6 +452,25 @@ def main():
                 ("deliveries/s", "deliveries_per_s", 0),
                 ("lost", "lost", 0),
                 ("server CPU s/s", "server_cpu_s_per_s", 2),
+            ],
+            servers,
+        ),
+        (
+            "S2p — paced broadcast fan-out (WebSocket)",
+            "As S2, with one broadcast every 1/rate s whatever the receivers do (the shape of a "
+            "real feed: no closed loop lets the server batch frames into one write); 1,600/s is "
+            "about four times a server's capacity. CPU per delivery = the server's CPU time over "
+            "the run / messages delivered. p99 near capacity varies a lot from run to run: its "
+            "spread over the runs is shown.",
+            "s2p-",
+            [("receivers", "receivers", 0), ("rate/s", "rate", 0), ("broadcasts", "broadcasts_sent", 0)]
+            + lat
+            + [
+                ("p99 spread ms", "range:latency.p99_ms", 1),
+                ("deliveries/s", "deliveries_per_s", 0),
+                ("lost", "lost", 0),
+                ("server CPU s/s", "server_cpu_s_per_s", 2),
+                ("CPU µs/delivery", "server_cpu_us_per_delivery", 2),
             ],
             servers,
         ),

@@ -8,6 +8,9 @@
 #   SCENARIOS="s1 s3" SERVERS="halley socketioxide" bash benches/run.sh
 #   SCENARIOS=s6 bash benches/run.sh    # RabbitMQ → Halley's AMQP bridge (Halley only)
 #   SCENARIOS=s7 bash benches/run.sh    # a cluster of 1, 2 and 3 Halley nodes (RabbitMQ)
+#   HALLEY_BENCH_SERVER=<other bench_server> REPORT=0 OUT=<dir> bash benches/run.sh
+#                                       # A/B: another build as "halley", BENCHMARKS.md untouched
+#                                       # (python3 benches/report.py <dir> prints its tables)
 #
 # Each measurement starts a fresh server pinned to core 0 (`taskset -c 0`) and the load
 # generator pinned to core 1; raw JSON lines go to benches/results/<stamp>/, and
@@ -22,7 +25,9 @@ cd "$ROOT"
 
 RUNS="${RUNS:-3}"
 QUICK="${QUICK:-0}"
-SCENARIOS="${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7}"
+SCENARIOS="${SCENARIOS:-s1 s2 s2p s3 s4 s5 s6 s7}"
+# s2p: the paced broadcast rates (per second), 1k clients.
+PACED_RATES="${PACED_RATES:-100 200 400 500 1600}"
 SERVERS="${SERVERS:-halley socketio socketioxide}"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${OUT:-$ROOT/benches/results/$STAMP}"
@@ -94,7 +99,7 @@ fi
 
 server_cmd() {
   case "$1" in
-    halley) echo "$ROOT/target/release/examples/bench_server" ;;
+    halley) echo "${HALLEY_BENCH_SERVER:-$ROOT/target/release/examples/bench_server}" ;;
     # The real binary with its AMQP bridge on (port 0: it prints the one it got).
     halley-amqp) echo "$ROOT/target/release/halley --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --demo false --amqp-url $AMQP_URL --amqp-queue $AMQP_QUEUE --max-sessions-per-ip 1000000" ;;
     socketio) echo "node $ROOT/benches/peers/socketio-node/server.js" ;;
@@ -244,6 +249,7 @@ measure_cluster() {
 # Through a temporary file: report.py keeps BENCHMARKS.md's Soak section when it finds no soak
 # result (benches/soak.sh writes those).
 write_report() {
+  if [ "${REPORT:-1}" = 0 ]; then log "results in $OUT (REPORT=0: BENCHMARKS.md left as it is)"; return; fi
   python3 "$ROOT/benches/report.py" "$OUT" >"$ROOT/BENCHMARKS.md.tmp"
   mv "$ROOT/BENCHMARKS.md.tmp" "$ROOT/BENCHMARKS.md"
   log "wrote BENCHMARKS.md"
@@ -262,6 +268,14 @@ for run in $(seq 1 "$RUNS"); do
           for n in "$MID" "$BIG"; do
             measure "s2-rate10-$n" "$server" "$run" s2 --clients "$n" --rate 10 --duration "$WINDOW"
             measure "s2-saturation-$n" "$server" "$run" s2 --clients "$n" --rate 0 --duration "$WINDOW"
+          done
+        done ;;
+      s2p)
+        # Paced fan-out: one broadcast every 1/rate s to MID clients, the shape of real feeds
+        # (no closed loop to batch frames per write); 1600/s is about four times capacity.
+        for server in $SERVERS; do
+          for r in $PACED_RATES; do
+            measure "s2p-$r-$MID" "$server" "$run" s2 --clients "$MID" --rate "$r" --duration "$WINDOW"
           done
         done ;;
       s3)

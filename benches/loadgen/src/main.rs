@@ -1004,6 +1004,11 @@ async fn s2(
             "server_rss_start_kib": rss0,
             "server_rss_end_kib": rss1,
             "server_cpu_s_per_s": cpu0.zip(cpu1).map(|(a, b)| round3((b - a) / wall)),
+            // The server's CPU over the whole measurement (idle heartbeats included, a few
+            // µs a second) per message delivered.
+            "server_cpu_us_per_delivery": cpu0
+                .zip(cpu1)
+                .map(|(a, b)| round3((b - a) * 1e6 / delivered.max(1) as f64)),
             "loadgen_cpu_s_per_s": self_cpu0.zip(self_cpu1).map(|(a, b)| round3((b - a) / wall)),
         }),
     );
