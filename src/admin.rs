@@ -26,6 +26,8 @@ use std::sync::Arc;
 use crate::engine::{origin, Body, Cors};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde_json::json;
 
 use crate::bridge::amqp::BridgeStats;
@@ -33,7 +35,7 @@ use crate::bridge::cluster::Cluster;
 use crate::bridge::latency::Latency;
 use crate::bridge::log::LogLink;
 use crate::bridge::{health, http, publish, sockets};
-use crate::metrics::Metrics;
+use crate::metrics::{labelled, Metrics};
 use crate::server::Router;
 use crate::socketio::Halley;
 
@@ -168,6 +170,30 @@ impl AdminGuard {
         self.stats.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(reason = reason.as_str(), path = %req.uri().path(), "admin request refused");
         Some(reason.response())
+    }
+}
+
+// Here rather than in `crate::metrics`, which sits below this module and may not name the guard;
+// callers still write `Metrics::with_admin`.
+impl Metrics {
+    /// Adds the admin listener's refusals (`halley_admin_refused_total{reason}`).
+    pub fn with_admin(self, admin: Arc<AdminGuard>) -> Self {
+        self.with_collector(AdminCollect(admin))
+    }
+}
+
+#[derive(Debug)]
+struct AdminCollect(Arc<AdminGuard>);
+
+impl Collector for AdminCollect {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        labelled(
+            &mut encoder,
+            "halley_admin_refused",
+            "Admin listener requests refused, by reason (host, origin, token, content_type)",
+            "reason",
+            AdminRefusal::ALL.map(|reason| (reason.as_str(), self.0.stats.refused(reason))),
+        )
     }
 }
 

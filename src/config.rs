@@ -14,7 +14,7 @@ use crate::engine::{Cors, IpRange};
 use clap::{CommandFactory, Parser};
 
 use crate::server::ServerConfig;
-use crate::socketio::Builder;
+use crate::socketio::{Builder, Halley};
 
 /// Halley: a comet server speaking Socket.IO to every browser, IE6 to today's.
 #[derive(Debug, Clone, Parser)]
@@ -375,7 +375,7 @@ impl Config {
             origins if origins.iter().any(|o| o == "*") => Cors::AnyOrigin,
             origins => Cors::Origins(origins.to_vec()),
         };
-        let builder = crate::Halley::builder()
+        let builder = Halley::builder()
             .path(&self.path)
             .ping_interval(Duration::from_millis(self.ping_interval))
             .ping_timeout(Duration::from_millis(self.ping_timeout))

@@ -1,24 +1,36 @@
 //! Halley: a comet server that speaks Socket.IO to every browser, IE6 to today's.
 //!
 //! # Layout
-//! Layers only look down, bottom first: the Engine.IO crate (`halley-engine`, re-exported
-//! as [`engine`]) → [`socketio`] → [`bridge`] → the server and the binary ([`server`],
-//! [`admin`], [`metrics`], [`demo`], [`config`], [`memory`], [`client_js`]).
 //!
-//! - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health) and the
-//!   guard every admin request passes.
-//! - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
-//! - [`bridge`]: the RabbitMQ bridge, the cluster link (membership, signed envelopes, forwarding
-//!   marks) and its shared recovery log (a RabbitMQ stream), the HTTP publish API, health
-//!   endpoints.
-//! - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
-//! - [`config`]: command-line and environment options.
-//! - [`demo`]: the live transport comparison page and its `/demo` namespace.
-//! - [`memory`]: the binaries' allocator and the trimmer that returns freed memory to the OS.
-//! - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
-//! - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
-//! - The Engine.IO layer (packets, sessions, transports) is the `halley-engine` crate,
-//!   re-exported as [`engine`].
+//! Bottom-up, by group: a top-level module and the files of its folder are one group, whose
+//! files import one another freely; a group imports only groups of the layers listed before
+//! its own, never the other way (the workspace's `tests/layering.rs` holds the same table and
+//! fails on an import that climbs, or a cycle).
+//!
+//! 1. The Engine.IO layer.
+//!    - [`engine`]: packets, sessions, transports: the `halley-engine` crate, re-exported.
+//! 2. Socket.IO.
+//!    - [`socketio`]: the Socket.IO v5 layer and the application API ([`socketio::Halley`]).
+//! 3. Bridges.
+//!    - [`bridge`]: the RabbitMQ bridge, the cluster link (membership, signed envelopes,
+//!      forwarding marks) and its shared recovery log (a RabbitMQ stream), the HTTP publish
+//!      API, health endpoints.
+//! 4. Self-contained pieces, importing nothing of the crate.
+//!    - [`client_js`]: the ES3 browser client, concatenated from `client-js/src/`.
+//!    - [`memory`]: the binaries' allocator and the trimmer that returns freed memory to the OS.
+//! 5. Metrics.
+//!    - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
+//! 6. HTTP server.
+//!    - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
+//! 7. Admin listener.
+//!    - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health), the
+//!      guard every admin request passes, and its refusals' metrics (`Metrics::with_admin`).
+//! 8. Demo.
+//!    - [`demo`]: the live transport comparison page and its `/demo` namespace.
+//! 9. Options.
+//!    - [`config`]: command-line and environment options.
+//!
+//! The binary (`src/main.rs`) is a crate of its own, on top: it uses this one as `halley`.
 
 pub mod admin;
 pub mod bridge;

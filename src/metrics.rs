@@ -40,7 +40,7 @@ fn counter(m: &mut prometheus_client::encoding::MetricEncoder<'_>, v: u64) -> fm
 }
 
 /// A counter family split by one label: `name_total{label="..."}` for each `(value, count)`.
-fn labelled<'a>(
+pub(crate) fn labelled<'a>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
@@ -372,22 +372,6 @@ impl Collector for Collect {
     }
 }
 
-#[derive(Debug)]
-struct AdminCollect(Arc<crate::admin::AdminGuard>);
-
-impl Collector for AdminCollect {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        labelled(
-            &mut encoder,
-            "halley_admin_refused",
-            "Admin listener requests refused, by reason (host, origin, token, content_type)",
-            "reason",
-            crate::admin::AdminRefusal::ALL
-                .map(|reason| (reason.as_str(), self.0.stats.refused(reason))),
-        )
-    }
-}
-
 /// The Socket.IO layer's limits: refused joins and CONNECTs.
 #[derive(Debug)]
 struct SocketIoCollect(Arc<crate::socketio::limits::Stats>);
@@ -549,10 +533,10 @@ impl Metrics {
         Metrics { registry }
     }
 
-    /// Adds the admin listener's refusals (`halley_admin_refused_total{reason}`).
-    pub fn with_admin(mut self, admin: Arc<crate::admin::AdminGuard>) -> Self {
-        self.registry
-            .register_collector(Box::new(AdminCollect(admin)));
+    /// Adds the counters of a layer above this one, which this module may not import: the
+    /// admin listener's refusals come through here, from `Metrics::with_admin` in `crate::admin`.
+    pub(crate) fn with_collector(mut self, collector: impl Collector + 'static) -> Self {
+        self.registry.register_collector(Box::new(collector));
         self
     }
 

@@ -1,6 +1,12 @@
-//! The crate reads bottom-up: every file of `src/` imports only files of a lower layer of
-//! [`LAYERS`] (mirrored, in the same order, by the Layout section of `src/lib.rs`), so the
-//! files import one another without a cycle.
+//! Both crates read bottom-up: every file imports only from lower layers, so nothing imports
+//! in a cycle. Each crate is described by a [`Tree`] whose layer table is mirrored, in the same
+//! order, by the Layout section of its `lib.rs`:
+//! - [`ENGINE`], the Engine.IO crate (`transports/src`): each file is a module of its own, and
+//!   a file imports only files of a lower layer, never one of its own layer.
+//! - [`HALLEY`], the Socket.IO server (`src`): a top-level module and everything in its folder
+//!   is one group (`socketio` is `socketio/*.rs`); the files of a group import one another
+//!   freely, and a group imports only groups of a lower layer. The Engine.IO crate, re-exported
+//!   as `crate::engine`, is the bottom layer.
 //!
 //! Imports are read from the source text: `use crate::…`, `use super::…` and `use self::…`
 //! trees (groups included) and inline `crate::x::…` / `super::x::…` paths in code, with
@@ -9,54 +15,126 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// The layers, bottom-up; a module is named by its file under `src/` (`transport` is
-/// `transport/mod.rs`, `lib` the crate root). A module may import only modules of the layers
-/// before its own.
-const LAYERS: &[(&str, &[&str])] = &[
-    ("pure codecs and ids", &["packet", "sid", "headers"]),
-    ("pure protocol state", &["session", "framing", "admission"]),
-    ("origin policy", &["origin"]),
-    (
-        "settings, counters, HTTP pieces",
-        &["config", "stats", "http"],
-    ),
-    ("handshake", &["handshake"]),
-    ("socket", &["socket"]),
-    ("registry", &["registry"]),
-    ("shared state and session lifecycle", &["lifecycle"]),
-    (
-        "transports",
-        &["transport", "transport/polling", "transport/forward"],
-    ),
-    (
-        "transports built on polling",
-        &["transport/streaming", "transport/websocket"],
-    ),
-    ("dispatch", &["engine"]),
-    ("crate root", &["lib"]),
-];
+/// One crate's sources and the stack they must form.
+struct Tree {
+    /// The crate's source folder, from the workspace root.
+    dir: &'static str,
+    /// The layers, bottom-up, each a description and its modules. A module is named by its
+    /// file under `dir` (`transport` is `transport/mod.rs`, `lib` the crate root) or, when
+    /// `grouped`, by its top-level module. A module may import only modules of the layers
+    /// before its own.
+    layers: &'static [(&'static str, &'static [&'static str])],
+    /// Whether a top-level module and its folder are one group, free to import one another.
+    grouped: bool,
+    /// Names in the crate root that are other crates (`pub use halley_engine as engine;`):
+    /// a path through one reaches that crate, a module of `layers` without a file here.
+    external: &'static [&'static str],
+    /// Files under `dir` that are crate roots of their own (`main.rs`, the binary): they reach
+    /// the library by its name, never by `crate::`, so they are no part of the stack.
+    binaries: &'static [&'static str],
+}
+
+const ENGINE: Tree = Tree {
+    dir: "transports/src",
+    layers: &[
+        ("pure codecs and ids", &["packet", "sid", "headers"]),
+        ("pure protocol state", &["session", "framing", "admission"]),
+        ("origin policy", &["origin"]),
+        (
+            "settings, counters, HTTP pieces",
+            &["config", "stats", "http"],
+        ),
+        ("handshake", &["handshake"]),
+        ("socket", &["socket"]),
+        ("registry", &["registry"]),
+        ("shared state and session lifecycle", &["lifecycle"]),
+        (
+            "transports",
+            &["transport", "transport/polling", "transport/forward"],
+        ),
+        (
+            "transports built on polling",
+            &["transport/streaming", "transport/websocket"],
+        ),
+        ("dispatch", &["engine"]),
+        ("crate root", &["lib"]),
+    ],
+    grouped: false,
+    external: &[],
+    binaries: &[],
+};
+
+const HALLEY: Tree = Tree {
+    dir: "src",
+    layers: &[
+        ("the Engine.IO layer", &["engine"]),
+        ("Socket.IO", &["socketio"]),
+        ("bridges", &["bridge"]),
+        ("self-contained pieces", &["client_js", "memory"]),
+        ("metrics", &["metrics"]),
+        ("HTTP server", &["server"]),
+        ("admin listener", &["admin"]),
+        ("demo", &["demo"]),
+        ("options", &["config"]),
+        ("crate root", &["lib"]),
+    ],
+    grouped: true,
+    external: &["engine"],
+    binaries: &["main"],
+};
 
 #[test]
-fn no_module_imports_its_own_layer_or_above() {
-    let sources = sources();
-    let layer_of = layer_of();
+fn engine_modules_import_only_lower_layers() {
+    check_layers(&ENGINE);
+}
+
+#[test]
+fn halley_groups_import_only_lower_layers() {
+    check_layers(&HALLEY);
+}
+
+#[test]
+fn engine_modules_import_one_another_without_cycles() {
+    check_no_cycle(&ENGINE);
+}
+
+#[test]
+fn halley_groups_import_one_another_without_cycles() {
+    check_no_cycle(&HALLEY);
+}
+
+#[test]
+fn engine_layout_doc_lists_the_modules_bottom_up() {
+    check_layout(&ENGINE);
+}
+
+#[test]
+fn halley_layout_doc_lists_the_groups_bottom_up() {
+    check_layout(&HALLEY);
+}
+
+fn check_layers(tree: &Tree) {
+    let sources = tree.sources();
+    let layer_of = tree.layer_of();
     let mut problems = Vec::new();
     for name in sources.keys() {
-        if !layer_of.contains_key(name.as_str()) {
+        let group = tree.group(name);
+        if !layer_of.contains_key(group) {
             problems.push(format!(
-                "`{name}` is in no layer: add it to LAYERS and the Layout"
+                "`{group}` is in no layer: add it to the layers of {} and the Layout",
+                tree.dir
             ));
         }
     }
     for name in layer_of.keys() {
-        if !sources.contains_key(*name) {
-            problems.push(format!("LAYERS names `{name}`, which has no file"));
+        if !tree.external.contains(name) && !sources.keys().any(|s| tree.group(s) == *name) {
+            problems.push(format!("the layers name `{name}`, which has no file"));
         }
     }
-    for (from, imports) in imports_of(&sources) {
-        let Some(&from_layer) = layer_of.get(from.as_str()) else {
+    for (from, imports) in tree.imports_of(&sources) {
+        let Some(&from_layer) = layer_of.get(tree.group(&from)) else {
             continue;
         };
         for import in imports {
@@ -67,49 +145,60 @@ fn no_module_imports_its_own_layer_or_above() {
                 ));
                 continue;
             };
-            let Some(&to_layer) = layer_of.get(to.as_str()) else {
+            if tree.group(to) == tree.group(&from) {
+                continue;
+            }
+            let Some(&to_layer) = layer_of.get(tree.group(to)) else {
                 continue;
             };
             if to_layer >= from_layer {
                 problems.push(format!(
                     "`{from}` ({}) imports `{to}` ({}) at line {}: `{}`",
-                    LAYERS[from_layer].0, LAYERS[to_layer].0, import.line, import.path
+                    tree.layers[from_layer].0, tree.layers[to_layer].0, import.line, import.path
                 ));
             }
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{}:\n{}",
+        tree.dir,
+        problems.join("\n")
+    );
 }
 
-#[test]
-fn modules_import_one_another_without_cycles() {
-    let graph: BTreeMap<String, Vec<String>> = imports_of(&sources())
-        .into_iter()
-        .map(|(from, imports)| {
-            let mut to: Vec<String> = imports.into_iter().filter_map(|i| i.module).collect();
-            to.sort();
-            to.dedup();
-            (from, to)
-        })
-        .collect();
+fn check_no_cycle(tree: &Tree) {
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (from, imports) in tree.imports_of(&tree.sources()) {
+        let from = tree.group(&from).to_owned();
+        let to = graph.entry(from.clone()).or_default();
+        to.extend(
+            imports
+                .into_iter()
+                .filter_map(|i| i.module)
+                .map(|m| tree.group(&m).to_owned())
+                .filter(|m| *m != from),
+        );
+        to.sort();
+        to.dedup();
+    }
     if let Some(cycle) = find_cycle(&graph) {
-        panic!("import cycle: {}", cycle.join(" -> "));
+        panic!("{}: import cycle: {}", tree.dir, cycle.join(" -> "));
     }
 }
 
-#[test]
-fn layout_doc_lists_the_modules_bottom_up() {
-    let lib = fs::read_to_string(src_dir().join("lib.rs")).expect("src/lib.rs");
+fn check_layout(tree: &Tree) {
+    let lib = fs::read_to_string(tree.src_dir().join("lib.rs")).expect("lib.rs is readable");
     let listed = layout_modules(&lib);
-    let layer_of = layer_of();
+    let layer_of = tree.layer_of();
     let mut problems = Vec::new();
     let mut last = 0;
     for name in &listed {
         match layer_of.get(name.as_str()) {
-            None => problems.push(format!("the Layout lists `{name}`, which LAYERS lacks")),
+            None => problems.push(format!("the Layout lists `{name}`, which the layers lack")),
             Some(&layer) if layer < last => problems.push(format!(
                 "the Layout lists `{name}` ({}) after a module of a higher layer",
-                LAYERS[layer].0
+                tree.layers[layer].0
             )),
             Some(&layer) => last = layer,
         }
@@ -120,7 +209,12 @@ fn layout_doc_lists_the_modules_bottom_up() {
             problems.push(format!("the Layout lists `{name}` {times} times, not once"));
         }
     }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{}/lib.rs:\n{}",
+        tree.dir,
+        problems.join("\n")
+    );
 }
 
 /// The extractor itself, on a file that imports in every way it must see.
@@ -163,7 +257,7 @@ fn extractor_sees_groups_inline_paths_and_test_modules_but_not_comments() {
         "config",
         "registry",
     ]);
-    let found: Vec<(Option<String>, usize)> = imports("transport/streaming", code, &modules)
+    let found: Vec<(Option<String>, usize)> = imports("transport/streaming", code, &modules, &[])
         .into_iter()
         .map(|i| (i.module, i.line))
         .collect();
@@ -184,51 +278,102 @@ fn extractor_sees_groups_inline_paths_and_test_modules_but_not_comments() {
     );
 }
 
+/// A re-exported crate is reached through the crate root, yet names its own layer.
+#[test]
+fn extractor_reads_a_re_exported_crate_as_that_crate() {
+    let code = r"
+        use crate::engine::{origin, Body};
+        use crate::bridge::latency::now_ms;
+        fn f() {
+            crate::engine::full(crate::Halley::builder());
+        }
+    ";
+    let modules = modules(&["lib", "socketio", "bridge", "bridge/latency", "demo"]);
+    let found: Vec<(Option<String>, usize)> = imports("demo", code, &modules, &["engine"])
+        .into_iter()
+        .map(|i| (i.module, i.line))
+        .collect();
+    let named = |m: &str, line| (Some(m.to_owned()), line);
+    assert_eq!(
+        found,
+        [
+            named("engine", 2),
+            named("engine", 2),
+            named("bridge/latency", 3),
+            named("engine", 5),
+            (None, 5),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading the sources.
 
-fn src_dir() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
-}
+impl Tree {
+    fn src_dir(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(self.dir)
+    }
 
-/// Every `.rs` file under `src/`, by module name.
-fn sources() -> BTreeMap<String, String> {
-    fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
-        for entry in fs::read_dir(dir).expect("src/ is readable") {
-            let path = entry.expect("a directory entry").path();
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default();
-            if path.is_dir() {
-                walk(&path, &format!("{prefix}{stem}/"), out);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let name = match stem {
-                    "mod" => prefix.trim_end_matches('/').to_owned(),
-                    "lib" if prefix.is_empty() => "lib".to_owned(),
-                    _ => format!("{prefix}{stem}"),
-                };
-                let text = fs::read_to_string(&path).expect("a source file is readable");
-                out.insert(name, text);
+    /// Every `.rs` file under `dir` but the binaries, by module name.
+    fn sources(&self) -> BTreeMap<String, String> {
+        fn walk(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+            for entry in fs::read_dir(dir).expect("the source folder is readable") {
+                let path = entry.expect("a directory entry").path();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
+                if path.is_dir() {
+                    walk(&path, &format!("{prefix}{stem}/"), out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let name = match stem {
+                        "mod" => prefix.trim_end_matches('/').to_owned(),
+                        "lib" if prefix.is_empty() => "lib".to_owned(),
+                        _ => format!("{prefix}{stem}"),
+                    };
+                    let text = fs::read_to_string(&path).expect("a source file is readable");
+                    out.insert(name, text);
+                }
             }
         }
+        let mut out = BTreeMap::new();
+        walk(&self.src_dir(), "", &mut out);
+        out.retain(|name, _| !self.binaries.contains(&name.as_str()));
+        out
     }
-    let mut out = BTreeMap::new();
-    walk(&src_dir(), "", &mut out);
-    out
-}
 
-fn layer_of() -> BTreeMap<&'static str, usize> {
-    let mut map = BTreeMap::new();
-    for (layer, (_, names)) in LAYERS.iter().enumerate() {
-        for &name in *names {
-            assert!(
-                map.insert(name, layer).is_none(),
-                "`{name}` is in two layers"
-            );
+    /// The name a module has in the layers: its own, or its top-level module's when grouped.
+    fn group<'a>(&self, module: &'a str) -> &'a str {
+        match self.grouped {
+            true => module.split('/').next().unwrap_or(module),
+            false => module,
         }
     }
-    map
+
+    fn layer_of(&self) -> BTreeMap<&'static str, usize> {
+        let mut map = BTreeMap::new();
+        for (layer, (_, names)) in self.layers.iter().enumerate() {
+            for &name in *names {
+                assert!(
+                    map.insert(name, layer).is_none(),
+                    "`{name}` is in two layers"
+                );
+            }
+        }
+        map
+    }
+
+    fn imports_of(&self, sources: &BTreeMap<String, String>) -> BTreeMap<String, Vec<Import>> {
+        let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+        let modules = modules(&names);
+        sources
+            .iter()
+            .map(|(name, code)| {
+                let found = imports(name, code, &modules, self.external);
+                (name.clone(), found)
+            })
+            .collect()
+    }
 }
 
 /// Module paths (`["transport", "polling"]`) to module names (`transport/polling`).
@@ -245,15 +390,6 @@ fn modules(names: &[&str]) -> BTreeMap<Vec<String>, String> {
         .collect()
 }
 
-fn imports_of(sources: &BTreeMap<String, String>) -> BTreeMap<String, Vec<Import>> {
-    let names: Vec<&str> = sources.keys().map(String::as_str).collect();
-    let modules = modules(&names);
-    sources
-        .iter()
-        .map(|(name, code)| (name.clone(), imports(name, code, &modules)))
-        .collect()
-}
-
 /// One reference from a file to another module of the crate.
 #[derive(Debug)]
 struct Import {
@@ -265,8 +401,14 @@ struct Import {
     line: usize,
 }
 
-/// What file `name` imports from the other files (not from itself).
-fn imports(name: &str, code: &str, modules: &BTreeMap<Vec<String>, String>) -> Vec<Import> {
+/// What file `name` imports from the other files (not from itself), and from the crates the
+/// crate root re-exports under the names `external`.
+fn imports(
+    name: &str,
+    code: &str,
+    modules: &BTreeMap<Vec<String>, String>,
+    external: &[&str],
+) -> Vec<Import> {
     let file: Vec<String> = match name {
         "lib" => Vec::new(),
         _ => name.split('/').map(str::to_owned).collect(),
@@ -301,7 +443,7 @@ fn imports(name: &str, code: &str, modules: &BTreeMap<Vec<String>, String>) -> V
             let mut paths = Vec::new();
             i = use_tree(&tokens, i + 1, Vec::new(), &mut paths);
             for path in paths {
-                out.extend(resolve(&path, &here, name, modules, line));
+                out.extend(resolve(&path, &here, name, modules, external, line));
             }
             continue;
         }
@@ -317,7 +459,7 @@ fn imports(name: &str, code: &str, modules: &BTreeMap<Vec<String>, String>) -> V
                 path.push(tokens[j + 1].0.clone());
                 j += 2;
             }
-            out.extend(resolve(&path, &here, name, modules, line));
+            out.extend(resolve(&path, &here, name, modules, external, line));
             i = j;
             continue;
         }
@@ -375,12 +517,14 @@ fn use_tree(
 }
 
 /// The module of the crate a path reaches from the module `here` of the file `own`, unless it
-/// is outside the crate (`std::…`) or the file itself.
+/// is outside the crate (`std::…`) or the file itself; a re-exported crate (`crate::engine`)
+/// counts as a module named as in `external`.
 fn resolve(
     path: &[String],
     here: &[String],
     own: &str,
     modules: &BTreeMap<Vec<String>, String>,
+    external: &[&str],
     line: usize,
 ) -> Option<Import> {
     let first = path.first()?;
@@ -407,6 +551,13 @@ fn resolve(
     );
     if full.is_empty() {
         return None;
+    }
+    if external.contains(&full[0].as_str()) {
+        return Some(Import {
+            module: Some(full[0].clone()),
+            path: format!("crate::{}", full.join("::")),
+            line,
+        });
     }
     let reached = (0..=full.len())
         .rev()

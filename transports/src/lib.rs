@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! Bottom-up: a module imports only modules of the groups above its own, never the other way
-//! (`tests/layering.rs` holds the same table and fails on an import that climbs, or a cycle).
+//! (the workspace's `tests/layering.rs` holds the same table and fails on an import that
+//! climbs, or a cycle).
 //!
 //! 1. Pure codecs and ids: bytes in, bytes out.
 //!    - [`packet`]: the packet and payload codec.
