@@ -127,6 +127,12 @@ pub struct Config {
     #[arg(long, env = "HALLEY_BODY_READ_TIMEOUT", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub body_read_timeout: u64,
 
+    /// Milliseconds after a WebSocket write before the next one: frames queued meanwhile go
+    /// together (one syscall instead of one per message under a steady feed). 0: write each
+    /// frame at once.
+    #[arg(long, env = "HALLEY_WS_WRITE_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub ws_write_interval: u64,
+
     /// Largest request head (request line and headers) in bytes; larger ones get 431. Each
     /// session keeps its handshake's headers, so this bounds them.
     #[arg(long, env = "HALLEY_MAX_HEADER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(8192..=16_777_216))]
@@ -393,6 +399,7 @@ impl Config {
             .max_auth_attempts(self.max_auth_attempts as usize)
             .upgrade_timeout(Duration::from_millis(self.upgrade_timeout))
             .body_read_timeout(Duration::from_millis(self.body_read_timeout))
+            .ws_write_interval(Duration::from_millis(self.ws_write_interval))
             .cors(cors);
         match self.recovery_window {
             Some(ms) => builder.connection_state_recovery(Duration::from_millis(ms), true),

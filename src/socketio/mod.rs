@@ -243,6 +243,14 @@ impl Builder {
         self
     }
 
+    /// How soon after a WebSocket write the next one may go (default 5 ms): frames queued
+    /// meanwhile are written together. Zero writes every frame at once. See
+    /// [`EngineConfig::ws_write_interval`].
+    pub fn ws_write_interval(mut self, d: Duration) -> Self {
+        self.engine.ws_write_interval = d;
+        self
+    }
+
     /// The largest message or POST body accepted, in bytes (default 1,000,000).
     pub fn max_payload(mut self, bytes: usize) -> Self {
         self.engine.max_payload = bytes;

@@ -35,6 +35,14 @@ pub struct EngineConfig {
     /// Small (128 bytes) so idle connections stay cheap: the socket itself is read in 8 KiB
     /// chunks through a stack buffer, and tungstenite takes its pieces from that in memory.
     pub ws_read_buffer: usize,
+    /// How soon after a write a WebSocket connection writes again, at the earliest: frames
+    /// queued meanwhile wait and go together, in one write. A connection that wrote nothing
+    /// for this long writes at once, so only a client receiving faster than one frame per
+    /// interval waits, by less than the interval. Under a steady feed this turns one syscall
+    /// (and one TCP segment) per message into one per interval, which is most of a delivery's
+    /// cost (`benches/NOTES.md`). Answers to what the client sent (acks, replies) are never
+    /// held. Zero: every frame is written as soon as it is queued.
+    pub ws_write_interval: Duration,
     /// Sessions held at once, at most; a handshake beyond is refused with 503 (WebSocket
     /// handshakes before the upgrade). Lingering sessions (closed, their close packet not yet
     /// read) count until they are gone.
@@ -63,6 +71,7 @@ impl Default for EngineConfig {
             stream_limit: 128 * 1024,
             max_poll_packets: 16,
             ws_read_buffer: 128,
+            ws_write_interval: Duration::from_millis(5),
             max_sessions: 100_000,
             max_sessions_per_ip: 1_000,
             trusted_proxies: IpRange::LOOPBACK.to_vec(),

@@ -351,10 +351,21 @@ enum End {
 
 /// Serves a session whose transport is this WebSocket (attached as receiver `id`), until
 /// either side closes it, or the connection breaks or is replaced.
-async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>, id: ReceiverId) {
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: Arc<Shared>,
+    mut ws: WebSocketStream<S>,
+    socket: Arc<Socket>,
+    id: ReceiverId,
+) {
     let write_timeout = shared.config.session.ping_interval + shared.config.session.ping_timeout;
     let resumable = socket.lock().is_resumable();
+    let interval = shared.config.ws_write_interval;
+    // When the last burst was written: the next one waits until `interval` after it.
+    let mut last_write: Option<Instant> = None;
     let end = loop {
+        let hold = last_write
+            .map(|at| at + interval)
+            .filter(|&until| until > Instant::now());
         // Biased: the inbound side first. Whatever a message makes the application send is
         // written right after it (below), so the outbox cannot starve behind a busy reader.
         let outbound = tokio::select! {
@@ -428,13 +439,16 @@ async fn run(shared: Arc<Shared>, mut ws: Ws, socket: Arc<Socket>, id: ReceiverI
                     None => continue,
                 }
             }
-            outbound = socket.wait_until(|s| outbound_of(s, id)) => match outbound {
+            outbound = next_outbound(&socket, id, hold) => match outbound {
                 Outbound::Replaced => break End::Replaced,
                 Outbound::Frames(frames, reason) => (frames, reason),
             },
         };
         if let Some(end) = write_outbound(&shared, &mut ws, outbound, write_timeout).await {
             break end;
+        }
+        if !interval.is_zero() {
+            last_write = Some(Instant::now());
         }
     };
     match end {
@@ -485,10 +499,29 @@ fn outbound_of(session: &mut Session, id: ReceiverId) -> Option<Outbound> {
         .then(|| Outbound::Frames(session.drain(), session.close_reason()))
 }
 
+/// What the connection `id` has to do next, once there is something; with `hold`, not before
+/// then, unless the session closed or another connection took it over (frames queued until
+/// then go in one burst).
+async fn next_outbound(socket: &Socket, id: ReceiverId, hold: Option<Instant>) -> Outbound {
+    if let Some(until) = hold {
+        let urgent = socket
+            .wait_until(|s| {
+                let urgent = s.is_closed() || !s.is_receiver(id);
+                (urgent || s.has_outbound()).then_some(urgent)
+            })
+            .await;
+        if !urgent {
+            // Boxed: the timer exists only while a burst is held, not in every idle connection.
+            Box::pin(tokio::time::sleep_until(until.into())).await;
+        }
+    }
+    socket.wait_until(|s| outbound_of(s, id)).await
+}
+
 /// Writes a burst; how the connection ends when it ends with it.
-async fn write_outbound(
+async fn write_outbound<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    ws: &mut Ws,
+    ws: &mut WebSocketStream<S>,
     (frames, reason): (VecDeque<Frame>, Option<CloseReason>),
     write_timeout: std::time::Duration,
 ) -> Option<End> {
@@ -515,7 +548,10 @@ async fn write_outbound(
 }
 
 /// Writes a burst of frames with one flush, so several small frames cost one syscall.
-async fn write_all(ws: &mut Ws, frames: impl IntoIterator<Item = Frame>) -> Result<(), WsError> {
+async fn write_all<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    frames: impl IntoIterator<Item = Frame>,
+) -> Result<(), WsError> {
     for frame in frames {
         let message = match frame {
             Frame::Text(text) => WsMessage::Text(utf8_of(text)),
@@ -760,6 +796,57 @@ mod tests {
             Some(Ok(WsMessage::Text(text))) => text.as_str().to_owned(),
             other => panic!("expected a text frame, got {other:?}"),
         }
+    }
+
+    /// Frames queued within `ws_write_interval` of a write wait and go out together, in one
+    /// write; a frame after a quiet interval goes at once. Time is paused: it moves only when
+    /// every task waits, so "within the interval" holds however slow the machine is.
+    #[tokio::test(start_paused = true)]
+    async fn frames_queued_soon_after_a_write_go_together_in_the_next_write() {
+        let shared = shared();
+        let interval = shared.config.ws_write_interval;
+        assert!(interval >= Duration::from_millis(2), "{interval:?}");
+        let socket =
+            lifecycle::open(&shared, TransportKind::WebSocket, handshake(), false).unwrap();
+        socket.lock().drain();
+        let id = socket
+            .lock()
+            .attach(TransportKind::WebSocket, Instant::now(), None)
+            .unwrap();
+        let (mut client, server) = tokio::io::duplex(4096);
+        let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        tokio::spawn(run(Arc::clone(&shared), ws, Arc::clone(&socket), id));
+        // Unmasked text frames, as a server writes them.
+        let frames = |texts: &[&str]| -> Vec<u8> {
+            texts
+                .iter()
+                .flat_map(|t| [&[0x81, t.len() as u8][..], t.as_bytes()].concat())
+                .collect()
+        };
+        let mut buf = vec![0u8; 4096];
+        let soon = Duration::from_millis(1);
+
+        socket.send_text("a").unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], frames(&["4a"]), "the first frame goes at once");
+
+        socket.send_text("b").unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let held = tokio::time::timeout(soon, client.read(&mut buf)).await;
+        assert!(held.is_err(), "b is held: {held:?}");
+        socket.send_text("c").unwrap();
+        let n = client.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], frames(&["4b", "4c"]), "b and c in one write");
+
+        tokio::time::advance(interval * 2).await;
+        socket.send_text("d").unwrap();
+        let n = tokio::time::timeout(soon, client.read(&mut buf))
+            .await
+            .expect("after a quiet interval, at once")
+            .unwrap();
+        assert_eq!(&buf[..n], frames(&["4d"]));
     }
 
     #[tokio::test]
