@@ -506,6 +506,11 @@ impl Session {
         !self.outbox.is_empty()
     }
 
+    /// Frames queued, not yet taken.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
     /// Takes every queued frame, in order: what a WebSocket writes (no packet limit, no
     /// markers; the connection says when it is replaced or closed).
     pub fn drain(&mut self) -> VecDeque<Frame> {

@@ -506,7 +506,10 @@ async fn next_outbound(socket: &Socket, id: ReceiverId, hold: Option<Instant>) -
     if let Some(until) = hold {
         let urgent = socket
             .wait_until(|s| {
-                let urgent = s.is_closed() || !s.is_receiver(id);
+                // A second frame ends the hold: writing two per syscall is the saving, and a
+                // sender that waits for its frames to arrive (a closed loop) is not slowed
+                // down to one write per interval.
+                let urgent = s.is_closed() || !s.is_receiver(id) || s.queued() >= 2;
                 (urgent || s.has_outbound()).then_some(urgent)
             })
             .await;
