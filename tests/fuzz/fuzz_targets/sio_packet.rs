@@ -21,6 +21,9 @@ use serde_json::Value;
 // and more than doubles the build, while `packet.rs` only needs `bytes`, `serde_json`,
 // `thiserror` and `halley_engine`, all dependencies here too (serde_json with the root's
 // features). Its unit tests are `#[cfg(test)]` and stay out.
+// `packet.rs` names the Engine.IO crate `crate::engine`, as inside `halley`.
+use halley_engine as engine;
+
 #[path = "../../../src/socketio/packet.rs"]
 #[allow(dead_code)]
 mod packet;
