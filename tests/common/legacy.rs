@@ -12,8 +12,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::*;
 
@@ -278,13 +276,7 @@ impl Stream {
             );
         }
         within("a response head", async move {
-            let tcp = TcpStream::connect(addr).await.expect("connect");
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                .await
-                .expect("http1 handshake");
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let mut sender = connect(addr).await;
             let res = sender.send_request(req).await.expect("send request");
             let (parts, body) = res.into_parts();
             Stream {

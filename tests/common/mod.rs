@@ -296,6 +296,23 @@ impl Reply {
     }
 }
 
+/// A fresh HTTP/1.1 connection to `addr`, driven by a task of its own until it closes.
+pub async fn connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
 /// Sends `req` over a fresh connection to `addr` and reads the whole response.
 pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> Reply
 where
@@ -304,13 +321,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let exchange = async move {
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .expect("http1 handshake");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let mut sender = connect(addr).await;
         let res = sender.send_request(req).await.expect("send request");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("read body").to_bytes();
