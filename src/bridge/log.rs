@@ -37,15 +37,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use tokio::sync::mpsc;
 
 use super::envelope::Key;
-use super::{Confirm, Unconfirmed};
+use super::{confirmed, Confirm, Unconfirmed};
 use crate::socketio::adapter::{BoxFuture, LogRecord, SharedLog};
 use crate::socketio::Halley;
 
@@ -420,90 +420,27 @@ async fn publish(
     stream: &ShortString,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
-    let stats = &link.stats;
-    if !publisher.status().connected() {
-        // The broker is closing the connection: the session ends, and what waits in the
-        // outbox goes on the next one.
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(confirm) = out.confirm {
-            confirm.refuse("the connection to the broker is closing".to_owned());
-        }
-        return Err(lapin::ErrorKind::InvalidChannelState(
-            lapin::ChannelState::Closing,
-            "basic.publish",
-        )
-        .into());
-    }
-    if let Some(confirm) = &out.confirm {
-        // Its publisher was told it failed (no confirm in time, a 503), or will be before the
-        // confirm could come: appending it would deliver what was refused, and a retry would
-        // show it twice.
-        if let Err(reason) = confirm.take(Instant::now()) {
-            stats.withdrawn.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                confirm.refuse(reason);
-            }
-            return Ok(());
-        }
-    }
-    let sent = publisher
-        .basic_publish(
-            ShortString::default(),
-            stream.clone(),
-            BasicPublishOptions::default(),
-            &out.body,
-            BasicProperties::default().with_content_type("text/plain".into()),
-        )
-        .await;
-    let confirm = match sent {
-        Ok(confirm) => confirm,
-        Err(error) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                // Its frames may have been written, in part or whole, before the error.
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-                confirm.answer(Err(Unconfirmed::MaybeDelivered(format!(
-                    "the append failed as it was sent: {error}"
-                ))));
-            }
-            return Err(error);
-        }
+    let append = confirmed::Publish {
+        exchange: ShortString::default(),
+        routing_key: stream.clone(),
+        confirm: out.confirm,
+        verb: ("append", "appended"),
+        // The stream is one queue, and it did not take the record.
+        nack: || Unconfirmed::NotDelivered("the broker refused the record (nack)".to_owned()),
+        hold: None,
     };
-    let link = Arc::clone(link);
-    tokio::spawn(async move {
-        let waited = match &out.confirm {
-            Some(c) => tokio::time::timeout_at(c.deadline().into(), confirm).await,
-            None => Ok(confirm.await),
-        };
-        let stats = &link.stats;
-        let result = match waited {
-            Ok(Ok(confirmation)) if confirmation.is_ack() => {
-                stats.appended.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            // The stream is one queue, and it did not take the record.
-            Ok(Ok(_)) => Err(Unconfirmed::NotDelivered(
-                "the broker refused the record (nack)".to_owned(),
-            )),
-            // The stream may have it: the connection went after the publish.
-            Ok(Err(error)) => Err(Unconfirmed::MaybeDelivered(format!(
-                "the connection to the broker closed after the append, before its confirm: {error}"
-            ))),
-            Err(_) => Err(Unconfirmed::MaybeDelivered(
-                "appended, but the broker's confirm did not come in time".to_owned(),
-            )),
-        };
-        if result.is_err() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+    confirmed::publish(link, publisher, append, || out.body).await
+}
+
+impl confirmed::Link for LogLink {
+    fn counters(&self) -> confirmed::Counters<'_> {
+        confirmed::Counters {
+            confirmed: &self.stats.appended,
+            dropped: &self.stats.dropped,
+            withdrawn: &self.stats.withdrawn,
+            maybe_delivered: &self.stats.maybe_delivered,
         }
-        if let Some(confirm) = out.confirm {
-            if matches!(result, Err(Unconfirmed::MaybeDelivered(_))) {
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            confirm.answer(result);
-        }
-    });
-    Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@
 //!   that carries it), broadcasts, cross-node queries, the engine's session locator.
 //! - [`log`]: the shared log on a RabbitMQ stream that connection state recovery goes through
 //!   in a cluster, so that a client recovers through any node.
+//! - `confirmed`: one message the cluster link or the shared log publishes with a confirm:
+//!   refused while the connection closes or once withdrawn, else published, then confirmed
+//!   or "maybe delivered"; both links' one way of answering a waiting publisher, counted.
 //! - [`supervise`]: runs the bridge's and the cluster link's tasks again when they end or
 //!   panic, with backoff; knows nothing of brokers.
 //!
@@ -45,6 +48,7 @@ use tokio::sync::oneshot;
 pub mod amqp;
 pub mod auth;
 pub mod cluster;
+mod confirmed;
 pub mod envelope;
 pub mod forward_mark;
 pub mod health;

@@ -8,17 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions,
-};
+use lapin::options::{BasicConsumeOptions, ConfirmSelectOptions, QueueBindOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::mpsc;
 
 use super::{amqp_name, lock, Cluster};
 use crate::bridge::envelope::Message;
 use crate::bridge::latency::now_ms;
-use crate::bridge::{amqp, Confirm, Unconfirmed};
+use crate::bridge::{amqp, confirmed, Confirm, Unconfirmed};
 
 /// Where an outgoing envelope goes.
 pub(super) enum Route {
@@ -133,111 +131,52 @@ async fn publish(
     publisher: &lapin::Channel,
     out: Outgoing,
 ) -> Result<(), lapin::Error> {
-    let stats = &cluster.stats;
     let names = match &out.route {
         Route::All => amqp_name(&cluster.config.exchange).map(|e| (e, ShortString::default())),
         Route::Queue(queue) => amqp_name(queue).map(|q| (ShortString::default(), q)),
     };
     let Some((exchange, routing_key)) = names else {
         // Checked on receipt and at start already: this is the last line against a panic.
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
+        cluster.stats.dropped.fetch_add(1, Ordering::Relaxed);
         if let Some(confirm) = out.confirm {
             confirm.refuse("invalid exchange or queue name".to_owned());
         }
         return Ok(());
     };
-    if !publisher.status().connected() {
-        // The broker is closing the connection: nothing sent now would arrive. The session
-        // ends, and what waits in the outbox goes on the next connection.
-        stats.dropped.fetch_add(1, Ordering::Relaxed);
-        if let Some(confirm) = out.confirm {
-            confirm.refuse("the connection to the broker is closing".to_owned());
+    // Confirmed while a node's queue is not bound again, it would be lost for that node's
+    // clients: the publisher must hear no.
+    let hold = match (&out.confirm, &out.route) {
+        (Some(_), Route::All) => {
+            let rejoining = cluster.rejoining();
+            (!rejoining.is_empty()).then(|| {
+                format!(
+                    "cluster rejoining: not every member is bound yet (waiting for {})",
+                    rejoining.join(", ")
+                )
+            })
         }
-        return Err(lapin::ErrorKind::InvalidChannelState(
-            lapin::ChannelState::Closing,
-            "basic.publish",
-        )
-        .into());
-    }
-    if let Some(confirm) = &out.confirm {
-        let rejoining = match out.route {
-            Route::All => cluster.rejoining(),
-            Route::Queue(_) => Vec::new(),
-        };
-        let taken = match rejoining.is_empty() {
-            true => confirm.take(Instant::now()),
-            // Confirmed, it would be lost for the clients of a node whose queue is not bound
-            // yet: the publisher must hear no.
-            false => Err(format!(
-                "cluster rejoining: not every member is bound yet (waiting for {})",
-                rejoining.join(", ")
-            )),
-        };
-        if let Err(reason) = taken {
-            stats.withdrawn.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                confirm.refuse(reason);
-            }
-            return Ok(());
-        }
-    }
-    let body = cluster.seal(&out.message);
-    let sent = publisher
-        .basic_publish(
-            exchange,
-            routing_key,
-            BasicPublishOptions::default(),
-            &body,
-            BasicProperties::default().with_content_type("text/plain".into()),
-        )
-        .await;
-    let confirm = match sent {
-        Ok(confirm) => confirm,
-        Err(error) => {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            if let Some(confirm) = out.confirm {
-                // Its frames may have been written, in part or whole, before the error.
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-                confirm.answer(Err(Unconfirmed::MaybeDelivered(format!(
-                    "the publish failed as it was sent: {error}"
-                ))));
-            }
-            return Err(error);
-        }
+        _ => None,
     };
-    let cluster = Arc::clone(cluster);
-    tokio::spawn(async move {
-        let waited = match &out.confirm {
-            Some(c) => tokio::time::timeout_at(c.deadline().into(), confirm).await,
-            None => Ok(confirm.await),
-        };
-        let stats = &cluster.stats;
-        let result = match waited {
-            Ok(Ok(confirmation)) if confirmation.is_ack() => {
-                stats.published.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            // One node's queue failed to take it; the others may have.
-            Ok(Ok(_)) => Err(Unconfirmed::MaybeDelivered(
-                "the broker refused the message (nack)".to_owned(),
-            )),
-            // The broker may have routed it before the connection went.
-            Ok(Err(error)) => Err(Unconfirmed::MaybeDelivered(format!(
-                "the connection to the broker closed after the publish, before its confirm: {error}"
-            ))),
-            Err(_) => Err(Unconfirmed::MaybeDelivered(
-                "published, but the broker's confirm did not come in time".to_owned(),
-            )),
-        };
-        if result.is_err() {
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
+    let send = confirmed::Publish {
+        exchange,
+        routing_key,
+        confirm: out.confirm,
+        verb: ("publish", "published"),
+        // One node's queue failed to take it; the others may have.
+        nack: || Unconfirmed::MaybeDelivered("the broker refused the message (nack)".to_owned()),
+        hold,
+    };
+    let message = out.message;
+    confirmed::publish(cluster, publisher, send, || cluster.seal(&message)).await
+}
+
+impl confirmed::Link for Cluster {
+    fn counters(&self) -> confirmed::Counters<'_> {
+        confirmed::Counters {
+            confirmed: &self.stats.published,
+            dropped: &self.stats.dropped,
+            withdrawn: &self.stats.withdrawn,
+            maybe_delivered: &self.stats.maybe_delivered,
         }
-        if let Some(confirm) = out.confirm {
-            if result.is_err() {
-                stats.maybe_delivered.fetch_add(1, Ordering::Relaxed);
-            }
-            confirm.answer(result);
-        }
-    });
-    Ok(())
+    }
 }
