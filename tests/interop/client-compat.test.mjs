@@ -138,6 +138,11 @@ describe("pagehide closes everything the client holds", () => {
       const { page } = client;
       const failed = [];
       page.on("requestfailed", (r) => failed.push(r.url()));
+      // XHR long-polls on their way (not in the DOM), to know one is pending at pagehide.
+      const polls = new Set();
+      page.on("request", (r) => r.url().includes("sid=") && r.method() === "GET" && polls.add(r));
+      page.on("requestfinished", (r) => polls.delete(r));
+      page.on("requestfailed", (r) => polls.delete(r));
       await page.evaluate((name) => T.open("s", "/", { transports: [name], upgrade: false }), name);
       await client.wait("s:connect");
       const sid = await page.evaluate(() => T.sockets.s.io.engine.id);
@@ -149,6 +154,12 @@ describe("pagehide closes everything the client holds", () => {
           return docs.flatMap((d) => [...d.querySelectorAll("script[src], iframe[src]")].map((e) => e.src)).filter((src) => src.includes("/socket.io/?")).length;
         });
       if (name !== "polling") assert.equal(await held(), 1, "a request pending before pagehide");
+      else {
+        const pending = () => [...polls].some((r) => r.url().includes(sid));
+        const until = Date.now() + 5000;
+        while (!pending() && Date.now() < until) await sleep(20);
+        assert.ok(pending(), "a poll pending before pagehide");
+      }
       const before = await closes("client close");
       await page.evaluate(() => window.dispatchEvent(new Event("pagehide")));
       assert.equal(await page.evaluate(() => T.sockets.s.io.engine.readyState), "closed");
@@ -158,7 +169,12 @@ describe("pagehide closes everything the client holds", () => {
       while ((await closes("client close")) === before && Date.now() < deadline) await sleep(50);
       assert.equal((await closes("client close")) - before, 1);
       // An XHR long-poll is not in the DOM: it was aborted (the request failed in the page).
-      if (name === "polling") assert.ok(failed.some((url) => url.includes(sid)), `the pending poll was aborted: ${JSON.stringify(failed)}`);
+      if (name === "polling") {
+        const aborted = () => failed.some((url) => url.includes(sid));
+        const until = Date.now() + 5000;
+        while (!aborted() && Date.now() < until) await sleep(20);
+        assert.ok(aborted(), `the pending poll was aborted: ${JSON.stringify(failed)}`);
+      }
       await done(client);
     });
   }
