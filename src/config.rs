@@ -315,6 +315,68 @@ pub struct Config {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, env = "HALLEY_LOG_JSON")]
     pub log_json: bool,
+
+    /// Serve the official Socket.IO Admin UI's server side (`@socket.io/admin-ui` 0.5.1) on the
+    /// public listener, in its own namespace (--admin-ui-namespace). Needs --admin-ui-auth, or
+    /// --admin-ui-no-auth to leave it open.
+    #[arg(long, env = "HALLEY_ADMIN_UI")]
+    pub admin_ui: bool,
+
+    /// The Admin UI's login, USER:PASSWORD; the password may be a bcrypt hash (`$2a$`, `$2b$`,
+    /// `$2y$`, e.g. from `htpasswd -nbBC 10 USER PASSWORD`). Prefer the environment or the
+    /// config file to the command line, where `ps` shows it.
+    #[arg(long, env = "HALLEY_ADMIN_UI_AUTH", value_parser = parse_admin_ui_auth)]
+    pub admin_ui_auth: Option<AdminUiAuth>,
+
+    /// Leave the Admin UI open to anyone who reaches it: no login.
+    #[arg(
+        long,
+        env = "HALLEY_ADMIN_UI_NO_AUTH",
+        conflicts_with = "admin_ui_auth"
+    )]
+    pub admin_ui_no_auth: bool,
+
+    /// Origins the Admin UI is served from (repeat, or comma-separate), e.g.
+    /// https://admin.socket.io: they may reach the engine, and sessions they open may join
+    /// the Admin UI's namespace only. Not needed when the UI is served from this server's own
+    /// origin.
+    #[arg(
+        long = "admin-ui-origin",
+        env = "HALLEY_ADMIN_UI_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub admin_ui_origins: Vec<String>,
+
+    /// The Admin UI's namespace; an application namespace of the same name refuses the start.
+    #[arg(long, env = "HALLEY_ADMIN_UI_NAMESPACE", default_value = "/admin")]
+    pub admin_ui_namespace: String,
+
+    /// The Admin UI may look, not act: no disconnect, join or leave.
+    #[arg(long, env = "HALLEY_ADMIN_UI_READONLY")]
+    pub admin_ui_readonly: bool,
+
+    /// The Admin UI's mode: `development` (every socket and room, live) or `production`
+    /// (server statistics only).
+    #[arg(long, env = "HALLEY_ADMIN_UI_MODE", default_value = "development", value_parser = ["development", "production"])]
+    pub admin_ui_mode: String,
+
+    /// Report every event received and sent to the Admin UI too (development mode): one UI
+    /// event per delivery, so off by default.
+    #[arg(long, env = "HALLEY_ADMIN_UI_EVENTS")]
+    pub admin_ui_events: bool,
+
+    /// This server's name on the Admin UI's Servers page (default: the cluster node's name,
+    /// else the host name).
+    #[arg(long, env = "HALLEY_ADMIN_UI_SERVER_ID")]
+    pub admin_ui_server_id: Option<String>,
+}
+
+/// `--admin-ui-auth`, checked; its `Debug` shows the user only.
+#[derive(Debug, Clone)]
+pub struct AdminUiAuth(pub crate::admin_ui::auth::Credentials);
+
+fn parse_admin_ui_auth(text: &str) -> Result<AdminUiAuth, String> {
+    crate::admin_ui::auth::Credentials::parse(text).map(AdminUiAuth)
 }
 
 /// A secret option's value: its `Debug` shows nothing of it.
@@ -374,12 +436,45 @@ impl Config {
         Config::try_parse_from(args)
     }
 
-    /// The Socket.IO server builder these options describe.
-    pub fn builder(&self) -> Builder {
-        let cors = match self.cors_origins.as_slice() {
+    /// The application's origin policy (`--cors-origin`).
+    fn app_cors(&self) -> Cors {
+        match self.cors_origins.as_slice() {
             [] => Cors::SameOrigin,
             origins if origins.iter().any(|o| o == "*") => Cors::AnyOrigin,
             origins => Cors::Origins(origins.to_vec()),
+        }
+    }
+
+    /// The Admin UI's settings, when `--admin-ui` is on; `server_id` names this server when
+    /// --admin-ui-server-id does not (a cluster node's name).
+    pub fn admin_ui(&self, server_id: Option<&str>) -> Option<crate::admin_ui::AdminUiConfig> {
+        if !self.admin_ui {
+            return None;
+        }
+        Some(crate::admin_ui::AdminUiConfig {
+            namespace: self.admin_ui_namespace.clone(),
+            credentials: self.admin_ui_auth.clone().map(|auth| auth.0),
+            open: self.admin_ui_no_auth,
+            readonly: self.admin_ui_readonly,
+            mode: match self.admin_ui_mode.as_str() {
+                "production" => crate::admin_ui::Mode::Production,
+                _ => crate::admin_ui::Mode::Development,
+            },
+            events: self.admin_ui_events,
+            origins: self.admin_ui_origins.clone(),
+            app_cors: self.app_cors(),
+            server_id: self
+                .admin_ui_server_id
+                .clone()
+                .or_else(|| server_id.map(str::to_owned)),
+        })
+    }
+
+    /// The Socket.IO server builder these options describe.
+    pub fn builder(&self) -> Builder {
+        let cors = match self.admin_ui(None) {
+            Some(ui) => ui.engine_cors(),
+            None => self.app_cors(),
         };
         let builder = Halley::builder()
             .path(&self.path)

@@ -25,14 +25,18 @@
 //! 7. Admin listener.
 //!    - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health), the
 //!      guard every admin request passes, and its refusals' metrics (`Metrics::with_admin`).
-//! 8. Demo.
+//! 8. Admin UI.
+//!    - [`admin_ui`]: the server side of the official Socket.IO Admin UI: its namespace,
+//!      login, actions, and the events its observer turns socket and room changes into.
+//! 9. Demo.
 //!    - [`demo`]: the live transport comparison page and its `/demo` namespace.
-//! 9. Options.
+//! 10. Options.
 //!    - [`config`]: command-line and environment options.
 //!
 //! The binary (`src/main.rs`) is a crate of its own, on top: it uses this one as `halley`.
 
 pub mod admin;
+pub mod admin_ui;
 pub mod bridge;
 pub mod client_js;
 pub mod config;

@@ -108,6 +108,7 @@ async fn run(config: Config) {
         .as_ref()
         .and_then(|cluster| config.shared_log(cluster))
         .map(|log| halley::bridge::log::LogLink::spawn(&io, log));
+    let node_name = cluster.as_ref().map(|cluster| cluster.node.clone());
     let cluster = cluster.map(|cluster| halley::bridge::cluster::Cluster::spawn(&io, cluster));
     let policy = subscribe::SubscribePolicy {
         patterns: config.subscribe_patterns.clone(),
@@ -122,6 +123,24 @@ async fn run(config: Config) {
         halley::demo::install(&io);
     }
     let auth_stats = config.auth().map(|auth| auth::install(&io, auth));
+    // After every application namespace, so that a clash is seen.
+    let admin_ui = match config.admin_ui(node_name.as_deref()) {
+        Some(ui_config) => {
+            if ui_config.credentials.is_none() && !ui_config.open {
+                tracing::warn!(
+                    "--admin-ui without --admin-ui-auth (or --admin-ui-no-auth): every login is refused"
+                );
+            }
+            match halley::admin_ui::install(&io, ui_config) {
+                Ok(ui) => Some(ui),
+                Err(error) => {
+                    eprintln!("halley: {error}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        None => None,
+    };
     let latency = Arc::new(halley::bridge::latency::Latency::default());
     let amqp = config
         .amqp()
@@ -140,6 +159,9 @@ async fn run(config: Config) {
     }
     if let Some(log) = &shared_log {
         metrics = metrics.with_log(Arc::clone(log));
+    }
+    if let Some(ui) = admin_ui {
+        metrics = metrics.with_admin_ui(ui);
     }
     let metrics = Arc::new(metrics);
     let admin_router = admin::router(admin::AdminState {

@@ -44,7 +44,7 @@ const ENGINE: Tree = Tree {
         ("origin policy", &["origin"]),
         (
             "settings, counters, HTTP pieces",
-            &["config", "stats", "http"],
+            &["config", "stats", "http", "h1"],
         ),
         ("handshake", &["handshake"]),
         ("socket", &["socket"]),
@@ -76,6 +76,7 @@ const HALLEY: Tree = Tree {
         ("metrics", &["metrics"]),
         ("HTTP server", &["server"]),
         ("admin listener", &["admin"]),
+        ("admin UI", &["admin_ui"]),
         ("demo", &["demo"]),
         ("options", &["config"]),
         ("crate root", &["lib"]),

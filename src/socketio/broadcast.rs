@@ -242,10 +242,16 @@ impl BroadcastOperator {
             except: self.except.clone(),
             exclude: self.exclude.clone(),
         });
+        let observer = self.ns.watcher().filter(|o| o.watching_events());
         self.ns.send_event(event, args, binary, target, |frames| {
             self.sockets()
                 .iter()
                 .filter(|socket| socket.push(frames, self.volatile).is_ok())
+                .inspect(|socket| {
+                    if let Some(observer) = observer {
+                        observer.event_sent(socket, event, args);
+                    }
+                })
                 .count()
         })
     }

@@ -39,6 +39,9 @@ pub(crate) struct Client {
     connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
     /// CONNECTs the connect hooks refused on this connection (bounded by `max_auth_attempts`).
     hook_refusals: AtomicUsize,
+    /// The only namespace it may join, when its page's origin is confined to one (see
+    /// [`super::Confinement`]).
+    confined_to: Option<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -89,7 +92,13 @@ enum Violation {
 
 impl Handler for IoShared {
     fn on_open(&self, conn: &Conn) {
+        let confined_to = self
+            .confinement
+            .get()
+            .filter(|c| c.confines(&conn.handshake().headers))
+            .map(|c| c.ns.clone());
         let client = Arc::new(Client {
+            confined_to,
             sockets: Mutex::default(),
             connecting: Mutex::default(),
             partial: Mutex::default(),
@@ -260,6 +269,16 @@ impl IoShared {
         if client.socket(&ns).is_some() || lock(&client.connecting).contains(&ns) {
             return Err(Violation::AlreadyConnected(ns));
         }
+        if client.confined_to.as_ref().is_some_and(|only| *only != ns) {
+            // A page of the Admin UI's origin: the application's namespaces do not exist for it.
+            tracing::debug!(sid = %conn.sid(), ns, "CONNECT from a confined origin refused");
+            let error = json!({ "message": "Invalid namespace" });
+            let _ = conn.send(
+                packet::encode(PacketKind::ConnectError, &ns, None, Some(&error)),
+                false,
+            );
+            return Ok(());
+        }
         // Checked before the namespace is looked up, so that they create no dynamic namespace.
         let joined = lock(&client.sockets).len();
         let joining = lock(&client.connecting).len();
@@ -330,7 +349,7 @@ impl IoShared {
             refuse(conn, &socket, &refusal);
             return Ok(());
         }
-        let hooks = self.hooks();
+        let hooks = socket.namespace().hooks(self.hooks());
         if hooks.is_empty() {
             establish(conn, client, socket);
             return Ok(());
@@ -456,6 +475,9 @@ fn establish(conn: &Conn, client: &Client, socket: Arc<Socket>) {
         }
     }
     socket.record_live();
+    if let Some(observer) = socket.namespace().watcher() {
+        observer.socket_connected(&socket);
+    }
     tracing::debug!(
         sid = %conn.sid(),
         id = socket.id(),

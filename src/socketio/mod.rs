@@ -12,6 +12,8 @@
 //!   operation made, and another node's applied.
 //! - [`adapter`]: the cluster seam: broadcasts and room operations carried to other nodes,
 //!   and the shared log that recovery in a cluster goes through.
+//! - [`observe`]: the [`observe::Observer`] told of sockets and rooms changing (the Admin UI),
+//!   at the cost of one atomic load per change while nobody watches.
 //! - [`recovery`]: connection state recovery's log of sent events and dropped sessions, pure.
 //! - [`dedupe`]: the ids of the backend messages delivered lately, so that a redelivered one
 //!   is dropped.
@@ -38,13 +40,14 @@ mod client;
 pub mod dedupe;
 pub mod limits;
 pub mod ns;
+pub mod observe;
 pub mod packet;
 pub mod recovery;
 pub mod socket;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use crate::engine::sid::Sid;
@@ -139,6 +142,45 @@ pub(crate) struct IoShared {
     limits: Arc<RoomLimits>,
     /// Ids of the backend messages delivered lately.
     seen: dedupe::Seen,
+    observer: observe::ObserverSlot,
+    /// Origins whose sessions may join one namespace only (the Admin UI's).
+    confinement: OnceLock<Confinement>,
+}
+
+/// Sessions opened by a page of one of `origins` (and not of an origin the application
+/// allows, `app`) may join namespace `ns` only: the Admin UI's origin reaches the engine like
+/// an allowed one, and nothing else (see `crate::admin_ui`).
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    pub origins: Vec<String>,
+    pub app: Cors,
+    pub ns: String,
+}
+
+impl Confinement {
+    /// Whether a session whose opening request carried `headers` is confined: its page (its
+    /// `Origin`, else its `Referer`'s origin) is one of `origins` and not allowed by `app`.
+    pub fn confines(&self, headers: &crate::engine::headers::Headers) -> bool {
+        let page = match headers.get("origin") {
+            Some(origin) => origin.to_owned(),
+            None => match headers.get("referer").and_then(origin_of_url) {
+                Some(origin) => origin,
+                None => return false,
+            },
+        };
+        let listed = |cors: &Cors| match cors {
+            Cors::AnyOrigin => true,
+            cors => crate::engine::origin::listed(cors, page.as_bytes()),
+        };
+        listed(&Cors::Origins(self.origins.clone())) && !listed(&self.app)
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    (!authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
 /// No record of the shared log applied yet.
@@ -197,6 +239,7 @@ impl IoShared {
                 Arc::clone(&self.adapter),
                 Arc::clone(&self.log),
                 Arc::clone(&self.limits),
+                Arc::clone(&self.observer),
             )
         });
         Some(Arc::clone(ns))
@@ -412,6 +455,8 @@ impl Builder {
             log_next: AtomicU64::new(NO_POSITION),
             limits,
             seen: dedupe::Seen::default(),
+            observer: observe::ObserverSlot::default(),
+            confinement: OnceLock::new(),
         });
         let engine = Engine::new(self.engine, Arc::clone(&shared) as _);
         Halley { shared, engine }
@@ -462,6 +507,7 @@ impl Halley {
             Arc::clone(&self.shared.adapter),
             Arc::clone(&self.shared.log),
             Arc::clone(&self.shared.limits),
+            Arc::clone(&self.shared.observer),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
@@ -510,6 +556,38 @@ impl Halley {
             .unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(handler));
     }
 
+    /// Whether a CONNECT to `path` would find a namespace: declared, created already, or
+    /// accepted by a dynamic pattern (without creating it).
+    pub fn serves(&self, path: &str) -> bool {
+        self.of(path).is_some()
+            || self
+                .shared
+                .dynamic
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|(accepts, _)| accepts(path))
+    }
+
+    /// Every namespace served now (declared, or created dynamically), by path.
+    pub fn namespaces(&self) -> Vec<Arc<Namespace>> {
+        let mut all = self.shared.namespaces();
+        all.sort_by(|a, b| a.path().cmp(b.path()));
+        all
+    }
+
+    /// Installs the observer told of every socket and room change (see [`observe`]). Set
+    /// once; later calls are ignored.
+    pub fn set_observer(&self, observer: Arc<dyn observe::Observer>) {
+        let _ = self.shared.observer.set(observer);
+    }
+
+    /// Confines the sessions opened from some origins to one namespace (see [`Confinement`]).
+    /// Set once, before serving; later calls are ignored.
+    pub fn confine(&self, confinement: Confinement) {
+        let _ = self.shared.confinement.set(confinement);
+    }
+
     /// The namespace `path`, if declared (or created dynamically).
     pub fn of(&self, path: &str) -> Option<Arc<Namespace>> {
         self.shared
@@ -532,6 +610,7 @@ impl Halley {
                 Arc::clone(&self.shared.adapter),
                 Arc::clone(&self.shared.log),
                 Arc::clone(&self.shared.limits),
+                Arc::clone(&self.shared.observer),
             )
             .broadcast(),
         }

@@ -25,9 +25,11 @@ use serde_json::Value;
 use super::adapter::{Adapter, LogRecord, Selection, SharedLog};
 use super::broadcast::BroadcastOperator;
 use super::limits::RoomLimits;
+use super::observe::{watcher, Observer, ObserverSlot};
 use super::packet::{self, OpenEvent};
 use super::recovery::{Persisted, RecoveryConfig, SessionState, Store, Target};
 use super::socket::{Event, EventHandler, Socket};
+use super::ConnectHook;
 
 pub(crate) type ConnectHandler = Arc<dyn Fn(&Arc<Socket>) + Send + Sync>;
 /// What handles events that no socket or namespace handler takes (the AMQP bridge forwards
@@ -116,6 +118,11 @@ pub struct Namespace {
     adapter: AdapterSlot,
     log: LogSlot,
     limits: Arc<RoomLimits>,
+    observer: ObserverSlot,
+    /// This namespace's own asynchronous connect checks, run after its middlewares.
+    hooks: RwLock<Vec<ConnectHook>>,
+    /// Whether the server-wide connect hooks ([`super::Halley::connect_hook`]) skip it.
+    own_hooks_only: std::sync::atomic::AtomicBool,
 }
 
 /// The cluster adapter, once installed; shared by every namespace of a server.
@@ -140,6 +147,7 @@ impl Namespace {
         adapter: AdapterSlot,
         log: LogSlot,
         limits: Arc<RoomLimits>,
+        observer: ObserverSlot,
     ) -> Arc<Self> {
         Arc::new(Namespace {
             path,
@@ -153,7 +161,61 @@ impl Namespace {
             adapter,
             log,
             limits,
+            observer,
+            hooks: RwLock::default(),
+            own_hooks_only: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The observer, when one is installed and watching.
+    pub(crate) fn watcher(&self) -> Option<&Arc<dyn Observer>> {
+        watcher(&self.observer)
+    }
+
+    /// Adds an asynchronous connect check for this namespace only, run after its middlewares
+    /// (and after the server-wide hooks, unless [`Namespace::own_hooks_only`]). The CONNECT
+    /// reply waits for it; an `Err` refuses the socket with CONNECT_ERROR, and counts towards
+    /// the connection's `max_auth_attempts`.
+    pub fn connect_hook<F, Fut>(&self, hook: F) -> &Self
+    where
+        F: Fn(Arc<Socket>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        let hook: ConnectHook = Arc::new(move |socket| Box::pin(hook(socket)));
+        self.hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+        self
+    }
+
+    /// Makes the server-wide connect hooks (an application's auth hook) skip this namespace:
+    /// it authenticates its sockets itself (the Admin UI's namespace).
+    pub fn own_hooks_only(&self) -> &Self {
+        self.own_hooks_only
+            .store(true, std::sync::atomic::Ordering::Release);
+        self
+    }
+
+    /// The connect hooks a socket of this namespace passes: the server's `global` ones (unless
+    /// it has its own only), then its own.
+    pub(crate) fn hooks(&self, global: Vec<ConnectHook>) -> Vec<ConnectHook> {
+        let mut hooks = if self
+            .own_hooks_only
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            Vec::new()
+        } else {
+            global
+        };
+        hooks.extend(
+            self.hooks
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        hooks
     }
 
     /// The room bounds its sockets are held to.

@@ -176,6 +176,8 @@ pub struct Socket {
     acks: Mutex<HashMap<u64, oneshot::Sender<AckReply>>>,
     next_ack: AtomicU64,
     data: Mutex<Value>,
+    /// When it was made, in milliseconds since the Unix epoch (its handshake's `issued`).
+    issued: u64,
 }
 
 impl std::fmt::Debug for Socket {
@@ -281,7 +283,20 @@ impl Socket {
             acks: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(0),
             data: Mutex::new(Value::Null),
+            issued: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
         }
+    }
+
+    /// When the socket was made (its CONNECT arrived), in milliseconds since the Unix epoch.
+    pub fn issued(&self) -> u64 {
+        self.issued
+    }
+
+    /// The Engine.IO session id of its connection (shared by the sockets multiplexed on it).
+    pub fn connection_id(&self) -> &str {
+        self.conn.sid().as_str()
     }
 
     /// The socket id (distinct from the Engine.IO session id, and the name of its own room).
@@ -347,6 +362,9 @@ impl Socket {
     }
 
     pub fn set_data(&self, data: Value) {
+        if let Some(observer) = self.connected().then(|| self.ns.watcher()).flatten() {
+            observer.data_set(self, &data);
+        }
         *lock(&self.data) = data;
     }
 
@@ -423,9 +441,15 @@ impl Socket {
             rooms: vec![self.id.as_str().to_owned()],
             ..Target::default()
         });
-        self.ns.send_event(event, args, binary, target, |frames| {
+        let sent = self.ns.send_event(event, args, binary, target, |frames| {
             self.push(frames, volatile)
-        })
+        });
+        if let Some(observer) = self.ns.watcher().filter(|o| o.watching_events()) {
+            if sent.is_ok() {
+                observer.event_sent(self, event, args);
+            }
+        }
+        sent
     }
 
     /// Emits `event` and waits for the client's ack, at most the configured ack timeout.
@@ -494,6 +518,9 @@ impl Socket {
         }
         self.ns.index_join(&room, &self.id);
         self.rooms_changed();
+        if let Some(observer) = self.connected().then(|| self.ns.watcher()).flatten() {
+            observer.room_joined(self, &room);
+        }
         Ok(())
     }
 
@@ -519,6 +546,9 @@ impl Socket {
         if lock(&self.rooms).remove(room) {
             self.ns.index_leave(room, &self.id);
             self.rooms_changed();
+            if let Some(observer) = self.connected().then(|| self.ns.watcher()).flatten() {
+                observer.room_left(self, room);
+            }
         }
     }
 
@@ -621,6 +651,9 @@ impl Socket {
         } else if let (Some(session), Some(_)) = (self.session(), self.ns.shared_log()) {
             self.ns.record_session(session, SessionState::Gone);
         }
+        if let Some(observer) = self.ns.watcher() {
+            observer.socket_disconnected(self, reason, &self.rooms());
+        }
         self.abandon();
         self.ns.remove(&self.id);
         if let Some(client) = self.conn.ext::<Arc<super::client::Client>>() {
@@ -640,6 +673,9 @@ impl Socket {
     pub(crate) fn dispatch(self: &Arc<Self>, name: &str, event: Event) {
         let _span = tracing::debug_span!("event", ns = self.ns(), socket = %self.id, event = name)
             .entered();
+        if let Some(observer) = self.ns.watcher().filter(|o| o.watching_events()) {
+            observer.event_received(self, name, &event.args);
+        }
         let handler = lock(&self.handlers).get(name).cloned();
         if let Some(handler) = handler.or_else(|| self.ns.handler(name)) {
             return handler(self, event);
