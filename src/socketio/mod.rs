@@ -199,6 +199,16 @@ impl IoShared {
         Some(Recovery::new(config, self.max_outbox, log))
     }
 
+    /// What a new namespace shares with the others.
+    fn slots(&self) -> ns::Shared {
+        ns::Shared {
+            adapter: Arc::clone(&self.adapter),
+            log: Arc::clone(&self.log),
+            limits: Arc::clone(&self.limits),
+            observer: Arc::clone(&self.observer),
+        }
+    }
+
     fn namespaces(&self) -> Vec<Arc<Namespace>> {
         self.namespaces
             .read()
@@ -236,10 +246,7 @@ impl IoShared {
                 on_connect,
                 Arc::clone(&self.fallback),
                 self.recovery(),
-                Arc::clone(&self.adapter),
-                Arc::clone(&self.log),
-                Arc::clone(&self.limits),
-                Arc::clone(&self.observer),
+                self.slots(),
             )
         });
         Some(Arc::clone(ns))
@@ -504,10 +511,7 @@ impl Halley {
             on_connect,
             Arc::clone(&self.shared.fallback),
             self.shared.recovery(),
-            Arc::clone(&self.shared.adapter),
-            Arc::clone(&self.shared.log),
-            Arc::clone(&self.shared.limits),
-            Arc::clone(&self.shared.observer),
+            self.shared.slots(),
         );
         namespaces.insert(path.to_owned(), Arc::clone(&ns));
         ns
@@ -607,10 +611,7 @@ impl Halley {
                 Arc::new(|_: &Arc<Socket>| {}),
                 Fallback::default(),
                 None,
-                Arc::clone(&self.shared.adapter),
-                Arc::clone(&self.shared.log),
-                Arc::clone(&self.shared.limits),
-                Arc::clone(&self.shared.observer),
+                self.shared.slots(),
             )
             .broadcast(),
         }

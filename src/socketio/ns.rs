@@ -125,6 +125,16 @@ pub struct Namespace {
     own_hooks_only: std::sync::atomic::AtomicBool,
 }
 
+/// What every namespace of a server shares: the cluster's adapter and log slots, the room
+/// limits, the observer slot.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) adapter: AdapterSlot,
+    pub(crate) log: LogSlot,
+    pub(crate) limits: Arc<RoomLimits>,
+    pub(crate) observer: ObserverSlot,
+}
+
 /// The cluster adapter, once installed; shared by every namespace of a server.
 pub(crate) type AdapterSlot = Arc<OnceLock<Arc<dyn Adapter>>>;
 /// The cluster's shared log, once installed; shared likewise.
@@ -144,11 +154,14 @@ impl Namespace {
         on_connect: ConnectHandler,
         fallback: Fallback,
         recovery: Option<Recovery>,
-        adapter: AdapterSlot,
-        log: LogSlot,
-        limits: Arc<RoomLimits>,
-        observer: ObserverSlot,
+        shared: Shared,
     ) -> Arc<Self> {
+        let Shared {
+            adapter,
+            log,
+            limits,
+            observer,
+        } = shared;
         Arc::new(Namespace {
             path,
             on_connect: RwLock::new(on_connect),
