@@ -1,0 +1,182 @@
+// The official Socket.IO Admin UI (`@socket.io/admin-ui` 0.5.1, its built `ui/dist` from npm,
+// unchanged) against the `halley` binary with `--admin-ui`: the UI is served as static files
+// by a tiny HTTP server on another origin (another port), opened in headless Chromium, logged
+// in through its own connection form, and must list the test clients with their transports:
+// one socket.io-client over WebSocket, one over XHR polling (no upgrade), one SSE and one JSONP
+// session opened with raw HTTP. A second browser profile logs in with a wrong password: the
+// form shows "Invalid credentials" and the UI lists no socket.
+//
+// The UI's index.html loads fonts and icons from fonts.googleapis.com and cdn.jsdelivr.net:
+// Chromium resolves those names to a closed local port, so nothing leaves the machine (icons
+// are blank).
+//
+// Build first: cargo build --release --bins. Run: node --test admin-ui.test.mjs
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import http from "node:http";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { io } from "socket.io-client";
+
+import { launchBrowser, until } from "./browser.mjs";
+import { startServer, waitFor } from "./helpers.mjs";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const HALLEY_BIN = process.env.HALLEY_BIN || path.resolve(here, "../../target/release/halley");
+const UI_DIST = path.join(here, "node_modules/@socket.io/admin-ui/ui/dist");
+const OFFLINE = "MAP fonts.googleapis.com 127.0.0.1:9, MAP fonts.gstatic.com 127.0.0.1:9, MAP cdn.jsdelivr.net 127.0.0.1:9";
+const TYPES = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
+
+let uiServer;
+let uiOrigin;
+let server;
+const clients = [];
+const ids = {};
+
+/** Serves `ui/dist` as it is published. */
+async function serveUi() {
+  const srv = http.createServer(async (req, res) => {
+    let file = decodeURIComponent(new URL(req.url, "http://ui").pathname);
+    if (file.endsWith("/")) file += "index.html";
+    const full = path.join(UI_DIST, path.normalize(file));
+    if (!full.startsWith(UI_DIST)) return res.writeHead(403).end();
+    try {
+      const body = await readFile(full);
+      res.writeHead(200, { "content-type": TYPES[path.extname(full)] ?? "application/octet-stream" });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  return srv;
+}
+
+/** An Engine.IO session opened with raw HTTP on a legacy transport, joined to `/`. */
+async function rawSession(query, readOpen) {
+  const headers = { referer: `${server.url}/` };
+  const res = await fetch(`${server.url}/socket.io/?EIO=4&${query}`, { headers });
+  assert.equal(res.status, 200, query);
+  const reader = res.body.getReader();
+  let text = "";
+  let sid;
+  while (!(sid = readOpen(text))) {
+    const { value, done } = await reader.read();
+    assert.ok(!done, `${query}: the open packet`);
+    text += new TextDecoder().decode(value);
+  }
+  const post = await fetch(`${server.url}/socket.io/?EIO=4&${query}&sid=${sid}`, {
+    method: "POST",
+    headers: { ...headers, "content-type": "text/plain;charset=UTF-8" },
+    body: "40",
+  });
+  assert.equal(post.status, 200);
+  clients.push({ close: () => reader.cancel().catch(() => {}) });
+  return sid;
+}
+
+const openSid = (text) => /"sid\\?":\\?"([^"\\]+)/.exec(text)?.[1];
+
+before(async () => {
+  uiServer = await serveUi();
+  uiOrigin = `http://127.0.0.1:${uiServer.address().port}`;
+  server = await startServer(HALLEY_BIN, {
+    HALLEY_LISTEN: "127.0.0.1:0",
+    HALLEY_DEMO: "false",
+    HALLEY_ADMIN_UI: "true",
+    HALLEY_ADMIN_UI_AUTH: "admin:secret",
+    HALLEY_ADMIN_UI_ORIGINS: uiOrigin,
+  });
+  for (const transport of ["websocket", "polling"]) {
+    const socket = io(server.url, { forceNew: true, transports: [transport], upgrade: false });
+    clients.push(socket);
+    await waitFor(socket, "connect");
+    ids[transport] = socket.id;
+  }
+  // SSE and JSONP: the session's sid; the Socket.IO socket is found by its transport.
+  ids.sse = await rawSession("transport=sse", openSid);
+  ids.jsonp = await rawSession("transport=polling&j=0", openSid);
+});
+
+after(async () => {
+  for (const client of clients) client.close();
+  await server?.stop();
+  uiServer?.close();
+});
+
+/** Opens the UI in a fresh browser profile and submits its connection form. */
+async function logIn(password) {
+  const browser = await launchBrowser({ args: [`--host-resolver-rules=${OFFLINE}`] });
+  const page = await browser.context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(error.message));
+  await page.goto(`${uiOrigin}/`);
+  await page.getByLabel("Server URL").fill(server.url);
+  await page.getByLabel("Username").fill("admin");
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Connect" }).click();
+  return { browser, page, errors };
+}
+
+const mainText = (page) => () => page.evaluate(() => document.querySelector("main")?.innerText ?? "");
+
+test("the official UI logs in and lists every test client with its transport", async () => {
+  const { browser, page, errors } = await logIn("secret");
+  try {
+    await page.goto(`${uiOrigin}/#/sockets`);
+    await until(
+      page,
+      (ids) => {
+        const rows = [...document.querySelectorAll("main tbody tr")].map((tr) => tr.innerText);
+        return ids.every((id) => rows.some((row) => row.includes(id)));
+      },
+      [ids.websocket, ids.polling],
+      "the socket.io-client sockets in the UI's socket list",
+      { ms: 15_000, describeState: mainText(page) },
+    );
+    const rows = await page.$$eval("main tbody tr", (trs) => trs.map((tr) => tr.innerText));
+    const rowOf = (id) => rows.find((row) => row.includes(id)) ?? "";
+    // The UI names the two transports it knows, and shows any other name as it is.
+    assert.match(rowOf(ids.websocket), /WebSocket/, rows.join("\n"));
+    assert.match(rowOf(ids.polling), /HTTP long-polling/, rows.join("\n"));
+    for (const name of ["sse", "jsonp"]) {
+      assert.ok(
+        rows.some((row) => row.split(/\s+/).includes(name)),
+        `a socket on ${name} in:\n${rows.join("\n")}`,
+      );
+    }
+    // The dashboard counts every HTTP transport as polling: polling, SSE and JSONP are 3 of
+    // the 5 connections, the WebSocket client and the UI's own (upgraded) the other 2.
+    await page.goto(`${uiOrigin}/#/`);
+    await until(
+      page,
+      () => {
+        const text = document.querySelector("main")?.innerText ?? "";
+        return /WebSocket\s+2\s+40\.0 %/.test(text) && /HTTP long-polling\s+3\s+60\.0 %/.test(text);
+      },
+      null,
+      "the dashboard's transport split",
+      { ms: 10_000, describeState: mainText(page) },
+    );
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("a wrong password shows invalid credentials and no socket", async () => {
+  const { browser, page } = await logIn("not the password");
+  try {
+    await until(page, () => /invalid credentials/i.test(document.body.innerText), null,
+      "the invalid credentials message", { ms: 10_000, describeState: () => page.evaluate(() => document.body.innerText) });
+    await page.goto(`${uiOrigin}/#/sockets`);
+    const text = await mainText(page)();
+    for (const id of Object.values(ids)) assert.ok(!text.includes(id), text);
+    assert.equal(await page.locator("main tbody tr td.text-start").count(), 0, text);
+  } finally {
+    await browser.close();
+  }
+});
