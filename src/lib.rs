@@ -21,7 +21,8 @@
 //! 5. Metrics.
 //!    - [`metrics`]: Prometheus metrics, rendered at scrape time from atomic counters.
 //! 6. HTTP server.
-//!    - [`server`]: the listener, hyper HTTP/1.1 with upgrades, routing, graceful shutdown.
+//!    - [`server`]: the listener (the own HTTP/1.1 layer, hyper for upgrades), routing,
+//!      graceful shutdown.
 //! 7. Admin listener.
 //!    - [`admin`]: the admin listener (`/publish`, `/sockets`, `/metrics`, detailed health), the
 //!      guard every admin request passes, and its refusals' metrics (`Metrics::with_admin`).

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::engine::h1;
+use crate::engine::http::{HttpRequest, RequestBody};
 use crate::engine::{full, Body, Engine};
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -65,6 +67,10 @@ pub struct ServerConfig {
     /// 431. Every session keeps its handshake's headers, so this bounds what one session can
     /// make the server keep through them. At least 8192 (hyper's floor).
     pub max_header_bytes: usize,
+    /// Serve requests with Halley's own HTTP/1.1 layer ([`crate::engine::h1`]), which holds no
+    /// buffer while a long poll or stream waits, and hand WebSocket handshakes, chunked uploads
+    /// and large bodies to hyper; false: hyper serves every request.
+    pub own_http1: bool,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +80,7 @@ impl Default for ServerConfig {
             write_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            own_http1: true,
         }
     }
 }
@@ -98,8 +105,8 @@ fn etag_of(body: &[u8]) -> HeaderValue {
 type BoxFuture = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 /// Closing the sessions at shutdown: whether all were done by the deadline.
 type BoxDrain = Pin<Box<dyn Future<Output = bool> + Send>>;
-type Endpoint = Arc<dyn Fn(Request<Incoming>, SocketAddr) -> BoxFuture + Send + Sync>;
-type Guard = Arc<dyn Fn(&Request<Incoming>) -> Option<Response<Body>> + Send + Sync>;
+type Endpoint = Arc<dyn Fn(HttpRequest, SocketAddr) -> BoxFuture + Send + Sync>;
+type Guard = Arc<dyn Fn(&HttpRequest) -> Option<Response<Body>> + Send + Sync>;
 
 /// What the server answers: fixed pages and endpoints by exact path, the engine under its path,
 /// 404 otherwise.
@@ -137,7 +144,7 @@ impl Router {
     /// `None` lets the request through. Pages and the engine are not guarded.
     pub fn guard<F>(mut self, guard: F) -> Self
     where
-        F: Fn(&Request<Incoming>) -> Option<Response<Body>> + Send + Sync + 'static,
+        F: Fn(&HttpRequest) -> Option<Response<Body>> + Send + Sync + 'static,
     {
         self.guard = Some(Arc::new(guard));
         self
@@ -162,7 +169,7 @@ impl Router {
     /// health checks, ...).
     pub fn endpoint<F, Fut>(mut self, path: &str, handler: F) -> Self
     where
-        F: Fn(Request<Incoming>, SocketAddr) -> Fut + Send + Sync + 'static,
+        F: Fn(HttpRequest, SocketAddr) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         let handler: Endpoint = Arc::new(move |req, remote| Box::pin(handler(req, remote)));
@@ -170,7 +177,7 @@ impl Router {
         self
     }
 
-    async fn route(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<Body> {
+    async fn route(&self, req: HttpRequest, remote: SocketAddr) -> Response<Body> {
         if let Some(page) = self.pages.get(req.uri().path()) {
             return serve_page(&req, page);
         }
@@ -187,7 +194,7 @@ impl Router {
     }
 }
 
-fn serve_page(req: &Request<Incoming>, page: &Page) -> Response<Body> {
+fn serve_page(req: &HttpRequest, page: &Page) -> Response<Body> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return status(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -328,10 +335,39 @@ async fn serve_until(
         // hyper asserts its floor: a smaller value would panic the connection task.
         let max_header_bytes = config.max_header_bytes.max(8192);
         let stream = WriteDeadline::new(stream, config.write_timeout);
+        let limits = h1::Limits {
+            max_head: config.max_header_bytes,
+            max_body: OWN_BODY_LIMIT,
+            read_timeout: header_timeout,
+        };
+        let own_http1 = config.own_http1;
         connections.spawn(async move {
             let stats_router = Arc::clone(&router);
-            let service = service_fn(move |req| {
+            let count_error = |error: &(dyn std::error::Error + 'static)| {
+                if let Some(engine) = stats_router.engine().filter(|_| write_stalled(error)) {
+                    engine
+                        .stats()
+                        .write_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            };
+            let stream = if own_http1 {
+                let own = h1::serve(stream, &limits, &mut stop, |req| {
+                    let router = Arc::clone(&router);
+                    async move { router.route(req, remote).await }
+                });
+                match own.await {
+                    Ok(h1::Served::Closed) => return,
+                    Ok(h1::Served::Handoff(stream)) => stream,
+                    Err(error) => return count_error(&error),
+                }
+            } else {
+                h1::Rewind::new(stream, Vec::new())
+            };
+            let service = service_fn(move |req: Request<Incoming>| {
                 let router = Arc::clone(&router);
+                let req = req.map(RequestBody::from);
                 async move { Ok::<_, Infallible>(router.route(req, remote).await) }
             });
             let conn = http1::Builder::new()
@@ -349,13 +385,7 @@ async fn serve_until(
                 }
             };
             if let Err(error) = result {
-                if let Some(engine) = stats_router.engine().filter(|_| write_stalled(&error)) {
-                    engine
-                        .stats()
-                        .write_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::debug!(%remote, %error, "connection ended with an error");
+                count_error(&error);
             }
         });
     };
@@ -370,6 +400,11 @@ async fn serve_until(
         tracing::warn!("shutdown deadline reached with work still running");
     }
 }
+
+/// The largest request body the own HTTP/1 layer reads before handing a request to the
+/// service: the engine's default payload limit (`maxHttpBufferSize`). A larger upload goes to
+/// hyper, which streams it to the endpoint's own limit.
+const OWN_BODY_LIMIT: usize = 1_000_000;
 
 /// A connection whose writes fail with [`WriteStalled`] once one of them has waited `timeout`
 /// for the peer to read. Reads are untouched (the header timeout and the heartbeat watch them),
@@ -505,7 +540,7 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves `router` the way the examples and test servers do: binds `host:$PORT` (`PORT` from the
 /// environment, else `default_port`; `PORT=0` picks a free port), prints
 /// `listening on http://<address>` as the first line on stdout (tests read the port from it), and
-/// serves until SIGINT/SIGTERM.
+/// serves until SIGINT/SIGTERM. `HALLEY_HTTP1=hyper` turns the own HTTP/1 layer off.
 pub async fn serve_from_env(router: Router, host: &str, default_port: u16) -> std::io::Result<()> {
     let port = match std::env::var("PORT") {
         Ok(port) => port.parse::<u16>().map_err(|_| {
@@ -524,7 +559,12 @@ pub async fn serve_from_env(router: Router, host: &str, default_port: u16) -> st
     })?;
     let listener = bind((ip, port).into())?;
     println!("listening on http://{}", listener.local_addr()?);
-    serve(listener, router, ServerConfig::default(), shutdown_signal()).await;
+    // HALLEY_HTTP1=hyper: hyper serves every request (A/B runs of the own HTTP/1 layer).
+    let config = ServerConfig {
+        own_http1: std::env::var("HALLEY_HTTP1").map_or(true, |v| v != "hyper"),
+        ..ServerConfig::default()
+    };
+    serve(listener, router, config, shutdown_signal()).await;
     Ok(())
 }
 

@@ -44,8 +44,9 @@ const ENGINE: Tree = Tree {
         ("origin policy", &["origin"]),
         (
             "settings, counters, HTTP pieces",
-            &["config", "stats", "http", "h1"],
+            &["config", "stats", "http"],
         ),
+        ("HTTP/1 connection", &["h1"]),
         ("handshake", &["handshake"]),
         ("socket", &["socket"]),
         ("registry", &["registry"]),

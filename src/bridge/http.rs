@@ -3,11 +3,11 @@
 
 use crate::engine::full;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
+use crate::engine::http::HttpRequest;
 use crate::engine::Body;
 
 /// Largest request body.
@@ -38,7 +38,7 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Bo
 
 /// Reads a JSON request body, or answers why not.
 pub(crate) async fn json_request<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
+    req: HttpRequest,
 ) -> Result<T, Response<Body>> {
     if req.method() != Method::POST {
         return Err(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));

@@ -15,8 +15,7 @@
 
 use std::sync::Arc;
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -24,6 +23,7 @@ use super::http::{error, json_request, json_response, root};
 use super::latency::{Latency, Source};
 use super::mapping::Emit;
 use super::{deliver, DeliverError, Delivered, Reach};
+use crate::engine::http::HttpRequest;
 use crate::engine::Body;
 use crate::socketio::dedupe::MAX_ID_LEN;
 use crate::socketio::Halley;
@@ -53,7 +53,7 @@ struct PublishRequest {
 }
 
 /// Serves `POST /publish`.
-pub async fn handle(io: Halley, latency: Arc<Latency>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(io: Halley, latency: Arc<Latency>, req: HttpRequest) -> Response<Body> {
     // Its sessions are closing: what it delivered now would reach nobody who stays. A backend
     // that sees 503 publishes to another node.
     if io.engine().is_shutting_down() {

@@ -8,12 +8,12 @@
 //! The handler does not authorize: it is served on the admin listener only, whose guard
 //! (`crate::admin`) checks every request first.
 
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::http::{error, json_request, json_response, root};
+use crate::engine::http::HttpRequest;
 use crate::engine::Body;
 use crate::socketio::adapter::Selection;
 use crate::socketio::{BroadcastOperator, Halley};
@@ -48,7 +48,7 @@ enum Action {
 
 /// Serves `POST /sockets`: list the selected sockets, or make them join, leave or disconnect,
 /// across the cluster.
-pub async fn sockets(io: Halley, req: Request<Incoming>) -> Response<Body> {
+pub async fn sockets(io: Halley, req: HttpRequest) -> Response<Body> {
     let request: SocketsRequest = match json_request(req).await {
         Ok(request) => request,
         Err(res) => return res,

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio_util::task::TaskTracker;
@@ -21,7 +20,9 @@ use crate::admission::Admission;
 use crate::framing::{self, Framing};
 use crate::handshake::Handshake;
 use crate::headers::Headers;
-use crate::http::{common_headers, cors_headers, is_msie, is_upgrade_request, preflight};
+use crate::http::{
+    common_headers, cors_headers, is_msie, is_upgrade_request, preflight, HttpRequest,
+};
 use crate::lifecycle::{client_of, open, refused, Shared};
 use crate::origin;
 use crate::packet::Packet;
@@ -131,7 +132,7 @@ impl Engine {
     }
 
     /// Serves one request for this engine's path.
-    pub async fn handle(&self, req: Request<Incoming>, remote_addr: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: HttpRequest, remote_addr: SocketAddr) -> Response<Body> {
         // Only a node of the cluster may say it forwarded a request.
         let remote_addr = match forward::inbound(self.forwarding.locator.get(), &req, remote_addr) {
             Ok(addr) => addr,
@@ -190,7 +191,7 @@ impl Engine {
 
     async fn dispatch(
         &self,
-        req: Request<Incoming>,
+        req: HttpRequest,
         remote_addr: SocketAddr,
     ) -> Result<Response<Body>, EngineError> {
         let query_string = req.uri().query().unwrap_or("").to_owned();

@@ -4,9 +4,13 @@
 //! apart. Nothing here knows of sessions.
 
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
@@ -15,6 +19,86 @@ use crate::origin::{self, Cors};
 
 /// The body of every response the engine produces.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The body of a request, whichever HTTP/1 layer read it: hyper, for the requests it serves
+/// (WebSocket handshakes, chunked uploads), or the server's own layer for parked requests,
+/// which reads a request's body in full before it is handled (`Content-Length` only).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Streamed by hyper.
+    Hyper(Incoming),
+    /// Read in full; `None` once taken (or when there was none).
+    Full(Option<Bytes>),
+    /// Streamed by the server's own layer as it arrives: `left` bytes of `Content-Length`
+    /// still to come. The channel closing early means the client went away.
+    Streamed {
+        chunks: tokio::sync::mpsc::Receiver<Bytes>,
+        left: u64,
+    },
+}
+
+/// A request body that ended before its `Content-Length`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body cut short")]
+pub struct BodyCut;
+
+/// A request as every handler of the server takes it.
+pub type HttpRequest = Request<RequestBody>;
+
+impl RequestBody {
+    /// A complete body; an empty one is no body at all.
+    pub fn full(data: Bytes) -> Self {
+        RequestBody::Full((!data.is_empty()).then_some(data))
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Hyper(body)
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Streamed { left: 0, .. } => Poll::Ready(None),
+            RequestBody::Streamed { chunks, left } => match chunks.poll_recv(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(chunk)) => {
+                    *left = left.saturating_sub(chunk.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Poll::Ready(None) => Poll::Ready(Some(Err(BodyCut.into()))),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Full(data) => data.is_none(),
+            RequestBody::Streamed { left, .. } => *left == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestBody::Streamed { left, .. } => SizeHint::with_exact(*left),
+        }
+    }
+}
 
 /// A complete (non-streaming) response body.
 pub fn full(data: impl Into<Bytes>) -> Body {

@@ -26,29 +26,33 @@
 //!    - [`stats`]: per-transport counters (atomics) for metrics.
 //!    - [`http`]: the response body, [`EngineError`] and its one conversion to a response, the
 //!      headers every response gets (no caching, no sniffing, CORS).
-//! 5. Handshake.
+//! 5. HTTP/1 connection.
+//!    - [`h1`]: the server's own HTTP/1.1 connection, for parked requests (long polls,
+//!      streams): no buffer held while a request waits; WebSocket handshakes, chunked uploads
+//!      and large bodies are handed to hyper with the bytes read.
+//! 6. Handshake.
 //!    - [`handshake`]: the query a request carries, what a session keeps of its opening
 //!      request, the open packet.
-//! 6. Socket.
+//! 7. Socket.
 //!    - [`socket`]: a session as the IO side sees it (lock, wake-ups), and the [`Handler`] the
 //!      application gives the engine.
-//! 7. Registry.
+//! 8. Registry.
 //!    - [`registry`]: the one sid → session map every transport shares.
-//! 8. Shared state and session lifecycle.
+//! 9. Shared state and session lifecycle.
 //!    - `lifecycle`: the state every request and task shares; a session opened, its timers
 //!      driven, and the one place it ends.
-//! 9. Transports, each its IO and quirks only.
+//! 10. Transports, each its IO and quirks only.
 //!    - `transport`: the module that holds them, nothing else.
 //!    - `transport::polling`: XHR and JSONP long-polling, and every upstream POST.
 //!    - `transport::forward` (public as [`forward`]): a request for a session of another node
 //!      of a cluster, passed to that node over pooled keep-alive connections, with the mark
 //!      that vouches for it.
-//! 10. Transports that use `transport::polling` (streaming its refusals; the WebSocket probe's
+//! 11. Transports that use `transport::polling` (streaming its refusals; the WebSocket probe's
 //!     tests, its long poll).
 //!     - `transport::streaming`: the four streaming receivers.
 //!     - `transport::websocket`: a WebSocket opening a session, probing one to upgrade it, or
 //!       resuming one.
-//! 11. Dispatch.
+//! 12. Dispatch.
 //!     - [`engine`]: the hyper-facing entry: parse a request, check it, dispatch it to a
 //!       transport.
 //!
@@ -74,6 +78,7 @@ pub mod admission;
 pub mod config;
 pub mod engine;
 pub mod framing;
+pub mod h1;
 pub mod handshake;
 pub mod headers;
 pub mod http;

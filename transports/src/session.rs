@@ -313,6 +313,11 @@ impl Session {
         self.resume = Some(Resume::default());
     }
 
+    /// Whether a receiver (a long poll, a stream, a WebSocket) is attached now.
+    pub fn has_receiver(&self) -> bool {
+        self.receiver.is_some()
+    }
+
     /// Whether `id` is the receiver attached now.
     pub fn is_receiver(&self, id: ReceiverId) -> bool {
         self.receiver == Some(id)

@@ -106,6 +106,11 @@ impl Socket {
         self.lock().is_closed()
     }
 
+    /// Whether a receiver is attached: a long poll parked, a stream or a WebSocket open.
+    pub fn has_receiver(&self) -> bool {
+        self.lock().has_receiver()
+    }
+
     /// Per-session state of the layer above, set once (usually in `on_open`).
     pub fn set_ext<T: Any + Send + Sync>(&self, value: T) -> Result<(), T> {
         self.ext.set(Box::new(value)).map_err(|b| {

@@ -48,7 +48,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::http::{is_upgrade_request, Body, EngineError};
+use crate::http::{is_upgrade_request, Body, EngineError, HttpRequest, RequestBody};
 use crate::stats::EngineStats;
 
 /// Marks a request one node forwarded to another.
@@ -108,7 +108,7 @@ pub(crate) fn inbound<B>(
 /// The keep-alive connections to the other nodes, shared by every forwarded request of an
 /// engine (see "Connections" above).
 pub(crate) struct Pool {
-    client: Client<Counted, Incoming>,
+    client: Client<Counted, RequestBody>,
 }
 
 impl Pool {
@@ -130,7 +130,7 @@ impl Pool {
     /// Passes `req` to the node at `owner`, vouched for by `locator`, and returns its answer.
     pub(crate) async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: HttpRequest,
         owner: SocketAddr,
         remote: SocketAddr,
         locator: &dyn Locator,

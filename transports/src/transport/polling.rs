@@ -10,12 +10,11 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response};
+use hyper::Response;
 
 use crate::framing::{self, Framing};
-use crate::http::{full, Body, EngineError};
+use crate::http::{full, Body, EngineError, HttpRequest};
 use crate::lifecycle::Shared;
 use crate::packet::{decode_payload, encode_payload, Frame};
 use crate::session::{AttachError, CloseReason, ReceiverId, TransportKind};
@@ -140,7 +139,7 @@ pub(crate) async fn post(
     socket: &Arc<Socket>,
     transport: TransportKind,
     at: Upstream,
-    req: Request<Incoming>,
+    req: HttpRequest,
 ) -> Result<Response<Body>, EngineError> {
     socket.sync_probe().await;
     // A resuming client repeats a POST whose answer it lost; the first may still be read.
@@ -218,7 +217,7 @@ pub(crate) async fn post(
 
 /// Reads a request body of at most `max` bytes: 413 beyond, checked against Content-Length
 /// first so an honest oversize upload is refused before it is read.
-pub(crate) async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, EngineError> {
+pub(crate) async fn read_body(req: HttpRequest, max: usize) -> Result<Bytes, EngineError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::{OnUpgrade, Upgraded};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -28,7 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::handshake::Handshake;
-use crate::http::{full, Body, EngineError};
+use crate::http::{full, Body, EngineError, HttpRequest};
 use crate::lifecycle::{self, Shared};
 use crate::packet::{decode_text, Frame, Packet, Str};
 use crate::session::{CloseReason, ProbeTicket, ReceiverId, Session, TransportKind};
@@ -89,7 +88,7 @@ enum ProbeWake {
 /// Answers the upgrade with 101 and spawns the connection's task.
 pub(crate) fn accept(
     shared: &Arc<Shared>,
-    req: Request<Incoming>,
+    req: HttpRequest,
     target: Target,
 ) -> Result<Response<Body>, EngineError> {
     let version_ok = req
