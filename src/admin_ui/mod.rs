@@ -155,6 +155,8 @@ pub struct AdminUi {
     ns: OnceLock<Weak<Namespace>>,
     /// Authenticated UI sockets connected here.
     watchers: AtomicUsize,
+    /// UI sockets connected to any node of the cluster, this one's included, as last counted.
+    cluster_watchers: AtomicUsize,
     sessions: Sessions,
     limiter: Limiter,
     stats: LoginStats,
@@ -195,6 +197,7 @@ pub fn install(io: &Halley, config: AdminUiConfig) -> Result<Arc<AdminUi>, Insta
         io: io.clone(),
         ns: OnceLock::new(),
         watchers: AtomicUsize::new(0),
+        cluster_watchers: AtomicUsize::new(0),
         sessions: Sessions::default(),
         limiter: Limiter::default(),
         stats: LoginStats::default(),
@@ -241,6 +244,7 @@ pub fn install(io: &Halley, config: AdminUiConfig) -> Result<Arc<AdminUi>, Insta
     }
     io.set_observer(Arc::clone(&ui) as Arc<dyn Observer>);
     tokio::spawn(tick(Arc::downgrade(&ui)));
+    tokio::spawn(count_watchers(Arc::downgrade(&ui)));
     Ok(ui)
 }
 
@@ -273,6 +277,23 @@ async fn tick(ui: Weak<AdminUi>) {
             ui.emit_stats(now.since(&totals, wire::now_ms()));
             totals = now;
         }
+    }
+}
+
+/// Counts the UI sockets of the whole cluster every 2 s: a node reports its sockets' changes
+/// while a UI watches on any node (through the cluster, like every admin namespace emit).
+/// Without a cluster this counts this node's only.
+async fn count_watchers(ui: Weak<AdminUi>) {
+    let mut every = tokio::time::interval(STATS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(ns) = ui.upgrade().and_then(|ui| ui.ns()) else {
+            return;
+        };
+        let count = ns.broadcast().fetch_sockets().await.len();
+        let Some(ui) = ui.upgrade() else { return };
+        ui.cluster_watchers.store(count, Ordering::Relaxed);
     }
 }
 
@@ -400,33 +421,46 @@ impl AdminUi {
             &json!({ "supportedFeatures": self.config.features() }),
         );
         if self.config.mode == Mode::Development {
-            let all = self.all_sockets();
-            let _ = socket.emit_args("all_sockets", vec![all], Vec::new());
+            self.track_upgrades();
+            let (ui, socket) = (Arc::clone(self), Arc::clone(socket));
+            tokio::spawn(async move {
+                let all = ui.all_sockets().await;
+                let _ = socket.emit_args("all_sockets", vec![all], Vec::new());
+            });
         }
     }
 
-    /// Every socket of this node, as the UI lists them; those on an HTTP transport are
-    /// watched for their upgrade from now on.
-    fn all_sockets(&self) -> Value {
-        let path = &self.io.engine().config().path;
-        let trusted = &self.io.engine().config().trusted_proxies;
+    /// Every socket of every node of the cluster, as the UI lists them (a node that does not
+    /// answer in the cluster's request timeout is left out).
+    async fn all_sockets(&self) -> Value {
         let mut list = Vec::new();
+        for ns in self.io.namespaces() {
+            let sockets = ns.broadcast().fetch_sockets().await;
+            list.extend(sockets.into_iter().filter_map(|info| info.details));
+        }
+        Value::Array(list)
+    }
+
+    /// Watches this node's sockets on an HTTP transport for their upgrade from now on.
+    fn track_upgrades(&self) {
         let mut upgrading = Vec::new();
         for ns in self.io.namespaces() {
-            for socket in ns.broadcast().sockets() {
-                let transport = wire::transport_name(&socket);
+            for socket in ns.broadcast().local().sockets() {
                 if socket.transport() != TransportKind::WebSocket {
-                    upgrading.push((Arc::downgrade(&socket), transport));
+                    upgrading.push((Arc::downgrade(&socket), wire::transport_name(&socket)));
                 }
-                let ip = socket.handshake().client_ip(trusted);
-                list.push(wire::socket(&socket, ip, path));
             }
         }
         self.upgrading
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(upgrading);
-        Value::Array(list)
+    }
+
+    fn describe_socket(&self, socket: &Socket) -> Value {
+        let config = self.io.engine().config();
+        let ip = socket.handshake().client_ip(&config.trusted_proxies);
+        wire::socket(socket, ip, &config.path)
     }
 
     /// Sends `socket_updated` for every watched socket whose transport changed.
@@ -499,7 +533,9 @@ impl AdminUi {
 
 impl Observer for AdminUi {
     fn watching(&self) -> bool {
-        self.config.mode == Mode::Development && self.watchers.load(Ordering::Relaxed) > 0
+        self.config.mode == Mode::Development
+            && (self.watchers.load(Ordering::Relaxed) > 0
+                || self.cluster_watchers.load(Ordering::Relaxed) > 0)
     }
 
     fn watching_events(&self) -> bool {
@@ -514,9 +550,7 @@ impl Observer for AdminUi {
                 .unwrap_or_else(|e| e.into_inner())
                 .push((Arc::downgrade(socket), transport));
         }
-        let config = self.io.engine().config();
-        let ip = socket.handshake().client_ip(&config.trusted_proxies);
-        let serialized = wire::socket(socket, ip, &config.path);
+        let serialized = self.describe_socket(socket);
         self.emit(
             "socket_connected",
             vec![serialized, Value::from(wire::iso(wire::now_ms()))],
@@ -593,6 +627,10 @@ impl Observer for AdminUi {
         if !self.is_admin(socket) {
             self.emit_event("event_sent", socket, event, args);
         }
+    }
+
+    fn describe(&self, socket: &Arc<Socket>) -> Option<Value> {
+        Some(self.describe_socket(socket))
     }
 }
 

@@ -120,6 +120,10 @@ pub struct SocketInfo {
     pub rooms: Vec<String>,
     /// The node serving it (empty without a cluster).
     pub node: String,
+    /// What the server's observer says of it (the Admin UI's description: transport,
+    /// handshake, data), when one is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// A boxed future, as adapters return them.

@@ -151,6 +151,7 @@ impl BroadcastOperator {
                 ns: socket.ns().to_owned(),
                 rooms: socket.rooms(),
                 node: node.clone(),
+                details: self.ns.observer().and_then(|o| o.describe(socket)),
             })
             .collect()
     }

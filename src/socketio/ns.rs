@@ -180,6 +180,11 @@ impl Namespace {
         })
     }
 
+    /// The observer, when one is installed.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.observer.get()
+    }
+
     /// The observer, when one is installed and watching.
     pub(crate) fn watcher(&self) -> Option<&Arc<dyn Observer>> {
         watcher(&self.observer)

@@ -35,6 +35,11 @@ pub trait Observer: Send + Sync + 'static {
     fn event_received(&self, _socket: &Socket, _event: &str, _args: &[Value]) {}
     /// `event` was queued for `socket`.
     fn event_sent(&self, _socket: &Socket, _event: &str, _args: &[Value]) {}
+    /// What a cross-node socket query reports of `socket` beside its id and rooms
+    /// ([`super::adapter::SocketInfo::details`]), asked whether watching or not.
+    fn describe(&self, _socket: &Arc<Socket>) -> Option<Value> {
+        None
+    }
 }
 
 /// The observer, once installed; shared by every namespace of a server.
