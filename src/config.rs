@@ -627,6 +627,7 @@ impl Config {
             write_timeout: Duration::from_millis(self.write_timeout),
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
             max_header_bytes: self.max_header_bytes as usize,
+            ..ServerConfig::default()
         }
     }
 }
