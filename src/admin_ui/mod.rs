@@ -166,6 +166,11 @@ pub struct AdminUi {
     upgrading: Mutex<Vec<(Weak<Socket>, &'static str)>>,
     server_id: String,
     started: Instant,
+    /// Changes emitted in the current second: (its start, count).
+    burst: Mutex<(Instant, u32)>,
+    /// Changes were left out: a snapshot is due.
+    snapshot_due: std::sync::atomic::AtomicBool,
+    last_snapshot: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for AdminUi {
@@ -179,6 +184,8 @@ impl std::fmt::Debug for AdminUi {
 
 /// How often `server_stats` goes out (upstream's period).
 const STATS_EVERY: Duration = Duration::from_secs(2);
+/// Changes one node reports per second, at most, one by one; beyond, a snapshot.
+const BURST: u32 = 1000;
 /// How often transports are looked at for upgrades while the UI watches.
 const UPGRADES_EVERY: Duration = Duration::from_millis(500);
 
@@ -205,6 +212,9 @@ pub fn install(io: &Halley, config: AdminUiConfig) -> Result<Arc<AdminUi>, Insta
         upgrading: Mutex::default(),
         server_id,
         started: Instant::now(),
+        burst: Mutex::new((Instant::now(), 0)),
+        snapshot_due: std::sync::atomic::AtomicBool::new(false),
+        last_snapshot: Mutex::new(None),
         config,
     });
     let weak = Arc::downgrade(&ui);
@@ -271,6 +281,7 @@ async fn tick(ui: Weak<AdminUi>) {
         every.tick().await;
         let Some(ui) = ui.upgrade() else { return };
         ui.report_upgrades();
+        ui.send_snapshot();
         n += 1;
         if n % per_stats == 0 {
             let now = wire::Totals::of(ui.io.engine().stats());
@@ -319,6 +330,44 @@ impl AdminUi {
                 tracing::debug!(%error, event, "admin UI event not sent");
             }
         }
+    }
+
+    /// Emits one change (a socket or room event), unless this node's changes passed
+    /// [`BURST`] in the last second: then the UIs get a fresh `all_sockets` instead, at the
+    /// next tick (at most one per [`STATS_EVERY`]), which the UI takes as its whole state. A UI
+    /// reads about one frame per change; a crowd connecting or leaving at once would fill its
+    /// outbox and cost its connection.
+    fn emit_change(&self, event: &str, args: Vec<Value>) {
+        let now = Instant::now();
+        let within = {
+            let mut window = self.burst.lock().unwrap_or_else(|e| e.into_inner());
+            if now.duration_since(window.0) >= Duration::from_secs(1) {
+                *window = (now, 0);
+            }
+            window.1 += 1;
+            window.1 <= BURST
+        };
+        if within {
+            self.emit(event, args);
+        } else {
+            self.snapshot_due.store(true, Ordering::Release);
+        }
+    }
+
+    /// Sends every UI a fresh `all_sockets` when a burst of changes was left out.
+    fn send_snapshot(self: &Arc<Self>) {
+        let mut last = self.last_snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at| at.elapsed() < STATS_EVERY)
+            || !self.snapshot_due.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        *last = Some(Instant::now());
+        let ui = Arc::clone(self);
+        tokio::spawn(async move {
+            let all = ui.all_sockets().await;
+            ui.emit("all_sockets", vec![all]);
+        });
     }
 
     fn emit_stats(&self, aggregated: Vec<Value>) {
@@ -486,7 +535,7 @@ impl AdminUi {
             });
         }
         for update in changed {
-            self.emit("socket_updated", vec![update]);
+            self.emit_change("socket_updated", vec![update]);
         }
     }
 
@@ -551,7 +600,7 @@ impl Observer for AdminUi {
                 .push((Arc::downgrade(socket), transport));
         }
         let serialized = self.describe_socket(socket);
-        self.emit(
+        self.emit_change(
             "socket_connected",
             vec![serialized, Value::from(wire::iso(wire::now_ms()))],
         );
@@ -559,7 +608,7 @@ impl Observer for AdminUi {
 
     fn socket_disconnected(&self, socket: &Socket, reason: DisconnectReason, rooms: &[String]) {
         let now = Value::from(wire::iso(wire::now_ms()));
-        self.emit(
+        self.emit_change(
             "socket_disconnected",
             vec![
                 Value::from(socket.ns()),
@@ -570,7 +619,7 @@ impl Observer for AdminUi {
         );
         // The UI drops a room's socket on these only, its own id room included.
         for room in rooms {
-            self.emit(
+            self.emit_change(
                 "room_left",
                 vec![
                     Value::from(socket.ns()),
@@ -583,7 +632,7 @@ impl Observer for AdminUi {
     }
 
     fn room_joined(&self, socket: &Socket, room: &str) {
-        self.emit(
+        self.emit_change(
             "room_joined",
             vec![
                 Value::from(socket.ns()),
@@ -595,7 +644,7 @@ impl Observer for AdminUi {
     }
 
     fn room_left(&self, socket: &Socket, room: &str) {
-        self.emit(
+        self.emit_change(
             "room_left",
             vec![
                 Value::from(socket.ns()),
@@ -611,7 +660,7 @@ impl Observer for AdminUi {
             Value::Null => json!({}),
             data => data.clone(),
         };
-        self.emit(
+        self.emit_change(
             "socket_updated",
             vec![json!({ "id": socket.id(), "nsp": socket.ns(), "data": data })],
         );
@@ -639,7 +688,7 @@ impl AdminUi {
         let mut all = Vec::with_capacity(args.len() + 1);
         all.push(Value::from(event));
         all.extend(args.iter().cloned());
-        self.emit(
+        self.emit_change(
             kind,
             vec![
                 Value::from(socket.ns()),
