@@ -37,6 +37,9 @@ async fn start(io: Halley, ui: AdminUiConfig) -> SioServer {
     root.on("leave", |socket, event| {
         socket.leave(event.args[0].as_str().unwrap_or_default());
     });
+    root.on("data", |socket, event| {
+        socket.set_data(event.args[0].clone())
+    });
     admin_ui::install(&io, ui).expect("install the admin UI");
     SioServer::start(io).await
 }
@@ -190,6 +193,14 @@ async fn every_socket_and_room_change_is_reported_in_order() {
     assert_eq!(name, "room_left");
     assert_eq!(&args[..3], json!(["/", "news", id]).as_array().unwrap());
 
+    app.send(r#"42["data",{"user":"ann"}]"#);
+    let (name, args) = change(&mut ui).await;
+    assert_eq!(name, "socket_updated");
+    assert_eq!(
+        args[0],
+        json!({"id": id, "nsp": "/", "data": {"user": "ann"}})
+    );
+
     app.send(r#"42["join","sports"]"#);
     assert_eq!(change(&mut ui).await.0, "room_joined");
     app.send("41");
@@ -231,6 +242,13 @@ async fn the_ui_actions_join_leave_and_disconnect_sockets() {
     ui.send(&format!(r#"42/admin,["leave","/","vip","{id}"]"#));
     let (name, args) = change(&mut ui).await;
     assert_eq!((name.as_str(), &args[1]), ("room_left", &json!("vip")));
+    // The underscored names some servers use do the same.
+    ui.send(&format!(r#"42/admin,["_join","/","vip2","{id}"]"#));
+    let (name, args) = change(&mut ui).await;
+    assert_eq!((name.as_str(), &args[1]), ("room_joined", &json!("vip2")));
+    ui.send(&format!(r#"42/admin,["_leave","/","vip2","{id}"]"#));
+    let (name, args) = change(&mut ui).await;
+    assert_eq!((name.as_str(), &args[1]), ("room_left", &json!("vip2")));
     // Malformed calls and unknown namespaces do nothing.
     ui.send(r#"42/admin,["join","/nowhere","x"]"#);
     ui.send(r#"42/admin,["join",1,2]"#);

@@ -236,7 +236,9 @@ pub fn install(io: &Halley, config: AdminUiConfig) -> Result<Arc<AdminUi>, Insta
         }
     });
     if !ui.config.readonly {
-        for action in ["_disconnect", "join", "leave"] {
+        // `_join`/`_leave`: the names some servers and older notes use; the 0.5.1 UI sends
+        // `join`/`leave` (only `disconnect` is reserved, hence `_disconnect`).
+        for action in ["_disconnect", "join", "leave", "_join", "_leave"] {
             let weak = Arc::downgrade(&ui);
             ns.on(action, move |_socket, event| {
                 if let Some(ui) = weak.upgrade() {
@@ -569,8 +571,8 @@ impl AdminUi {
                 }
                 op.disconnect();
             }
-            ("join", Some(Value::String(room))) => op.join(room),
-            ("leave", Some(Value::String(room))) => op.leave(room),
+            ("join" | "_join", Some(Value::String(room))) => op.join(room),
+            ("leave" | "_leave", Some(Value::String(room))) => op.leave(room),
             _ => tracing::debug!(action, "malformed admin UI action"),
         }
     }
