@@ -4,7 +4,8 @@
 // in through its own connection form, and must list the test clients with their transports:
 // one socket.io-client over WebSocket, one over XHR polling (no upgrade), one SSE and one JSONP
 // session opened with raw HTTP. A second browser profile logs in with a wrong password: the
-// form shows "Invalid credentials" and the UI lists no socket.
+// form shows "Invalid credentials" and the UI lists no socket. The disconnect button of a
+// socket's row disconnects it on the server (its client hears "io server disconnect").
 //
 // The UI's index.html loads fonts and icons from fonts.googleapis.com and cdn.jsdelivr.net:
 // Chromium resolves those names to a closed local port, so nothing leaves the machine (icons
@@ -162,6 +163,27 @@ test("the official UI logs in and lists every test client with its transport", a
       { ms: 10_000, describeState: mainText(page) },
     );
     assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
+
+test("the UI's disconnect button disconnects the socket on the server", async () => {
+  const victim = io(server.url, { forceNew: true, transports: ["websocket"] });
+  clients.push(victim);
+  await waitFor(victim, "connect");
+  const { browser, page } = await logIn("secret");
+  try {
+    await page.goto(`${uiOrigin}/#/sockets`);
+    const row = page.locator("main tbody tr", { hasText: victim.id });
+    await row.waitFor({ timeout: 10_000 });
+    const gone = waitFor(victim, "disconnect", { ms: 10_000 });
+    // The row's one button, the logout icon: `_disconnect(nsp, false, id)`.
+    await row.locator("button:has(.mdi-logout)").click();
+    const [reason] = await gone;
+    assert.equal(reason, "io server disconnect");
+    await until(page, (id) => ![...document.querySelectorAll("main tbody tr")].some((tr) => tr.innerText.includes(id)),
+      victim.id, "the socket gone from the UI's list", { ms: 10_000, describeState: mainText(page) });
   } finally {
     await browser.close();
   }
