@@ -7,54 +7,29 @@
 // form shows "Invalid credentials" and the UI lists no socket. The disconnect button of a
 // socket's row disconnects it on the server (its client hears "io server disconnect").
 //
-// The UI's index.html loads fonts and icons from fonts.googleapis.com and cdn.jsdelivr.net:
-// Chromium resolves those names to a closed local port, so nothing leaves the machine (icons
-// are blank).
+// The UI is served and driven by admin-ui-harness.mjs.
 //
 // Build first: cargo build --release --bins. Run: node --test admin-ui.test.mjs
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import http from "node:http";
-import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { io } from "socket.io-client";
 
-import { launchBrowser, until } from "./browser.mjs";
+import { logIn as openUi, mainText, serveUi } from "./admin-ui-harness.mjs";
+import { until } from "./browser.mjs";
 import { startServer, waitFor } from "./helpers.mjs";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HALLEY_BIN = process.env.HALLEY_BIN || path.resolve(here, "../../target/release/halley");
-const UI_DIST = path.join(here, "node_modules/@socket.io/admin-ui/ui/dist");
-const OFFLINE = "MAP fonts.googleapis.com 127.0.0.1:9, MAP fonts.gstatic.com 127.0.0.1:9, MAP cdn.jsdelivr.net 127.0.0.1:9";
-const TYPES = { ".html": "text/html", ".js": "application/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png" };
 
 let uiServer;
 let uiOrigin;
 let server;
 const clients = [];
 const ids = {};
-
-/** Serves `ui/dist` as it is published. */
-async function serveUi() {
-  const srv = http.createServer(async (req, res) => {
-    let file = decodeURIComponent(new URL(req.url, "http://ui").pathname);
-    if (file.endsWith("/")) file += "index.html";
-    const full = path.join(UI_DIST, path.normalize(file));
-    if (!full.startsWith(UI_DIST)) return res.writeHead(403).end();
-    try {
-      const body = await readFile(full);
-      res.writeHead(200, { "content-type": TYPES[path.extname(full)] ?? "application/octet-stream" });
-      res.end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => srv.listen(0, "127.0.0.1", resolve));
-  return srv;
-}
 
 /** An Engine.IO session opened with raw HTTP on a legacy transport, joined to `/`. */
 async function rawSession(query, readOpen) {
@@ -83,7 +58,7 @@ const openSid = (text) => /"sid\\?":\\?"([^"\\]+)/.exec(text)?.[1];
 
 before(async () => {
   uiServer = await serveUi();
-  uiOrigin = `http://127.0.0.1:${uiServer.address().port}`;
+  uiOrigin = uiServer.origin;
   server = await startServer(HALLEY_BIN, {
     HALLEY_LISTEN: "127.0.0.1:0",
     HALLEY_DEMO: "false",
@@ -108,21 +83,7 @@ after(async () => {
   uiServer?.close();
 });
 
-/** Opens the UI in a fresh browser profile and submits its connection form. */
-async function logIn(password) {
-  const browser = await launchBrowser({ args: [`--host-resolver-rules=${OFFLINE}`] });
-  const page = await browser.context.newPage();
-  const errors = [];
-  page.on("pageerror", (error) => errors.push(error.message));
-  await page.goto(`${uiOrigin}/`);
-  await page.getByLabel("Server URL").fill(server.url);
-  await page.getByLabel("Username").fill("admin");
-  await page.getByLabel("Password").fill(password);
-  await page.getByRole("button", { name: "Connect" }).click();
-  return { browser, page, errors };
-}
-
-const mainText = (page) => () => page.evaluate(() => document.querySelector("main")?.innerText ?? "");
+const logIn = (password) => openUi(uiOrigin, server.url, password);
 
 test("the official UI logs in and lists every test client with its transport", async () => {
   const { browser, page, errors } = await logIn("secret");
