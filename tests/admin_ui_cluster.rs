@@ -134,6 +134,11 @@ async fn a_ui_on_one_node_sees_and_acts_on_every_node() {
         ("socket_disconnected", &json!(early_id))
     );
 
+    // "Disconnect client" closes the whole connection, on the other node too.
+    ui.send(&format!(r#"42/admin,["_disconnect","/",true,"{late_id}"]"#));
+    assert_eq!(within("node B's socket told", late.text()).await, "41");
+    late.expect_close().await;
+
     // Both nodes' statistics reach the UI.
     while !["nodeA7", "nodeB7"]
         .iter()

@@ -561,16 +561,8 @@ impl AdminUi {
         };
         tracing::info!(action, nsp, ?filter, "admin UI action");
         match (action, args.get(1)) {
-            ("_disconnect", Some(Value::Bool(close))) => {
-                if *close {
-                    // The whole connection of each selected socket of this node; the other
-                    // nodes' sockets leave the namespace.
-                    for socket in op.clone().local().sockets() {
-                        socket.close_connection();
-                    }
-                }
-                op.disconnect();
-            }
+            ("_disconnect", Some(Value::Bool(true))) => op.disconnect_connections(),
+            ("_disconnect", Some(Value::Bool(false))) => op.disconnect(),
             ("join" | "_join", Some(Value::String(room))) => op.join(room),
             ("leave" | "_leave", Some(Value::String(room))) => op.leave(room),
             _ => tracing::debug!(action, "malformed admin UI action"),

@@ -58,6 +58,10 @@ pub enum RemoteOp {
     },
     Disconnect {
         to: Selection,
+        /// Close each selected socket's whole connection (Socket.IO's
+        /// `disconnectSockets(true)`), not only its namespace.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        close: bool,
     },
 }
 
@@ -200,6 +204,7 @@ mod tests {
                 ns: "/".into(),
                 ..Selection::default()
             },
+            close: false,
         };
         let text = serde_json::to_string(&op).unwrap();
         assert_eq!(text, r#"{"op":"disconnect","to":{"ns":"/"}}"#);

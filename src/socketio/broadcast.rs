@@ -332,7 +332,17 @@ impl BroadcastOperator {
         for socket in self.sockets() {
             socket.disconnect();
         }
-        self.tell_cluster(|to| RemoteOp::Disconnect { to });
+        self.tell_cluster(|to| RemoteOp::Disconnect { to, close: false });
+    }
+
+    /// Closes the whole connection of every selected socket (Socket.IO's
+    /// `disconnectSockets(true)`): each leaves its namespace (the client is told), the
+    /// connection's other namespaces with "forced server close".
+    pub fn disconnect_connections(&self) {
+        for socket in self.sockets() {
+            socket.close_connection();
+        }
+        self.tell_cluster(|to| RemoteOp::Disconnect { to, close: true });
     }
 }
 
@@ -369,7 +379,10 @@ impl Halley {
             }
             RemoteOp::Join { to, room } => here(to).map_or((), |op| op.join(&room)),
             RemoteOp::Leave { to, room } => here(to).map_or((), |op| op.leave(&room)),
-            RemoteOp::Disconnect { to } => here(to).map_or((), |op| op.disconnect()),
+            RemoteOp::Disconnect { to, close: false } => here(to).map_or((), |op| op.disconnect()),
+            RemoteOp::Disconnect { to, close: true } => {
+                here(to).map_or((), |op| op.disconnect_connections())
+            }
         }
     }
 
