@@ -177,20 +177,23 @@ impl Router {
         self
     }
 
-    async fn route(&self, req: HttpRequest, remote: SocketAddr) -> Response<Body> {
+    /// The answer to `req`, on its way. Not an `async fn`: each path's future is made here and
+    /// owns the request, so a parked request's future holds it once, not once per layer.
+    fn route(&self, req: HttpRequest, remote: SocketAddr) -> BoxFuture {
+        let answered = |res| -> BoxFuture { Box::pin(std::future::ready(res)) };
         if let Some(page) = self.pages.get(req.uri().path()) {
-            return serve_page(&req, page);
+            return answered(serve_page(&req, page));
         }
         if let Some(endpoint) = self.endpoints.get(req.uri().path()) {
             if let Some(refusal) = self.guard.as_ref().and_then(|guard| guard(&req)) {
-                return refusal;
+                return answered(refusal);
             }
-            return endpoint(req, remote).await;
+            return endpoint(req, remote);
         }
         if let Some(engine) = self.engine.as_ref().filter(|e| e.matches(req.uri().path())) {
-            return engine.handle(req, remote).await;
+            return engine.handle(req, remote);
         }
-        status(StatusCode::NOT_FOUND)
+        answered(status(StatusCode::NOT_FOUND))
     }
 }
 
@@ -353,10 +356,7 @@ async fn serve_until(
                 tracing::debug!(%remote, %error, "connection ended with an error");
             };
             let stream = if own_http1 {
-                let own = h1::serve(stream, &limits, &mut stop, |req| {
-                    let router = Arc::clone(&router);
-                    async move { router.route(req, remote).await }
-                });
+                let own = h1::serve(stream, &limits, &mut stop, |req| router.route(req, remote));
                 match own.await {
                     Ok(h1::Served::Closed) => return,
                     Ok(h1::Served::Handoff(stream)) => stream,
@@ -366,9 +366,8 @@ async fn serve_until(
                 h1::Rewind::new(stream, Vec::new())
             };
             let service = service_fn(move |req: Request<Incoming>| {
-                let router = Arc::clone(&router);
-                let req = req.map(RequestBody::from);
-                async move { Ok::<_, Infallible>(router.route(req, remote).await) }
+                let routed = router.route(req.map(RequestBody::from), remote);
+                async move { Ok::<_, Infallible>(routed.await) }
             });
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -18,7 +18,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 fuzz_dir=tests/fuzz
-all_targets=(eio_payload sio_packet http_body query)
+all_targets=(eio_payload sio_packet http_body query http1)
 
 seconds=300
 sanitizer="${FUZZ_SANITIZER:-address}"

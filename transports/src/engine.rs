@@ -7,7 +7,9 @@
 //! responses in one place, [`EngineError::into_response`]; every response then gets the common
 //! headers (no caching, no sniffing, CORS) in [`Engine::handle`].
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -45,6 +47,13 @@ pub use crate::socket::Handler;
 pub struct Engine {
     shared: Arc<Shared>,
     forwarding: Arc<Forwarding>,
+}
+
+/// The answer to a request, on its way ([`Engine::handle`]).
+pub type Handling = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+fn answered(res: Response<Body>) -> Handling {
+    Box::pin(std::future::ready(res))
 }
 
 /// A cluster node's way to the others (see [`crate::forward`]).
@@ -132,7 +141,11 @@ impl Engine {
     }
 
     /// Serves one request for this engine's path.
-    pub async fn handle(&self, req: HttpRequest, remote_addr: SocketAddr) -> Response<Body> {
+    ///
+    /// The checks run now; the future returned owns what it needs (the engine's shared state
+    /// and the request, once): a parked GET's future is all its connection keeps while it
+    /// waits.
+    pub fn handle(&self, req: HttpRequest, remote_addr: SocketAddr) -> Handling {
         // Only a node of the cluster may say it forwarded a request.
         let remote_addr = match forward::inbound(self.forwarding.locator.get(), &req, remote_addr) {
             Ok(addr) => addr,
@@ -142,7 +155,7 @@ impl Engine {
                     .forward_refused
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%remote_addr, "request with a forged forward mark refused");
-                return error.into_response();
+                return answered(error.into_response());
             }
         };
         // Before forwarding: the node a browser reached is the one that can judge its origin (a
@@ -150,16 +163,20 @@ impl Engine {
         if let Err(error) = self.check_origin(&req, remote_addr) {
             let mut res = error.into_response();
             common_headers(res.headers_mut(), is_msie(req.headers()));
-            return res;
+            return answered(res);
         }
-        if let Some((owner, locator)) = self.owner_elsewhere(&req) {
+        if let Some((owner, _)) = self.owner_elsewhere(&req) {
             // The owner answers with its own headers (CORS included).
-            // Boxed, like the POST below: a parked GET's future (hyper keeps it per connection)
-            // must not reserve room for the rarer, larger paths.
-            let pool = &self.forwarding.pool;
-            return Box::pin(pool.forward(req, owner, remote_addr, locator))
-                .await
-                .unwrap_or_else(EngineError::into_response);
+            let forwarding = Arc::clone(&self.forwarding);
+            return Box::pin(async move {
+                let Some(locator) = forwarding.locator.get() else {
+                    return EngineError::Unavailable.into_response();
+                };
+                let pool = &forwarding.pool;
+                pool.forward(req, owner, remote_addr, locator.as_ref())
+                    .await
+                    .unwrap_or_else(EngineError::into_response)
+            });
         }
         // Kept only where an allowlist echoes it back, and copied: a header value from hyper is
         // a slice of the connection's read buffer, and a parked GET would keep that alive.
@@ -171,26 +188,32 @@ impl Engine {
             Cors::AnyOrigin | Cors::SameOrigin => None,
         };
         let msie = is_msie(req.headers());
-        let mut res = if req.method() == Method::OPTIONS {
-            preflight(req.headers())
-        } else {
-            match self.dispatch(req, remote_addr).await {
+        let shared = Arc::clone(&self.shared);
+        let finish = move |mut res: Response<Body>| {
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                common_headers(res.headers_mut(), msie);
+                cors_headers(res.headers_mut(), &shared.config.cors, origin.as_ref());
+            }
+            res
+        };
+        if req.method() == Method::OPTIONS {
+            return answered(finish(preflight(req.headers())));
+        }
+        // Made before the block, so the block holds the request once (inside it).
+        let dispatching = self.clone().dispatch(req, remote_addr);
+        Box::pin(async move {
+            finish(match dispatching.await {
                 Ok(res) => res,
                 Err(error) => {
                     tracing::debug!(%error, "engine.io request refused");
                     error.into_response()
                 }
-            }
-        };
-        if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-            common_headers(res.headers_mut(), msie);
-            cors_headers(res.headers_mut(), &self.shared.config.cors, origin.as_ref());
-        }
-        res
+            })
+        })
     }
 
     async fn dispatch(
-        &self,
+        self,
         req: HttpRequest,
         remote_addr: SocketAddr,
     ) -> Result<Response<Body>, EngineError> {

@@ -241,82 +241,132 @@ where
     // the client sent more behind it.
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let read = read_head(&mut io, &mut buf, limits, stop);
-        let (len, head) = match tokio::time::timeout(limits.read_timeout, read).await {
+        // The connection's task is as large as the most this loop keeps across an await: each
+        // step's future is boxed, and what a step makes lives in a block of its own, so a
+        // parked request costs the task little beyond the service's own (boxed) future.
+        let read = Box::pin(tokio::time::timeout(
+            limits.read_timeout,
+            read_head(&mut io, &mut buf, limits, stop),
+        ));
+        let head = match read.await {
             Err(_elapsed) => return Ok(Served::Closed),
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Ok(Served::Closed),
             Ok(Err(Refused::Io(error))) => return Err(error),
             Ok(Err(Refused::Head(error))) => {
-                refuse(&mut io, error.status()).await?;
+                Box::pin(refuse(&mut io, error.status())).await?;
                 return Ok(Served::Closed);
             }
         };
-        let length = match head.framing {
-            Framing::Length(n) if !head.upgrade && n <= limits.max_body as u64 => n as usize,
-            _ => return Ok(Served::Handoff(Rewind::new(io, buf))),
+        let Some(started) = start(head, &mut buf, limits, &mut service) else {
+            return Ok(Served::Handoff(Rewind::new(io, buf)));
         };
-        buf.drain(..len);
-        // A body already here in full is passed whole; the rest of one is streamed to the
-        // service as it comes (the service's own deadline judges a body that stalls).
-        let (body, mut feed) = if length <= buf.len() {
-            let body = RequestBody::full(Bytes::copy_from_slice(&buf[..length]));
-            buf.drain(..length);
-            (body, None)
-        } else {
-            if head.expect_continue {
-                io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-            }
-            let (tx, chunks) = mpsc::channel(2);
-            let here = std::mem::take(&mut buf);
-            let left = length - here.len();
-            if !here.is_empty() {
-                let _ = tx.try_send(Bytes::from(here));
-            }
-            let body = RequestBody::Streamed {
-                chunks,
-                left: length as u64,
-            };
-            (
-                body,
-                Some(Feed {
-                    tx,
-                    left,
-                    dropped: false,
-                }),
-            )
-        };
-        if buf.is_empty() {
-            buf = Vec::new();
-        } else {
-            buf.shrink_to_fit();
+        let Started {
+            work,
+            mut feed,
+            version,
+            is_head,
+            keep_alive,
+            expect_continue,
+        } = started;
+        if expect_continue {
+            Box::pin(io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")).await?;
         }
-        let is_head = head.method == Method::HEAD;
-        let version = head.version;
-        let keep_alive = head.keep_alive;
-        let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = head.version;
-        *req.headers_mut() = head.headers;
-        let Some(res) = until_closed(&mut io, &mut buf, limits, &mut feed, service(req)).await?
-        else {
-            return Ok(Served::Closed);
+        let waiting = Box::pin(until_closed(&mut io, &mut buf, limits, &mut feed, work));
+        let responding = {
+            let Some(res) = waiting.await? else {
+                return Ok(Served::Closed);
+            };
+            // A body the service answered without reading in full leaves bytes on the wire
+            // that no request boundary follows.
+            let unread = feed.as_ref().is_some_and(|feed| feed.left > 0);
+            let close = !keep_alive || unread || *stop.borrow() || closes(res.headers());
+            Box::pin(respond(&mut io, &mut buf, limits, res, version, is_head, close))
         };
-        // A body the service answered without reading in full leaves bytes on the wire that
-        // no request boundary follows.
-        let unread = feed.as_ref().is_some_and(|feed| feed.left > 0);
         drop(feed);
-        let close = !keep_alive || unread || *stop.borrow() || closes(res.headers());
-        let Some(closed) = respond(&mut io, &mut buf, limits, res, version, is_head, close).await?
-        else {
+        let Some(closed) = responding.await? else {
             return Ok(Served::Closed);
         };
         if closed {
-            let _ = io.shutdown().await;
+            let _ = Box::pin(io.shutdown()).await;
             return Ok(Served::Closed);
         }
     }
+}
+
+/// A request handed to the service, and what the connection needs of it meanwhile.
+struct Started<W> {
+    work: Pin<Box<W>>,
+    feed: Option<Feed>,
+    version: Version,
+    is_head: bool,
+    keep_alive: bool,
+    /// The body is still to come and the client waits for `100 Continue` to send it.
+    expect_continue: bool,
+}
+
+/// Takes the head (and what of its body is here) from `buf` and starts `service` on it; `None`
+/// for a request hyper is to serve (nothing taken).
+fn start<S, F>(
+    (len, head): (usize, Head),
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+    service: &mut S,
+) -> Option<Started<F>>
+where
+    S: FnMut(HttpRequest) -> F,
+    F: Future<Output = Response<Body>>,
+{
+    let length = match head.framing {
+        Framing::Length(n) if !head.upgrade && n <= limits.max_body as u64 => n as usize,
+        _ => return None,
+    };
+    buf.drain(..len);
+    // A body already here in full is passed whole; the rest of one is streamed to the service
+    // as it comes (the service's own deadline judges a body that stalls).
+    let (body, feed) = if length <= buf.len() {
+        let body = RequestBody::full(Bytes::copy_from_slice(&buf[..length]));
+        buf.drain(..length);
+        (body, None)
+    } else {
+        let (tx, chunks) = mpsc::channel(2);
+        let here = std::mem::take(buf);
+        let left = length - here.len();
+        if !here.is_empty() {
+            let _ = tx.try_send(Bytes::from(here));
+        }
+        let body = RequestBody::Streamed {
+            chunks,
+            left: length as u64,
+        };
+        let feed = Feed {
+            tx,
+            left,
+            dropped: false,
+        };
+        (body, Some(feed))
+    };
+    if buf.is_empty() {
+        *buf = Vec::new();
+    } else {
+        buf.shrink_to_fit();
+    }
+    let expect_continue = head.expect_continue && feed.is_some();
+    let (version, keep_alive) = (head.version, head.keep_alive);
+    let is_head = head.method == Method::HEAD;
+    let mut req = Request::new(body);
+    *req.method_mut() = head.method;
+    *req.uri_mut() = head.uri;
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers;
+    Some(Started {
+        work: Box::pin(service(req)),
+        feed,
+        version,
+        is_head,
+        keep_alive,
+        expect_continue,
+    })
 }
 
 enum Refused {
