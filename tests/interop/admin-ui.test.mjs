@@ -5,7 +5,8 @@
 // one socket.io-client over WebSocket, one over XHR polling (no upgrade), one SSE and one JSONP
 // session opened with raw HTTP. A second browser profile logs in with a wrong password: the
 // form shows "Invalid credentials" and the UI lists no socket. The disconnect button of a
-// socket's row disconnects it on the server (its client hears "io server disconnect").
+// socket's row disconnects it on the server (its client hears "io server disconnect"). Against a
+// server in production mode the UI shows its dashboard (the statistics) and servers only.
 //
 // The UI is served and driven by admin-ui-harness.mjs.
 //
@@ -147,6 +148,39 @@ test("the UI's disconnect button disconnects the socket on the server", async ()
       victim.id, "the socket gone from the UI's list", { ms: 10_000, describeState: mainText(page) });
   } finally {
     await browser.close();
+  }
+});
+
+test("in production mode the UI shows its dashboard and servers, not sockets", async () => {
+  const production = await startServer(HALLEY_BIN, {
+    HALLEY_LISTEN: "127.0.0.1:0",
+    HALLEY_DEMO: "false",
+    HALLEY_ADMIN_UI: "true",
+    HALLEY_ADMIN_UI_AUTH: "admin:secret",
+    HALLEY_ADMIN_UI_ORIGINS: uiOrigin,
+    HALLEY_ADMIN_UI_MODE: "production",
+  });
+  const client = io(production.url, { forceNew: true, transports: ["polling"], upgrade: false });
+  await waitFor(client, "connect");
+  const { browser, page, errors } = await openUi(uiOrigin, production.url, "secret");
+  try {
+    // The dashboard's statistics: the polling client and the UI's own connection.
+    await until(
+      page,
+      () => /HTTP long-polling\s+1\s+50\.0 %/.test(document.querySelector("main")?.innerText ?? ""),
+      null,
+      "the dashboard's transport split",
+      { ms: 10_000, describeState: mainText(page) },
+    );
+    const nav = await page.evaluate(() => document.querySelector("nav")?.innerText ?? "");
+    assert.match(nav, /Dashboard/);
+    assert.match(nav, /Servers/);
+    assert.doesNotMatch(nav, /Sockets|Rooms|Clients|Events/, nav);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    client.close();
+    await production.stop();
   }
 });
 
