@@ -124,6 +124,12 @@ test("the official UI logs in and lists every test client with its transport", a
       "the dashboard's transport split",
       { ms: 10_000, describeState: mainText(page) },
     );
+    // The session id sent after the CONNECT reply is kept, and a reload logs in with it.
+    const session = await page.evaluate(() => localStorage.getItem("session_id"));
+    assert.match(session ?? "", /^[0-9a-f]{16}$/);
+    await page.goto(`${uiOrigin}/#/sockets`);
+    await page.reload();
+    await page.locator("main tbody tr", { hasText: ids.websocket }).waitFor({ timeout: 10_000 });
     assert.deepEqual(errors, []);
   } finally {
     await browser.close();
