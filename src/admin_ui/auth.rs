@@ -52,8 +52,12 @@ impl Credentials {
             .any(|prefix| password.starts_with(prefix));
         let password = if is_hash {
             // A malformed hash would refuse every login: say so at start instead.
-            bcrypt::verify("", password)
-                .map_err(|e| format!("the password looks like a bcrypt hash but is not: {e}"))?;
+            // bcrypt's error repeats the hash: say what is wrong without it.
+            bcrypt::verify("", password).map_err(|_| {
+                "the password starts like a bcrypt hash but is not one (60 characters, \
+                 `$2b$` + cost + `$` + 53 of bcrypt's base64)"
+                    .to_owned()
+            })?;
             Password::Bcrypt(password.to_owned())
         } else {
             Password::Plain(password.to_owned())
