@@ -4,6 +4,8 @@
 //! arguments to every socket in `/`. Default heartbeat (pingInterval 25 s, pingTimeout 20 s) and
 //! limits (maxHttpBufferSize 1e6).
 //!
+//! `GET /metrics`: the engine's Prometheus counters.
+//!
 //! Run: `cargo run --release --example bench_server` (PORT overrides 8092; PORT=0 picks a free
 //! port). The first line on stdout is `listening on http://127.0.0.1:<port>`.
 
@@ -45,5 +47,15 @@ async fn run() -> std::io::Result<()> {
     root.on("bcast", move |_socket: &Arc<Socket>, event: Event| {
         let _ = all.broadcast().emit_args("tick", event.args, event.binary);
     });
-    server::serve_from_env(io.router(), "127.0.0.1", 8092).await
+    // The engine's counters, for the overload runs (`benches/overload.sh`): every packet
+    // dropped and every client disconnected for not keeping up is counted there.
+    let metrics = Arc::new(halley::metrics::Metrics::new(
+        io.engine().clone(),
+        None,
+        Arc::new(halley::bridge::Latency::default()),
+    ));
+    let router = io
+        .router()
+        .endpoint("/metrics", move |_, _| std::future::ready(metrics.response()));
+    server::serve_from_env(router, "127.0.0.1", 8092).await
 }
