@@ -325,8 +325,8 @@ pub struct Config {
     /// The Admin UI's login, USER:PASSWORD; the password may be a bcrypt hash (`$2a$`, `$2b$`,
     /// `$2y$`, e.g. from `htpasswd -nbBC 10 USER PASSWORD`). Prefer the environment or the
     /// config file to the command line, where `ps` shows it.
-    #[arg(long, env = "HALLEY_ADMIN_UI_AUTH", value_parser = parse_admin_ui_auth)]
-    pub admin_ui_auth: Option<AdminUiAuth>,
+    #[arg(long, env = "HALLEY_ADMIN_UI_AUTH", value_parser = parse_secret)]
+    pub admin_ui_auth: Option<Secret>,
 
     /// Leave the Admin UI open to anyone who reaches it: no login.
     #[arg(
@@ -369,14 +369,6 @@ pub struct Config {
     /// else the host name).
     #[arg(long, env = "HALLEY_ADMIN_UI_SERVER_ID")]
     pub admin_ui_server_id: Option<String>,
-}
-
-/// `--admin-ui-auth`, checked; its `Debug` shows the user only.
-#[derive(Debug, Clone)]
-pub struct AdminUiAuth(pub crate::admin_ui::auth::Credentials);
-
-fn parse_admin_ui_auth(text: &str) -> Result<AdminUiAuth, String> {
-    crate::admin_ui::auth::Credentials::parse(text).map(AdminUiAuth)
 }
 
 /// A secret option's value: its `Debug` shows nothing of it.
@@ -446,14 +438,25 @@ impl Config {
     }
 
     /// The Admin UI's settings, when `--admin-ui` is on; `server_id` names this server when
-    /// --admin-ui-server-id does not (a cluster node's name).
-    pub fn admin_ui(&self, server_id: Option<&str>) -> Option<crate::admin_ui::AdminUiConfig> {
+    /// --admin-ui-server-id does not (a cluster node's name). Fails on malformed credentials,
+    /// without repeating them (checked here, not by clap, whose error would echo the value).
+    pub fn admin_ui(
+        &self,
+        server_id: Option<&str>,
+    ) -> Result<Option<crate::admin_ui::AdminUiConfig>, String> {
         if !self.admin_ui {
-            return None;
+            return Ok(None);
         }
-        Some(crate::admin_ui::AdminUiConfig {
+        let credentials = match &self.admin_ui_auth {
+            Some(auth) => Some(
+                crate::admin_ui::auth::Credentials::parse(auth.expose())
+                    .map_err(|e| format!("--admin-ui-auth: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(crate::admin_ui::AdminUiConfig {
             namespace: self.admin_ui_namespace.clone(),
-            credentials: self.admin_ui_auth.clone().map(|auth| auth.0),
+            credentials,
             open: self.admin_ui_no_auth,
             readonly: self.admin_ui_readonly,
             mode: match self.admin_ui_mode.as_str() {
@@ -467,14 +470,15 @@ impl Config {
                 .admin_ui_server_id
                 .clone()
                 .or_else(|| server_id.map(str::to_owned)),
-        })
+        }))
     }
 
     /// The Socket.IO server builder these options describe.
     pub fn builder(&self) -> Builder {
         let cors = match self.admin_ui(None) {
-            Some(ui) => ui.engine_cors(),
-            None => self.app_cors(),
+            Ok(Some(ui)) => ui.engine_cors(),
+            // `halley` checks the Admin UI's options before building.
+            Ok(None) | Err(_) => self.app_cors(),
         };
         let builder = Halley::builder()
             .path(&self.path)

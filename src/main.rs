@@ -125,7 +125,12 @@ async fn run(config: Config) {
     let auth_stats = config.auth().map(|auth| auth::install(&io, auth));
     // After every application namespace, so that a clash is seen.
     let admin_ui = match config.admin_ui(node_name.as_deref()) {
-        Some(ui_config) => {
+        Err(message) => {
+            eprintln!("halley: {message}");
+            std::process::exit(2);
+        }
+        Ok(None) => None,
+        Ok(Some(ui_config)) => {
             if ui_config.credentials.is_none() && !ui_config.open {
                 tracing::warn!(
                     "--admin-ui without --admin-ui-auth (or --admin-ui-no-auth): every login is refused"
@@ -139,7 +144,6 @@ async fn run(config: Config) {
                 }
             }
         }
-        None => None,
     };
     let latency = Arc::new(halley::bridge::latency::Latency::default());
     let amqp = config

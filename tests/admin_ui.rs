@@ -429,6 +429,17 @@ async fn the_binary_refuses_a_clash_and_takes_credentials_from_the_environment()
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("/demo"), "{stderr}");
 
+    // A malformed hash is refused without being repeated.
+    let (code, stderr) = binary::Halley::refuse(&[
+        "--admin-ui",
+        "--admin-ui-auth",
+        "admin:$2b$10$not-a-real-hash",
+    ])
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--admin-ui-auth"), "{stderr}");
+    assert!(!stderr.contains("not-a-real-hash"), "{stderr}");
+
     let halley =
         binary::Halley::start(&["--admin-ui"], &[("HALLEY_ADMIN_UI_AUTH", "admin:secret")]).await;
     let mut ui = WsClient::open(halley.addr, true).await;
