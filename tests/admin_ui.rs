@@ -467,3 +467,43 @@ async fn the_binary_refuses_a_clash_and_takes_credentials_from_the_environment()
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_burst_of_changes_becomes_a_snapshot() {
+    let io = builder().max_rooms(5_000).build();
+    let server = start(io, config()).await;
+    let (mut ui, _) = login(&server, LOGIN).await;
+    let mut app = server.ws().await;
+    let id = app.connect("/", None).await;
+    assert_eq!(change(&mut ui).await.0, "socket_connected");
+    const JOINS: usize = 3_000;
+    for i in 0..JOINS {
+        app.send(&format!(r#"42["join","r{i}"]"#));
+    }
+    // Beyond 1,000 changes a second, the UI gets its whole state again instead.
+    let mut joined = 0;
+    let snapshot = loop {
+        let (name, args) = change(&mut ui).await;
+        match name.as_str() {
+            "room_joined" => joined += 1,
+            "all_sockets" => break args,
+            other => panic!("unexpected {other}"),
+        }
+    };
+    assert!(
+        joined < JOINS,
+        "{joined} room_joined events, then a snapshot"
+    );
+    let listed = snapshot[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("the socket in the snapshot")
+        .clone();
+    let rooms = listed["rooms"].as_array().unwrap().len();
+    assert!(
+        rooms > joined,
+        "the snapshot has the rooms the events left out: {rooms}"
+    );
+}
