@@ -507,3 +507,36 @@ async fn a_burst_of_changes_becomes_a_snapshot() {
         "the snapshot has the rooms the events left out: {rooms}"
     );
 }
+
+#[tokio::test]
+async fn events_are_reported_when_asked_for() {
+    let ui_config = AdminUiConfig {
+        events: true,
+        ..config()
+    };
+    let io = builder().build();
+    let server = start(io, ui_config).await;
+    server.io.of("/").unwrap().on("ping-me", |socket, event| {
+        let _ = socket.emit("pong", &event.args[0]);
+    });
+    let (mut ui, _) = login(&server, LOGIN).await;
+    let mut app = server.ws().await;
+    let id = app.connect("/", None).await;
+    assert_eq!(change(&mut ui).await.0, "socket_connected");
+    // With an ack: the UI sees the name and data only.
+    app.send(r#"421["ping-me",{"n":1}]"#);
+    let (name, args) = change(&mut ui).await;
+    assert_eq!(name, "event_received");
+    assert_eq!(
+        &args[..3],
+        json!(["/", id, ["ping-me", {"n": 1}]]).as_array().unwrap()
+    );
+    let (name, args) = change(&mut ui).await;
+    assert_eq!(name, "event_sent");
+    assert_eq!(
+        &args[..3],
+        json!(["/", id, ["pong", {"n": 1}]]).as_array().unwrap()
+    );
+    assert!(args[3].as_str().unwrap().ends_with('Z'));
+    assert_eq!(app.text().await, r#"42["pong",{"n":1}]"#);
+}
