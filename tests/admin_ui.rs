@@ -540,3 +540,33 @@ async fn events_are_reported_when_asked_for() {
     assert!(args[3].as_str().unwrap().ends_with('Z'));
     assert_eq!(app.text().await, r#"42["pong",{"n":1}]"#);
 }
+
+#[tokio::test]
+async fn an_upgrade_to_websocket_is_reported() {
+    // Default heartbeat: the polling session is not polled while the test runs.
+    let server = start(Halley::builder().build(), config()).await;
+    let (mut ui, _) = login(&server, LOGIN).await;
+    let sid = server.polling_open().await;
+    server.post(&sid, "40").await;
+    let (name, args) = change(&mut ui).await;
+    assert_eq!(name, "socket_connected");
+    assert_eq!(args[0]["transport"], "polling");
+    let id = args[0]["id"].as_str().unwrap().to_owned();
+
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
+        server.addr
+    );
+    let (mut ws, _) = within("the upgrade", tokio_tungstenite::connect_async(url))
+        .await
+        .expect("websocket");
+    common::ws_send(&mut ws, "2probe").await;
+    assert_eq!(common::ws_text(&mut ws).await, "3probe");
+    common::ws_send(&mut ws, "5").await;
+    let (name, args) = change(&mut ui).await;
+    assert_eq!(name, "socket_updated");
+    assert_eq!(
+        args[0],
+        json!({"id": id, "nsp": "/", "transport": "websocket"})
+    );
+}
