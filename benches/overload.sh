@@ -63,8 +63,10 @@ line = {
     "clients_dropped": run.get("dropped"),
     "closed_outbox_full": sample('halley_session_closes_total{reason="outbox full"}'),
     "outbox_dropped": sample("halley_outbox_dropped_total"),
-    "p50_ms": run.get("latency", {}).get("p50"), "p99_ms": run.get("latency", {}).get("p99"),
-    "max_ms": run.get("latency", {}).get("max"),
+    "p50_ms": run.get("latency", {}).get("p50_ms"), "p99_ms": run.get("latency", {}).get("p99_ms"),
+    "max_ms": run.get("latency", {}).get("max_ms"),
+    "broadcasts_handled": round(run.get("delivered", 0) / max(run.get("receivers", 1), 1)),
+    "deliveries_per_s": run.get("deliveries_per_s"), "server_cpu_s_per_s": run.get("server_cpu_s_per_s"),
     "rss_start_kib": run.get("server_rss_start_kib"), "rss_end_kib": run.get("server_rss_end_kib"),
 }
 print(json.dumps(line))
@@ -75,12 +77,13 @@ done | tee "$OUT/summary.jsonl"
 python3 - "$OUT/summary.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\n| rate/s | runs | delivered | lost | clients closed (outbox full) | packets dropped | p50 ms | p99 ms | max ms | RSS start → end MB |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("\n| rate/s | runs | delivered | not (yet) delivered | clients closed (outbox full) | packets dropped | deliveries/s | server CPU | p50 ms | p99 ms | max ms | RSS start → end MB |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for rate in sorted({r["rate"] for r in rows}):
     rs = [r for r in rows if r["rate"] == rate]
     med = lambda k: statistics.median([r[k] or 0 for r in rs])
     print(f"| {rate} | {len(rs)} | {med('delivered'):,.0f} of {med('expected'):,.0f} | {med('lost'):,.0f} "
-          f"| {med('closed_outbox_full'):,.0f} | {med('outbox_dropped'):,.0f} | {med('p50_ms'):,.1f} "
+          f"| {med('closed_outbox_full'):,.0f} | {med('outbox_dropped'):,.0f} | {med('deliveries_per_s'):,.0f} "
+          f"| {med('server_cpu_s_per_s'):.2f} | {med('p50_ms'):,.1f} "
           f"| {med('p99_ms'):,.0f} | {med('max_ms'):,.0f} | {med('rss_start_kib')/1024:.1f} → {med('rss_end_kib')/1024:.1f} |")
 EOF

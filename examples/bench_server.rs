@@ -54,8 +54,8 @@ async fn run() -> std::io::Result<()> {
         None,
         Arc::new(halley::bridge::Latency::default()),
     ));
-    let router = io
-        .router()
-        .endpoint("/metrics", move |_, _| std::future::ready(metrics.response()));
+    let router = io.router().endpoint("/metrics", move |_, _| {
+        std::future::ready(metrics.response())
+    });
     server::serve_from_env(router, "127.0.0.1", 8092).await
 }

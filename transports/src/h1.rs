@@ -281,7 +281,9 @@ where
             // that no request boundary follows.
             let unread = feed.as_ref().is_some_and(|feed| feed.left > 0);
             let close = !keep_alive || unread || *stop.borrow() || closes(res.headers());
-            Box::pin(respond(&mut io, &mut buf, limits, res, version, is_head, close))
+            Box::pin(respond(
+                &mut io, &mut buf, limits, res, version, is_head, close,
+            ))
         };
         drop(feed);
         let Some(closed) = responding.await? else {
