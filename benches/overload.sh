@@ -62,6 +62,7 @@ line = {
     "delivered": run.get("delivered"), "lost": run.get("lost"),
     "clients_dropped": run.get("dropped"),
     "closed_outbox_full": sample('halley_session_closes_total{reason="outbox full"}'),
+    "closed_ping_timeout": sample('halley_session_closes_total{reason="ping timeout"}'),
     "outbox_dropped": sample("halley_outbox_dropped_total"),
     "p50_ms": run.get("latency", {}).get("p50_ms"), "p99_ms": run.get("latency", {}).get("p99_ms"),
     "max_ms": run.get("latency", {}).get("max_ms"),
@@ -77,13 +78,16 @@ done | tee "$OUT/summary.jsonl"
 python3 - "$OUT/summary.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("\n| rate/s | runs | delivered | not (yet) delivered | clients closed (outbox full) | packets dropped | deliveries/s | server CPU | p50 ms | p99 ms | max ms | RSS start → end MB |")
+print("\n| rate/s | runs | delivered | not delivered | closed: outbox full (per run) "
+      "| closed: ping timeout (per run) | packets dropped | deliveries/s | p50 ms | p99 ms | max ms "
+      "| RSS start → end MB |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for rate in sorted({r["rate"] for r in rows}):
     rs = [r for r in rows if r["rate"] == rate]
-    med = lambda k: statistics.median([r[k] or 0 for r in rs])
+    med = lambda k: statistics.median([r.get(k) or 0 for r in rs])
+    each = lambda k: ", ".join(f"{r.get(k) or 0:,.0f}" for r in rs)
     print(f"| {rate} | {len(rs)} | {med('delivered'):,.0f} of {med('expected'):,.0f} | {med('lost'):,.0f} "
-          f"| {med('closed_outbox_full'):,.0f} | {med('outbox_dropped'):,.0f} | {med('deliveries_per_s'):,.0f} "
-          f"| {med('server_cpu_s_per_s'):.2f} | {med('p50_ms'):,.1f} "
-          f"| {med('p99_ms'):,.0f} | {med('max_ms'):,.0f} | {med('rss_start_kib')/1024:.1f} → {med('rss_end_kib')/1024:.1f} |")
+          f"| {each('closed_outbox_full')} | {each('closed_ping_timeout')} | {med('outbox_dropped'):,.0f} "
+          f"| {med('deliveries_per_s'):,.0f} | {med('p50_ms'):,.0f} | {med('p99_ms'):,.0f} | {med('max_ms'):,.0f} "
+          f"| {med('rss_start_kib')/1024:.1f} → {med('rss_end_kib')/1024:.1f} |")
 EOF

@@ -46,14 +46,7 @@ fn short_timeouts() -> ServerConfig {
 /// Sends raw bytes on a fresh connection and reads until the server closes it; returns the
 /// response head and body as received (empty head if nothing came).
 async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
-    let response = within("a raw HTTP exchange", async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let _ = tcp.write_all(request).await;
-        let mut response = Vec::new();
-        let _ = tcp.read_to_end(&mut response).await;
-        response
-    })
-    .await;
+    let response = exchange(addr, request).await;
     let split = find(&response, b"\r\n\r\n").unwrap_or(response.len());
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let body = response.get(split + 4..).unwrap_or_default().to_vec();

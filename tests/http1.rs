@@ -13,17 +13,9 @@ use halley::engine::EngineConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Writes `request` on a new connection and reads until the server closes it.
-async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-    let bytes = within("the server to answer and close", async {
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let _ = tcp.write_all(request).await;
-        let mut out = Vec::new();
-        let _ = tcp.read_to_end(&mut out).await;
-        out
-    })
-    .await;
-    String::from_utf8_lossy(&bytes).into_owned()
+/// Writes `request` on a new connection and reads until the server closes it, as text.
+async fn exchange_text(addr: SocketAddr, request: &[u8]) -> String {
+    String::from_utf8_lossy(&exchange(addr, request).await).into_owned()
 }
 
 /// Reads one response (head and a `Content-Length` body) from `tcp`, leaving it open.
@@ -78,11 +70,11 @@ async fn ambiguous_framing_is_refused_and_nothing_behind_it_is_read() {
         "\r\nContent-Length : 4\r\n\r\n4abc",
         "\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
     ] {
-        let answer = exchange(addr, format!("{post}{framing}{smuggled}").as_bytes()).await;
+        let answer = exchange_text(addr, format!("{post}{framing}{smuggled}").as_bytes()).await;
         assert!(answer.starts_with("HTTP/1.1 400 "), "{framing:?}: {answer}");
         assert_eq!(responses(&answer), 1, "{framing:?}: {answer}");
     }
-    let answer = exchange(
+    let answer = exchange_text(
         addr,
         b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     )
@@ -198,7 +190,7 @@ async fn a_chunked_upload_is_served_through_hyper() {
 #[tokio::test]
 async fn http_10_is_answered_in_kind_and_closed() {
     let server = TestServer::start(suite_config()).await;
-    let answer = exchange(
+    let answer = exchange_text(
         server.addr,
         b"GET /engine.io/?EIO=4&transport=polling HTTP/1.0\r\n\r\n",
     )
@@ -229,10 +221,10 @@ async fn an_oversized_head_gets_431_and_a_silent_one_is_closed() {
         "GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nX-Big: {}\r\n\r\n",
         "a".repeat(9000)
     );
-    let answer = exchange(server.addr, big.as_bytes()).await;
+    let answer = exchange_text(server.addr, big.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     // Half a head, then nothing: closed at the read timeout, unanswered.
-    let answer = exchange(server.addr, b"GET /engine.io/?EIO=4 HTTP/1.1\r\nHo").await;
+    let answer = exchange_text(server.addr, b"GET /engine.io/?EIO=4 HTTP/1.1\r\nHo").await;
     assert_eq!(answer, "");
 }
 

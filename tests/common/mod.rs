@@ -462,6 +462,19 @@ pub async fn dribble(addr: SocketAddr, request: &[u8], pace: Duration) -> (usize
     (sent, received)
 }
 
+/// Writes `request` on a new connection and reads until the server closes it (or resets it),
+/// under the hang guard: every byte the server answered.
+pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    within("the server to answer and close", async {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        let _ = tcp.write_all(request).await;
+        let mut response = Vec::new();
+        let _ = tcp.read_to_end(&mut response).await;
+        response
+    })
+    .await
+}
+
 /// Opens an Engine.IO session with a GET of `/engine.io/?<query>` over `tcp` and returns its
 /// sid, leaving the connection open (a streaming transport's receiver stays attached).
 pub async fn open_raw_on(tcp: &mut TcpStream, addr: SocketAddr, query: &str) -> String {
