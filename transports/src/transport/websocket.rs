@@ -33,7 +33,8 @@ use crate::packet::{decode_text, Frame, Packet, Str};
 use crate::session::{CloseReason, ProbeTicket, ReceiverId, Session, TransportKind};
 use crate::socket::Socket;
 
-/// How long a closing WebSocket waits for its close frame to be written.
+/// How long a closing WebSocket waits for its close frame to be written and the client's to
+/// come back.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 type Ws = WebSocketStream<Chunked<TokioIo<Upgraded>>>;
@@ -569,9 +570,17 @@ async fn close_ws<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>
         code,
         reason: Utf8Bytes::from_static(""),
     };
-    // A peer that stopped reading must not hold the task: the close is best effort. Boxed, like
-    // writes, so that a parked connection's future does not reserve room for it.
-    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, ws.close(Some(frame)))).await;
+    // The client's close frame ends the handshake (RFC 6455 §7.1.1): the connection is dropped
+    // after it, so the client sees a clean close; dropped before, its frame would arrive at a
+    // closed socket and turn the close into a reset. A peer that stopped reading or answering
+    // must not hold the task: the close is best effort, within CLOSE_GRACE. Boxed, like writes,
+    // so that a parked connection's future does not reserve room for it.
+    let closing = async {
+        ws.close(Some(frame)).await?;
+        while let Some(Ok(_)) = ws.next().await {}
+        Ok::<_, WsError>(())
+    };
+    let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, closing)).await;
 }
 
 fn str_of(text: Utf8Bytes) -> Str {
