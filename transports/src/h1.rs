@@ -16,7 +16,7 @@
 //! no longer known.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -643,7 +643,8 @@ fn put(out: &mut Vec<u8>, data: &[u8], delimit: Delimit) {
         return;
     }
     if delimit == Delimit::Chunked {
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        // The size line written in place: no string allocated per chunk.
+        let _ = write!(out, "{:x}\r\n", data.len());
         out.extend_from_slice(data);
         out.extend_from_slice(b"\r\n");
     } else {
