@@ -123,11 +123,21 @@ async fn a_publish_is_counted_appended_and_applied_on_metrics_and_healthz() {
     )
     .await;
 
+    // `/readyz` wants every configured link up: the bridge and the cluster link connect on
+    // their own schedule, apart from the log's.
     let before = metrics_until(
         halley.admin,
-        "halley_log_connected 1",
+        "the bridge, the cluster link and the shared log connected",
         Duration::from_secs(30),
-        |text| sample(text, "halley_log_connected") == Some(1),
+        |text| {
+            [
+                "halley_amqp_connected",
+                "halley_cluster_connected",
+                "halley_log_connected",
+            ]
+            .iter()
+            .all(|gauge| sample(text, gauge) == Some(1))
+        },
     )
     .await;
     for name in LOG_METRICS {
