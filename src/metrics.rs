@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::engine::origin;
-use crate::engine::stats::{CLOSE_REASONS, FALLBACK_REASONS, RTT_BUCKETS_MS};
+use crate::engine::stats::{CLOSE_REASONS, FALLBACK_REASONS, HTTP_REFUSALS, RTT_BUCKETS_MS};
 use crate::engine::{full, Body, Engine, Refusal, TransportKind};
 use hyper::header::{self, HeaderValue};
 use hyper::Response;
@@ -168,6 +168,13 @@ impl Collector for Collect {
             "Handshakes refused with 503 by a session limit (max_sessions, max_sessions_per_ip)",
             "limit",
             Refusal::ALL.map(|limit| (limit.as_str(), stats.refusals(limit))),
+        )?;
+        labelled(
+            &mut encoder,
+            "halley_http_refused",
+            "Request heads refused by the HTTP/1.1 layer, by reason (malformed, framing: 400; too_large: 431; version: 505; timeout: begun and not finished within the header read timeout, closed unanswered)",
+            "reason",
+            HTTP_REFUSALS.map(|reason| (reason, stats.http_refusals(reason))),
         )?;
         labelled(
             &mut encoder,

@@ -359,6 +359,13 @@ async fn serve_until(
                 let own = h1::serve(stream, &limits, &mut stop, |req| router.route(req, remote));
                 match own.await {
                     Ok(h1::Served::Closed) => return,
+                    Ok(h1::Served::Refused(error)) => {
+                        if let Some(engine) = stats_router.engine() {
+                            engine.stats().http_refused(error.as_str());
+                        }
+                        tracing::debug!(%remote, %error, "request head refused");
+                        return;
+                    }
                     Ok(h1::Served::Handoff(stream)) => stream,
                     Err(error) => return count_error(&error),
                 }

@@ -89,6 +89,27 @@ async fn ambiguous_framing_is_refused_and_nothing_behind_it_is_read() {
         .handshakes
         .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(handshakes, 1, "the smuggled handshakes were never served");
+    // Each refusal is counted once the connection is let go, after the client read its answer.
+    let stats = server.engine.stats();
+    // Obs-fold, the bare CR and the space before a colon are not HTTP at all (malformed); the
+    // other seven are well-formed heads whose framing is ambiguous.
+    eventually("ten refusals counted", || {
+        stats.http_refusals("framing") == 7 && stats.http_refusals("malformed") == 3
+    })
+    .await;
+    let metrics = halley::metrics::Metrics::new(
+        server.engine.clone(),
+        None,
+        std::sync::Arc::new(halley::bridge::Latency::default()),
+    )
+    .render();
+    for line in [
+        r#"halley_http_refused_total{reason="framing"} 7"#,
+        r#"halley_http_refused_total{reason="malformed"} 3"#,
+        r#"halley_http_refused_total{reason="timeout"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
     assert_healthy(&server).await;
 }
 
@@ -226,6 +247,20 @@ async fn an_oversized_head_gets_431_and_a_silent_one_is_closed() {
     // Half a head, then nothing: closed at the read timeout, unanswered.
     let answer = exchange_text(server.addr, b"GET /engine.io/?EIO=4 HTTP/1.1\r\nHo").await;
     assert_eq!(answer, "");
+    // A keep-alive connection that stays idle is closed at the same timeout, not refused.
+    let idle = exchange_text(server.addr, b"").await;
+    assert_eq!(idle, "");
+    let answer = exchange_text(server.addr, b"GET / HTTP/2.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 505 "), "{answer}");
+    let stats = server.engine.stats();
+    eventually("each refusal counted under its reason", || {
+        [("too_large", 1), ("timeout", 1), ("version", 1)]
+            .iter()
+            .all(|&(reason, n)| stats.http_refusals(reason) == n)
+    })
+    .await;
+    assert_eq!(stats.http_refusals("malformed"), 0);
+    assert_eq!(stats.http_refusals("framing"), 0);
 }
 
 #[tokio::test]

@@ -92,14 +92,38 @@ pub enum HeadError {
     TooLarge,
     #[error("HTTP version not supported")]
     Version,
+    /// Begun and not finished within the read timeout (closed unanswered, as hyper does).
+    #[error("request head not finished in time")]
+    Timeout,
 }
 
 impl HeadError {
-    fn status(self) -> StatusCode {
+    pub const ALL: [HeadError; 5] = [
+        HeadError::Malformed,
+        HeadError::Framing,
+        HeadError::TooLarge,
+        HeadError::Version,
+        HeadError::Timeout,
+    ];
+
+    /// The answer to a head refused this way; `None` when the connection is closed unanswered.
+    fn status(self) -> Option<StatusCode> {
         match self {
-            HeadError::Malformed | HeadError::Framing => StatusCode::BAD_REQUEST,
-            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            HeadError::Malformed | HeadError::Framing => Some(StatusCode::BAD_REQUEST),
+            HeadError::TooLarge => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            HeadError::Version => Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
+            HeadError::Timeout => None,
+        }
+    }
+
+    /// The reason's label in metrics (one of [`crate::stats::HTTP_REFUSALS`]).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeadError::Malformed => "malformed",
+            HeadError::Framing => "framing",
+            HeadError::TooLarge => "too_large",
+            HeadError::Version => "version",
+            HeadError::Timeout => "timeout",
         }
     }
 }
@@ -216,8 +240,11 @@ fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
 
 /// How a connection ended here.
 pub enum Served<T> {
-    /// Closed: by the client, after a response that closes it, on a refusal, or at shutdown.
+    /// Closed: by the client, after a response that closes it, at shutdown, or idle past the
+    /// read timeout.
     Closed,
+    /// Closed after refusing a request head (answered unless it timed out).
+    Refused(HeadError),
     /// A request this layer does not serve: the connection, and every byte read from it (that
     /// request's head first), for hyper.
     Handoff(Rewind<T>),
@@ -249,13 +276,18 @@ where
             read_head(&mut io, &mut buf, limits, stop),
         ));
         let head = match read.await {
-            Err(_elapsed) => return Ok(Served::Closed),
+            // Idle between requests: a keep-alive that ran out, nothing refused.
+            Err(_elapsed) if buf.is_empty() => return Ok(Served::Closed),
+            // A head begun and never finished (slowloris).
+            Err(_elapsed) => return Ok(Served::Refused(HeadError::Timeout)),
             Ok(Ok(Some(head))) => head,
             Ok(Ok(None)) => return Ok(Served::Closed),
             Ok(Err(Refused::Io(error))) => return Err(error),
             Ok(Err(Refused::Head(error))) => {
-                Box::pin(refuse(&mut io, error.status())).await?;
-                return Ok(Served::Closed);
+                if let Some(status) = error.status() {
+                    Box::pin(refuse(&mut io, status)).await?;
+                }
+                return Ok(Served::Refused(error));
             }
         };
         let Some(started) = start(head, &mut buf, limits, &mut service) else {
@@ -522,64 +554,12 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
     res: Response<Body>,
     version: Version,
     is_head: bool,
-    mut close: bool,
+    close: bool,
 ) -> io::Result<Option<bool>> {
     let (parts, mut body) = res.into_parts();
-    let status = parts.status;
-    let mut headers = parts.headers;
-    let bodiless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let delimit = if bodiless {
-        Delimit::Nothing
-    } else {
-        if !headers.contains_key(header::CONTENT_LENGTH) {
-            if let Some(n) = http_body::Body::size_hint(&body).exact() {
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-            }
-        }
-        if is_head {
-            Delimit::Nothing
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            Delimit::Length
-        } else if version == Version::HTTP_11 {
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Delimit::Chunked
-        } else {
-            close = true;
-            Delimit::Close
-        }
-    };
-    if close {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    } else if version == Version::HTTP_10 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    }
-    let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(if version == Version::HTTP_10 {
-        b"HTTP/1.0 "
-    } else {
-        b"HTTP/1.1 "
-    });
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !headers.contains_key(header::DATE) {
-        out.extend_from_slice(b"date: ");
-        date::append(&mut out);
-        out.extend_from_slice(b"\r\n");
-    }
-    for (name, value) in &headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    // The head is encoded by a plain function that consumes the parts: a stream's response
+    // then keeps no header map (and its allocations) for the stream's life.
+    let (mut out, delimit, close) = encode_head(parts, &body, version, is_head, close);
     if delimit == Delimit::Nothing {
         io.write_all(&out).await?;
         return Ok(Some(close));
@@ -635,6 +615,73 @@ async fn respond<T: AsyncRead + AsyncWrite + Unpin>(
         io.write_all(b"0\r\n\r\n").await?;
     }
     Ok(Some(close || delimit == Delimit::Close))
+}
+
+/// The response head on the wire, how its body is delimited, and whether the connection
+/// closes after it (`close`, or a body that only the close can end).
+fn encode_head(
+    parts: hyper::http::response::Parts,
+    body: &Body,
+    version: Version,
+    is_head: bool,
+    mut close: bool,
+) -> (Vec<u8>, Delimit, bool) {
+    let status = parts.status;
+    let mut headers = parts.headers;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let delimit = if bodiless {
+        Delimit::Nothing
+    } else {
+        if !headers.contains_key(header::CONTENT_LENGTH) {
+            if let Some(n) = http_body::Body::size_hint(body).exact() {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+        }
+        if is_head {
+            Delimit::Nothing
+        } else if headers.contains_key(header::CONTENT_LENGTH) {
+            Delimit::Length
+        } else if version == Version::HTTP_11 {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Delimit::Chunked
+        } else {
+            close = true;
+            Delimit::Close
+        }
+    };
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else if version == Version::HTTP_10 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+    }
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        date::append(&mut out);
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in &headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, delimit, close)
 }
 
 /// Appends `data` to `out` as the body is delimited.
@@ -837,6 +884,17 @@ mod tests {
             head("GET / HTTP/2.0\r\n\r\n").unwrap_err(),
             HeadError::Version
         );
+    }
+
+    #[test]
+    fn every_refusal_has_a_metrics_label() {
+        for error in HeadError::ALL {
+            assert!(
+                crate::stats::HTTP_REFUSALS.contains(&error.as_str()),
+                "{error:?}"
+            );
+        }
+        assert_eq!(HeadError::ALL.len(), crate::stats::HTTP_REFUSALS.len());
     }
 
     #[test]

@@ -46,6 +46,11 @@ pub const CLOSE_REASONS: [CloseReason; 7] = [
 /// `skipped`: not tried, because a stream before it timed out (a buffering proxy holds them all).
 pub const FALLBACK_REASONS: [&str; 4] = ["timeout", "error", "unsupported", "skipped"];
 
+/// Why the server's own HTTP/1.1 layer refused a request head (`h1::HeadError::as_str`):
+/// unparseable, framing a proxy could read differently, too large, another HTTP version, or
+/// begun and not finished within the header read timeout.
+pub const HTTP_REFUSALS: [&str; 5] = ["malformed", "framing", "too_large", "version", "timeout"];
+
 /// All counters of one engine.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -65,6 +70,9 @@ pub struct EngineStats {
     pub write_timeouts: AtomicU64,
     /// POSTs whose body did not arrive within the body read timeout.
     pub body_timeouts: AtomicU64,
+    /// Request heads the own HTTP/1.1 layer refused, by [`HTTP_REFUSALS`] (counted by the
+    /// server hosting the engine).
+    http_refusals: [AtomicU64; HTTP_REFUSALS.len()],
     /// Requests refused because they carried a forward mark no node of the cluster made for
     /// them (or any mark, outside a cluster).
     pub forward_refused: AtomicU64,
@@ -124,6 +132,21 @@ impl EngineStats {
 
     pub(crate) fn origin_refused(&self, kind: origin::Kind) {
         self.origin_refusals[origin_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Request heads refused so far for `reason` (one of [`HTTP_REFUSALS`]).
+    pub fn http_refusals(&self, reason: &str) -> u64 {
+        HTTP_REFUSALS
+            .iter()
+            .position(|&r| r == reason)
+            .map_or(0, |i| self.http_refusals[i].load(Ordering::Relaxed))
+    }
+
+    /// Counts a request head refused for `reason`; anything not in [`HTTP_REFUSALS`] is ignored.
+    pub fn http_refused(&self, reason: &str) {
+        if let Some(i) = HTTP_REFUSALS.iter().position(|&r| r == reason) {
+            self.http_refusals[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Fallbacks reported away from `t` for `reason` (one of [`FALLBACK_REASONS`]).
