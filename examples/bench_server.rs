@@ -7,7 +7,8 @@
 //! `GET /metrics`: the engine's Prometheus counters.
 //!
 //! Run: `cargo run --release --example bench_server` (PORT overrides 8092; PORT=0 picks a free
-//! port). The first line on stdout is `listening on http://127.0.0.1:<port>`.
+//! port; HALLEY_WS_WRITE_INTERVAL_MS sets the WebSocket write hold, as `--ws-write-interval`
+//! does for the binary). The first line on stdout is `listening on http://127.0.0.1:<port>`.
 
 use std::sync::Arc;
 
@@ -29,7 +30,15 @@ fn main() -> std::io::Result<()> {
 }
 
 async fn run() -> std::io::Result<()> {
-    let io = Halley::builder().build();
+    let mut builder = Halley::builder();
+    // For measuring the write hold (`--ws-write-interval` of the binary); unset: the default.
+    if let Some(ms) = std::env::var("HALLEY_WS_WRITE_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.ws_write_interval(std::time::Duration::from_millis(ms));
+    }
+    let io = builder.build();
     let root = io.ns("/", |_| {});
     root.on("message", |socket: &Arc<Socket>, event: Event| {
         let (args, binary) = (event.args, event.binary);
