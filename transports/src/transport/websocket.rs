@@ -8,11 +8,13 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::{SinkExt, StreamExt};
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::{OnUpgrade, Upgraded};
@@ -338,6 +340,67 @@ fn probe_wake(session: &mut Session, probed: bool) -> Option<ProbeWake> {
     session.probe_sync_wanted().map(ProbeWake::Sync)
 }
 
+/// The read side of a session's connection, polled only when it has something: after its own
+/// wake-up (bytes arrived, or the socket became writable again), and after a message, which
+/// may have more behind it in tungstenite's buffer. A task woken for its outbox, once per
+/// delivery in a feed, then skips tungstenite's read path, the stream layers and the readiness
+/// check, each of which would only have said "nothing".
+struct ReadGate {
+    flag: Arc<ReadFlag>,
+    /// `flag` as a waker: what the read side registers with the socket.
+    waker: Waker,
+}
+
+struct ReadFlag {
+    /// Set by the read side's wake-up; taken by the poll that reads.
+    ready: AtomicBool,
+    /// The task to wake when it is set.
+    task: AtomicWaker,
+}
+
+impl Wake for ReadFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl ReadGate {
+    fn new() -> Self {
+        let flag = Arc::new(ReadFlag {
+            // The first poll reads: bytes may have come with the handshake.
+            ready: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let waker = Waker::from(Arc::clone(&flag));
+        ReadGate { flag, waker }
+    }
+
+    /// The next message, as `ws.next()`; pending without touching `ws` while the read side
+    /// has not woken.
+    fn next<'a, S: AsyncRead + AsyncWrite + Unpin>(
+        &'a self,
+        ws: &'a mut WebSocketStream<S>,
+    ) -> impl Future<Output = Option<Result<WsMessage, WsError>>> + 'a {
+        std::future::poll_fn(move |cx| {
+            self.flag.task.register(cx.waker());
+            // Taken before the read: a wake-up during it sets the flag again.
+            if !self.flag.ready.swap(false, Ordering::AcqRel) {
+                return Poll::Pending;
+            }
+            let polled = ws.poll_next_unpin(&mut Context::from_waker(&self.waker));
+            if polled.is_ready() {
+                self.flag.ready.store(true, Ordering::Release);
+            }
+            polled
+        })
+    }
+}
+
 /// How a session's connection ended.
 enum End {
     /// With a close handshake (this code), the session closed.
@@ -362,6 +425,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let interval = shared.config.ws_write_interval;
     // When the last burst was written: the next one waits until `interval` after it.
     let mut last_write: Option<Instant> = None;
+    let gate = ReadGate::new();
     let end = loop {
         let hold = last_write
             .map(|at| at + interval)
@@ -370,7 +434,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // written right after it (below), so the outbox cannot starve behind a busy reader.
         let outbound = tokio::select! {
             biased;
-            incoming = ws.next() => {
+            incoming = gate.next(&mut ws) => {
                 let packet = match incoming {
                     Some(Ok(WsMessage::Text(text))) => {
                         if let Some(ack) = client_ack(&text).filter(|_| resumable) {
@@ -504,19 +568,29 @@ fn outbound_of(session: &mut Session, id: ReceiverId) -> Option<Outbound> {
 /// then go in one burst).
 async fn next_outbound(socket: &Socket, id: ReceiverId, hold: Option<Instant>) -> Outbound {
     if let Some(until) = hold {
-        let urgent = socket
+        // What to write at once, found under the lock that saw it (no second wait); `None`
+        // while a single frame is held.
+        let now = socket
             .wait_until(|s| {
                 // A second frame ends the hold: writing two per syscall is the saving, and a
                 // sender that waits for its frames to arrive (a closed loop) is not slowed
-                // down to one write per interval.
-                let urgent = s.is_closed() || !s.is_receiver(id) || s.queued() >= 2;
-                (urgent || s.has_outbound()).then_some(urgent)
+                // down to one write per interval. A frame that comes after the hold's end (a
+                // feed slower than one frame per interval) goes at once, without a timer.
+                let urgent = s.is_closed()
+                    || !s.is_receiver(id)
+                    || s.queued() >= 2
+                    || (s.has_outbound() && Instant::now() >= until);
+                match urgent.then(|| outbound_of(s, id)).flatten() {
+                    Some(outbound) => Some(Some(outbound)),
+                    None => s.has_outbound().then_some(None),
+                }
             })
             .await;
-        if !urgent {
-            // Boxed: the timer exists only while a burst is held, not in every idle connection.
-            Box::pin(tokio::time::sleep_until(until.into())).await;
+        if let Some(outbound) = now {
+            return outbound;
         }
+        // Boxed: the timer exists only while a burst is held, not in every idle connection.
+        Box::pin(tokio::time::sleep_until(until.into())).await;
     }
     socket.wait_until(|s| outbound_of(s, id)).await
 }
