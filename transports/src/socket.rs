@@ -3,15 +3,21 @@
 //! It wraps the pure [`Session`] in a mutex and adds the two wake-ups the IO side needs: one for
 //! the attached receiver (frames queued, session closed, upgrade under way) and one for the
 //! session's timer driver. The mutex is a plain `std` one, held only for a few field updates:
-//! never across an `.await`, and never while calling into the application.
+//! never across an `.await`, and never while calling into the application. The receiver side's
+//! waiters are kept under that same lock ([`Socket::wait_until`]), so that a frame costs its
+//! recipient one lock, not a second one for a wake-up list of its own.
 //!
 //! What the application is told about sessions is the [`Handler`] it gives the engine. A session
 //! ends in exactly one place, `lifecycle::drive`, which tells it once.
 
 use std::any::Any;
+use std::future::Future;
 use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -58,8 +64,7 @@ pub struct Socket {
     /// The address the session counts against in the session limits.
     client: Option<IpAddr>,
     stats: Arc<EngineStats>,
-    session: Mutex<Session>,
-    receiver_wake: Notify,
+    session: Mutex<Guarded>,
     driver_wake: Notify,
     ext: OnceLock<Box<dyn Any + Send + Sync>>,
 }
@@ -83,8 +88,10 @@ impl Socket {
             handshake,
             client,
             stats,
-            session: Mutex::new(session),
-            receiver_wake: Notify::new(),
+            session: Mutex::new(Guarded {
+                session,
+                waiters: Waiters::default(),
+            }),
             driver_wake: Notify::new(),
             ext: OnceLock::new(),
         }
@@ -143,9 +150,12 @@ impl Socket {
     /// Queues frames that travel together, all or none.
     pub fn send_all(&self, frames: &[Frame], volatile: bool) -> Result<(), PushError> {
         let (result, evicted) = {
-            let mut session = self.lock();
-            let result = session.push_all(frames, volatile);
-            (result, session.take_evicted())
+            let mut guarded = self.guarded();
+            let result = guarded.session.push_all(frames, volatile);
+            if result.is_ok() {
+                guarded.waiters.wake();
+            }
+            (result, guarded.session.take_evicted())
         };
         if evicted > 0 {
             self.stats
@@ -153,7 +163,7 @@ impl Socket {
                 .fetch_add(evicted as u64, Ordering::Relaxed);
         }
         match result {
-            Ok(()) => self.receiver_wake.notify_waiters(),
+            Ok(()) => {}
             Err(PushError::Overflow) => self.wake_all(),
             Err(PushError::Dropped) => {
                 self.stats.outbox_dropped.fetch_add(1, Ordering::Relaxed);
@@ -171,14 +181,18 @@ impl Socket {
         }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+    pub(crate) fn lock(&self) -> SessionGuard<'_> {
+        SessionGuard(self.guarded())
+    }
+
+    fn guarded(&self) -> MutexGuard<'_, Guarded> {
         // A panic while holding this lock can only come from a bug in `Session`; the state is
         // still consistent enough to close, so keep going rather than poison every request.
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn wake_all(&self) {
-        self.receiver_wake.notify_waiters();
+        self.guarded().waiters.wake();
         self.driver_wake.notify_waiters();
     }
 
@@ -193,23 +207,19 @@ impl Socket {
     }
 
     pub(crate) fn wake_receiver(&self) {
-        self.receiver_wake.notify_waiters();
+        self.guarded().waiters.wake();
     }
 
     /// Waits until `check` (run under the session lock) returns a value. `check` runs again
     /// after every wake-up of the receiver side.
-    pub(crate) async fn wait_until<T>(
-        &self,
-        mut check: impl FnMut(&mut Session) -> Option<T>,
-    ) -> T {
-        loop {
-            let notified = self.receiver_wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(value) = check(&mut self.lock()) {
-                return value;
-            }
-            notified.await;
+    pub(crate) fn wait_until<T, F>(&self, check: F) -> WaitUntil<'_, F>
+    where
+        F: FnMut(&mut Session) -> Option<T> + Unpin,
+    {
+        WaitUntil {
+            socket: self,
+            check,
+            parked: None,
         }
     }
 
@@ -221,7 +231,7 @@ impl Socket {
             return;
         };
         // The probe waits on the receiver side's wake-up too.
-        self.receiver_wake.notify_waiters();
+        self.wake_receiver();
         self.wait_until(|session| session.probe_synced(ticket).then_some(()))
             .await;
     }
@@ -280,5 +290,109 @@ impl Socket {
             }
         }
         Ok(())
+    }
+}
+
+/// What the session's mutex guards: the session, and the tasks waiting for it to change.
+struct Guarded {
+    session: Session,
+    waiters: Waiters,
+}
+
+/// The session under its lock (the waiters are the socket's business).
+pub(crate) struct SessionGuard<'a>(MutexGuard<'a, Guarded>);
+
+impl Deref for SessionGuard<'_> {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.0.session
+    }
+}
+
+impl DerefMut for SessionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.0.session
+    }
+}
+
+/// The tasks waiting for a session's receiver side to change, each under the id its
+/// [`WaitUntil`] keeps. Almost always one (the attached receiver), so the list starts with room
+/// for exactly one.
+#[derive(Default)]
+struct Waiters {
+    list: Vec<(u64, Waker)>,
+    next_id: u64,
+}
+
+impl Waiters {
+    /// Registers `waker` under `id`, or under a new id written there if `id` is not (or no
+    /// longer) registered.
+    fn park(&mut self, id: &mut Option<u64>, waker: &Waker) {
+        if let Some(entry) = id.and_then(|id| self.list.iter_mut().find(|(i, _)| *i == id)) {
+            if !entry.1.will_wake(waker) {
+                entry.1 = waker.clone();
+            }
+            return;
+        }
+        let new = self.next_id;
+        self.next_id += 1;
+        if self.list.capacity() == 0 {
+            self.list.reserve_exact(1);
+        }
+        self.list.push((new, waker.clone()));
+        *id = Some(new);
+    }
+
+    fn unpark(&mut self, id: u64) {
+        if let Some(at) = self.list.iter().position(|(i, _)| *i == id) {
+            self.list.swap_remove(at);
+        }
+    }
+
+    /// Wakes every waiter, and forgets them: each registers again if it still waits. Under the
+    /// session lock: a tokio waker only schedules its task, it never runs code here.
+    fn wake(&mut self) {
+        for (_, waker) in self.list.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+/// [`Socket::wait_until`]'s future. Its registration is undone when it completes or is dropped,
+/// so that a task that stopped waiting is not woken for nothing.
+pub(crate) struct WaitUntil<'a, F> {
+    socket: &'a Socket,
+    check: F,
+    parked: Option<u64>,
+}
+
+impl<T, F> Future for WaitUntil<'_, F>
+where
+    F: FnMut(&mut Session) -> Option<T> + Unpin,
+{
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = self.get_mut();
+        let mut guarded = this.socket.guarded();
+        let Guarded { session, waiters } = &mut *guarded;
+        if let Some(value) = (this.check)(session) {
+            if let Some(id) = this.parked.take() {
+                waiters.unpark(id);
+            }
+            return Poll::Ready(value);
+        }
+        // Under the lock the check ran under: whatever changes the session next finds it.
+        waiters.park(&mut this.parked, cx.waker());
+        Poll::Pending
+    }
+}
+
+impl<F> Drop for WaitUntil<'_, F> {
+    fn drop(&mut self) {
+        if let Some(id) = self.parked.take() {
+            self.socket.guarded().waiters.unpark(id);
+        }
     }
 }

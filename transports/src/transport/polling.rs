@@ -83,10 +83,9 @@ pub(crate) async fn long_poll(
     stamp: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
     let attached = {
-        let id = socket
-            .lock()
-            .attach_long_poll(Instant::now(), ack, stamp)
-            .map_err(|e| refused(socket, e))?;
+        // Two statements: the lock is released before a refusal wakes the session's waiters.
+        let attached = socket.lock().attach_long_poll(Instant::now(), ack, stamp);
+        let id = attached.map_err(|e| refused(socket, e))?;
         Attached { socket, id }
     };
     // A receiver it replaced answers now.

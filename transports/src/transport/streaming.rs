@@ -39,10 +39,9 @@ pub(crate) fn attach(
     framing: &Framing,
     ack: Option<u64>,
 ) -> Result<Response<Body>, EngineError> {
-    let id = socket
-        .lock()
-        .attach(transport, Instant::now(), ack)
-        .map_err(|e| polling::refused(socket, e))?;
+    // Two statements: the lock is released before a refusal wakes the session's waiters.
+    let attached = socket.lock().attach(transport, Instant::now(), ack);
+    let id = attached.map_err(|e| polling::refused(socket, e))?;
     // A receiver it replaced (a resuming client's broken stream) ends now.
     socket.wake_receiver();
     let (prelude, content_type) = prelude(framing);
