@@ -32,11 +32,13 @@ trap 'rm -rf "$work"' EXIT
 PORT=0 HALLEY_LOG=warn taskset -c 0 valgrind --tool=callgrind \
   --callgrind-out-file="$work/out.%p" "$@" >"$work/server.log" 2>"$work/valgrind.log" &
 server=$!
-url="$(server_address "$server" "$work/server.log")" || {
-  # Under valgrind the server starts slowly: give it longer than server_address does.
-  sleep 20
-  url="$(server_address "$server" "$work/server.log")"
-}
+# Under valgrind the server starts slowly: wait up to six of server_address's 10 s rounds.
+url=""
+for _ in 1 2 3 4 5 6; do
+  url="$(server_address "$server" "$work/server.log")" && break
+  kill -0 "$server" 2>/dev/null || { cat "$work/valgrind.log" >&2; exit 1; }
+done
+[ -n "$url" ] || { echo "the server did not start within 60 s" >&2; exit 1; }
 # Connecting, then the window, then a margin: the load must still run when the counters dump.
 duration=$((WINDOW + 9))
 taskset -c 1 "$LOADGEN" s2 --clients "$CLIENTS" --rate "$RATE" --duration "$duration" \

@@ -32,10 +32,13 @@ fn main() -> std::io::Result<()> {
 async fn run() -> std::io::Result<()> {
     let mut builder = Halley::builder();
     // For measuring the write hold (`--ws-write-interval` of the binary); unset: the default.
-    if let Some(ms) = std::env::var("HALLEY_WS_WRITE_INTERVAL_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Ok(value) = std::env::var("HALLEY_WS_WRITE_INTERVAL_MS") {
+        let ms = value.parse().map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("HALLEY_WS_WRITE_INTERVAL_MS: {value:?} is not a number of milliseconds"),
+            )
+        })?;
         builder = builder.ws_write_interval(std::time::Duration::from_millis(ms));
     }
     let io = builder.build();

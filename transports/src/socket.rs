@@ -191,6 +191,9 @@ impl Socket {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes the receiver side and the driver. Takes the session lock: never call it (or
+    /// [`Socket::wake_receiver`]) while a guard from [`Socket::lock`] is alive, such as in the
+    /// same statement as `socket.lock().…`.
     pub(crate) fn wake_all(&self) {
         self.guarded().waiters.wake();
         self.driver_wake.notify_waiters();
@@ -208,6 +211,12 @@ impl Socket {
 
     pub(crate) fn wake_receiver(&self) {
         self.guarded().waiters.wake();
+    }
+
+    /// How many tasks wait on the receiver side.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.guarded().waiters.list.len()
     }
 
     /// Waits until `check` (run under the session lock) returns a value. `check` runs again

@@ -570,7 +570,7 @@ async fn next_outbound(socket: &Socket, id: ReceiverId, hold: Option<Instant>) -
     if let Some(until) = hold {
         // What to write at once, found under the lock that saw it (no second wait); `None`
         // while a single frame is held.
-        let now = socket
+        let at_once = socket
             .wait_until(|s| {
                 // A second frame ends the hold: writing two per syscall is the saving, and a
                 // sender that waits for its frames to arrive (a closed loop) is not slowed
@@ -586,7 +586,7 @@ async fn next_outbound(socket: &Socket, id: ReceiverId, hold: Option<Instant>) -
                 }
             })
             .await;
-        if let Some(outbound) = now {
+        if let Some(outbound) = at_once {
             return outbound;
         }
         // Boxed: the timer exists only while a burst is held, not in every idle connection.
@@ -932,6 +932,68 @@ mod tests {
             .expect("after a quiet interval, at once")
             .unwrap();
         assert_eq!(&buf[..n], frames(&["4d"]));
+    }
+
+    /// Polls `fut` once, with this task's waker.
+    async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *fut).poll(cx))).await
+    }
+
+    /// The read gate stays open after a message (the next may already sit in tungstenite's
+    /// buffer, with no wake-up to come), closes when the read side has nothing, and opens
+    /// again on the read side's own wake-up.
+    #[tokio::test]
+    async fn the_read_gate_reads_buffered_messages_and_reopens_on_new_bytes() {
+        let (mut client, mut server) = ws_pair().await;
+        let gate = ReadGate::new();
+        // Two frames in one write: one read brings both.
+        client.feed(WsMessage::text("a")).await.unwrap();
+        client.feed(WsMessage::text("b")).await.unwrap();
+        client.flush().await.unwrap();
+        let limit = Duration::from_secs(5);
+        for expected in ["a", "b"] {
+            let got = tokio::time::timeout(limit, gate.next(&mut server))
+                .await
+                .expect("a buffered message is read without new bytes");
+            assert!(matches!(got, Some(Ok(WsMessage::Text(t))) if t.as_str() == expected));
+        }
+        let mut next = Box::pin(gate.next(&mut server));
+        assert!(poll_once(&mut next).await.is_pending(), "nothing to read");
+        assert!(
+            !gate.flag.ready.load(Ordering::Acquire),
+            "closed until the read side wakes"
+        );
+        client.send(WsMessage::text("c")).await.unwrap();
+        let got = tokio::time::timeout(limit, next)
+            .await
+            .expect("new bytes open the gate");
+        assert!(matches!(got, Some(Ok(WsMessage::Text(t))) if t.as_str() == "c"));
+    }
+
+    /// A wait parks its waker under the session lock; a frame queued after its check wakes it,
+    /// and a wait that ends or is dropped leaves no waker behind.
+    #[tokio::test]
+    async fn a_wait_is_woken_by_a_later_frame_and_leaves_no_waker_behind() {
+        let shared = shared();
+        let socket = lifecycle::open(&shared, TransportKind::Polling, handshake(), false).unwrap();
+        socket.lock().drain();
+        let mut dropped = socket.wait_until(|s| s.has_outbound().then_some(()));
+        assert!(poll_once(&mut dropped).await.is_pending());
+        assert_eq!(socket.waiting(), 1);
+        drop(dropped);
+        assert_eq!(socket.waiting(), 0, "a dropped wait takes its waker back");
+
+        let mut wait = socket.wait_until(|s| s.has_outbound().then(|| s.drain()));
+        assert!(poll_once(&mut wait).await.is_pending());
+        // Polled again before any change: still one registration.
+        assert!(poll_once(&mut wait).await.is_pending());
+        assert_eq!(socket.waiting(), 1);
+        socket.send_text("x").unwrap();
+        let frames = tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .expect("the frame woke the wait");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(socket.waiting(), 0);
     }
 
     #[tokio::test]
